@@ -1,0 +1,103 @@
+"""Reduce, scale and fuse item modalities: the paper's item-side recipe, as pure functions.
+
+MMa4CTR describes every item by three modality vectors (visual, acoustic, textual). The paper
+reduces each with PCA, min-max scales each column to [0, 1], and fuses them in one of eleven
+ways (its ablation, section 5 of the seed README):
+
+- single: ``visual``, ``acoustic``, ``textual``;
+- concat: ``va_concat``, ``vt_concat``, ``at_concat``, ``vat_concat``: concatenate, then PCA to
+  ``max_dim`` (128) when longer;
+- cross: ``va_cross``, ``vt_cross``, ``at_cross``, ``vat_cross``: PCA every member down to the
+  shortest one (capped at ``max_dim``, which is what the paper's va_cross width of 128 on WeChat
+  implies), then take the elementwise product.
+
+Choice documented here: whenever fusion runs a PCA, its output is min-max scaled again so the
+model's item input stays in [0, 1] for every variant (the paper only states the scaling before
+fusion). Nothing here looks at labels, so fitting on all items leaks nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODALITY_LETTERS = {"v": "visual", "a": "acoustic", "t": "textual"}
+SINGLE_FUSIONS = ("visual", "acoustic", "textual")
+MULTI_PREFIXES = ("va", "vt", "at", "vat")
+FUSIONS = SINGLE_FUSIONS + tuple(
+    f"{prefix}_{kind}" for kind in ("concat", "cross") for prefix in MULTI_PREFIXES
+)
+
+
+def fusion_modalities(fusion: str) -> list[str]:
+    """The modalities a fusion name uses, in v, a, t order (``vt_cross`` -> visual, textual)."""
+    if fusion in SINGLE_FUSIONS:
+        return [fusion]
+    prefix, _, kind = fusion.partition("_")
+    if kind not in ("concat", "cross") or prefix not in MULTI_PREFIXES:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
+    return [MODALITY_LETTERS[letter] for letter in prefix]
+
+
+def minmax_scale(matrix: np.ndarray) -> np.ndarray:
+    """Scale each column to [0, 1]; a constant column becomes 0 (it carries no information)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape[0] == 0:
+        return matrix.astype(np.float32)
+    low = matrix.min(axis=0)
+    span = matrix.max(axis=0) - low
+    safe_span = np.where(span > 0, span, 1.0)
+    scaled = (matrix - low) / safe_span
+    scaled[:, span <= 0] = 0.0
+    return scaled.astype(np.float32)
+
+
+def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0) -> np.ndarray:
+    """PCA to a fixed width (int) or to the fewest components keeping a variance share (float < 1).
+
+    A fixed width larger than the data allows (rows or columns) is clipped to what exists; a
+    matrix already narrower than a fixed width is returned unchanged.
+    """
+    from sklearn.decomposition import PCA
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n_rows, n_cols = matrix.shape
+    if isinstance(n_components, float) and not 0.0 < n_components <= 1.0:
+        raise ValueError(f"variance share must be in (0, 1], got {n_components}")
+    if isinstance(n_components, float) and n_components == 1.0:
+        return matrix.astype(np.float32)
+    if isinstance(n_components, (int, np.integer)):
+        if n_components >= n_cols:
+            return matrix.astype(np.float32)
+        n_components = int(min(n_components, n_rows))
+        solver = "randomized" if n_components < 0.8 * min(n_rows, n_cols) else "full"
+        model = PCA(n_components=n_components, svd_solver=solver, random_state=seed)
+    else:
+        if n_rows < 2:
+            return matrix.astype(np.float32)
+        model = PCA(n_components=float(n_components), svd_solver="full")
+    return model.fit_transform(matrix).astype(np.float32)
+
+
+def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0) -> np.ndarray:
+    """Fuse per-modality item matrices (rows aligned, each already scaled) into one item matrix."""
+    names = fusion_modalities(fusion)
+    missing = [name for name in names if name not in modalities]
+    if missing:
+        raise ValueError(f"fusion {fusion!r} needs modalities {missing}, which the dataset lacks")
+    parts = [np.asarray(modalities[name], dtype=np.float32) for name in names]
+    if len(parts) == 1:
+        return parts[0]
+    if fusion.endswith("_concat"):
+        joined = np.hstack(parts)
+        if joined.shape[1] > max_dim:
+            return minmax_scale(pca_reduce(joined, int(max_dim), seed=seed))
+        return joined
+    width = min(min(part.shape[1] for part in parts), max_dim)
+    if any(part.shape[1] > width for part in parts) and parts[0].shape[0] < width:
+        width = max(parts[0].shape[0], 1)  # PCA cannot give more components than items
+    product = np.ones((parts[0].shape[0], width), dtype=np.float32)
+    for part in parts:
+        if part.shape[1] > width:
+            part = minmax_scale(pca_reduce(part, int(width), seed=seed))
+        product *= part
+    return product

@@ -1,0 +1,63 @@
+"""Fusion variants produce the promised widths and respect the paper's rules."""
+
+import numpy as np
+import pytest
+
+from recbole_mma4ctr.fusion import FUSIONS, fuse, fusion_modalities, minmax_scale, pca_reduce
+
+
+@pytest.fixture(scope="module")
+def modalities():
+    rng = np.random.default_rng(1)
+    n = 400
+    return {"visual": minmax_scale(rng.random((n, 192))), "acoustic": minmax_scale(rng.random((n, 242))),
+            "textual": minmax_scale(rng.random((n, 73)))}
+
+
+EXPECTED_WIDTH = {
+    "visual": 192, "acoustic": 242, "textual": 73,
+    "va_concat": 128, "vt_concat": 128, "at_concat": 128, "vat_concat": 128,
+    "va_cross": 128, "vt_cross": 73, "at_cross": 73, "vat_cross": 73,
+}
+
+
+def test_there_are_eleven_fusions():
+    assert len(FUSIONS) == 11 and set(FUSIONS) == set(EXPECTED_WIDTH)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_fusion_widths_match_the_paper(modalities, fusion):
+    fused = fuse(modalities, fusion)
+    assert fused.shape == (400, EXPECTED_WIDTH[fusion])
+    assert np.isfinite(fused).all()
+    assert fused.min() >= -1e-6 and fused.max() <= 1 + 1e-6
+
+
+def test_short_concat_is_not_reduced():
+    rng = np.random.default_rng(2)
+    parts = {"visual": rng.random((50, 30)), "textual": rng.random((50, 20))}
+    np.testing.assert_allclose(fuse(parts, "vt_concat"), np.hstack([parts["visual"], parts["textual"]]), rtol=1e-6)
+
+
+def test_cross_is_elementwise_product_when_widths_agree():
+    a = np.full((3, 4), 0.5)
+    t = np.arange(12, dtype=float).reshape(3, 4) / 12
+    np.testing.assert_allclose(fuse({"acoustic": a, "textual": t}, "at_cross"), 0.5 * t, rtol=1e-6)
+
+
+def test_pca_variance_share_keeps_few_dims_for_low_rank_data():
+    rng = np.random.default_rng(3)
+    low_rank = rng.random((300, 3)) @ rng.random((3, 50))
+    assert pca_reduce(low_rank, 0.9).shape[1] <= 3
+
+
+def test_unknown_fusion_and_missing_modality_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fusion_modalities("vta_mix")
+    with pytest.raises(ValueError, match="lacks"):
+        fuse({"visual": np.ones((2, 2))}, "vt_concat")
+
+
+def test_minmax_constant_column_is_zero():
+    scaled = minmax_scale(np.array([[1.0, 5.0], [3.0, 5.0]]))
+    np.testing.assert_allclose(scaled, [[0, 0], [1, 0]])
