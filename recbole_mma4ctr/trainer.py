@@ -1,0 +1,191 @@
+"""Trainer: RecBole's Trainer with safe checkpoints, the paper's LR schedule and validation interrupt.
+
+Three things differ from ``recbole.trainer.Trainer``:
+
+1. Checkpoints hold tensors and plain numbers only (state dict, optimizer state, epoch, score)
+   and are read back with ``torch.load(weights_only=True)``. RecBole's own checkpoint pickles
+   the whole Config, which PyTorch >= 2.6 refuses to load at the end of every ``fit``.
+2. ``lr_halving_epochs``: multiply the learning rate by ``lr_decay`` (0.5) every N epochs, the
+   paper's schedule. None or 0 switches it off (the default for baselines).
+3. ``valid_interrupt``: the paper's "validation interrupt", done right. When the validation
+   AUC after an epoch is <= ``valid_interrupt_threshold`` (0.5), the weights and optimizer
+   state from before that epoch are restored, the learning rate is halved and the epoch is
+   trained again, at most ``valid_interrupt_max_retries`` times in a row (then training goes on
+   and the event is logged). The validation set is then evaluated after every epoch.
+
+Every epoch is recorded in ``self.history`` (loss, learning rate, seconds, validation metrics,
+interrupts) for the result record.
+"""
+
+from __future__ import annotations
+
+import copy
+from time import time
+
+import torch
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import early_stopping, set_color, dict2str
+
+from .metrics import UserAwareCollector
+
+
+def load_weights_only(path, device):
+    """Read a checkpoint written by ``Trainer._save_checkpoint``; refuses anything but tensors."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+class Trainer(RecBoleTrainer):
+    """RecBole Trainer with weights-only checkpoints, LR halving and the validation interrupt."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_collector = UserAwareCollector(config)
+        self.lr_halving_epochs = int(config["lr_halving_epochs"] or 0)
+        self.lr_decay = float(config["lr_decay"] or 0.5)
+        self.scheduler = (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=self.lr_halving_epochs, gamma=self.lr_decay)
+            if self.lr_halving_epochs > 0 else None
+        )
+        self.interrupt = bool(config["valid_interrupt"])
+        self.interrupt_threshold = float(config["valid_interrupt_threshold"] if config["valid_interrupt_threshold"] is not None else 0.5)
+        self.interrupt_max_retries = int(config["valid_interrupt_max_retries"] if config["valid_interrupt_max_retries"] is not None else 3)
+        self.interrupt_metric = "auc"
+        if self.interrupt and self.interrupt_metric not in [m.lower() for m in config["metrics"]]:
+            raise ValueError("valid_interrupt needs 'AUC' in metrics")
+        self.history: list[dict] = []
+        self.interrupts = 0
+        self.train_seconds = 0.0
+        self.valid_seconds = 0.0
+        self.epochs_run = 0
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "model": str(self.config["model"]),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        torch.save(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = load_weights_only(resume_file, self.device)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["model"].lower() != str(self.config["model"]).lower():
+            self.logger.warning(f"checkpoint is of model {checkpoint['model']}, not {self.config['model']}")
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_weights_only(checkpoint_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.logger.info(f"Loading model parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    # ---- training loop -------------------------------------------------------------------
+    def _snapshot(self):
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
+
+    def _restore(self, snapshot):
+        model_state, optimizer_state = snapshot
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optimizer_state)
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """Train with the schedule and interrupt described in the module docstring.
+
+        ``callback_fn(epoch_idx, valid_score)`` runs after every accepted epoch (valid_score is
+        None when the epoch was not validated); returning True from it stops training.
+        """
+        if saved and self.start_epoch >= self.epochs:
+            self._save_checkpoint(-1, verbose=verbose)
+        self.eval_collector.data_collect(train_data)
+        if self.config["train_neg_sample_args"].get("dynamic", False):
+            train_data.get_model(self.model)
+
+        epoch_idx, retries = self.start_epoch, 0
+        while epoch_idx < self.epochs:
+            snapshot = self._snapshot() if self.interrupt else None
+            lr = self.current_lr()
+            started = time()
+            train_loss = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
+            train_loss = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
+            train_seconds = time() - started
+            self.train_seconds += train_seconds
+            self.train_loss_dict[epoch_idx] = train_loss
+            if verbose:
+                self.logger.info(self._generate_train_loss_output(epoch_idx, started, started + train_seconds, train_loss))
+            record = {"epoch": epoch_idx, "train_loss": float(train_loss), "lr": lr, "train_seconds": round(train_seconds, 3)}
+
+            validate = bool(valid_data) and self.eval_step > 0 and (self.interrupt or (epoch_idx + 1) % self.eval_step == 0)
+            valid_score, stop_flag = None, False
+            if validate:
+                started = time()
+                valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+                valid_seconds = time() - started
+                self.valid_seconds += valid_seconds
+                record.update({"valid": {k: float(v) for k, v in valid_result.items()}, "valid_seconds": round(valid_seconds, 3)})
+                if verbose:
+                    self.logger.info(set_color("epoch %d evaluating", "green") % epoch_idx
+                                     + f" [time: {valid_seconds:.2f}s, valid_score: {valid_score:f}]")
+                    self.logger.info(set_color("valid result", "blue") + ": \n" + dict2str(valid_result))
+                watched = valid_result.get(self.interrupt_metric)
+                if self.interrupt and watched is not None and watched <= self.interrupt_threshold:
+                    if retries < self.interrupt_max_retries:
+                        self._restore(snapshot)
+                        for group in self.optimizer.param_groups:
+                            group["lr"] *= 0.5
+                        retries += 1
+                        self.interrupts += 1
+                        record["interrupted"] = True
+                        self.history.append(record)
+                        self.logger.warning(
+                            f"validation interrupt: valid {self.interrupt_metric} {watched:.4f} <= {self.interrupt_threshold} "
+                            f"after epoch {epoch_idx}; weights restored, learning rate {lr:g} -> {self.current_lr():g}, "
+                            f"retry {retries}/{self.interrupt_max_retries}"
+                        )
+                        continue
+                    self.logger.warning(f"validation interrupt: {self.interrupt_max_retries} retries used up at epoch {epoch_idx}; going on")
+                self.best_valid_score, self.cur_step, stop_flag, update_flag = early_stopping(
+                    valid_score, self.best_valid_score, self.cur_step,
+                    max_step=self.stopping_step, bigger=self.valid_metric_bigger,
+                )
+                if update_flag:
+                    if saved:
+                        self._save_checkpoint(epoch_idx, verbose=verbose)
+                    self.best_valid_result = valid_result
+                    record["best"] = True
+            elif saved:
+                self._save_checkpoint(epoch_idx, verbose=verbose)
+
+            retries = 0
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.history.append(record)
+            self.epochs_run = epoch_idx + 1
+            if callback_fn and callback_fn(epoch_idx, valid_score):
+                stop_flag = True
+            if stop_flag:
+                if verbose:
+                    self.logger.info(f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}")
+                break
+            epoch_idx += 1
+        return self.best_valid_score, self.best_valid_result

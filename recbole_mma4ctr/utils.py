@@ -1,0 +1,43 @@
+"""Model, dataset and trainer lookup that knows MMa4CTR and falls back to RecBole's.
+
+RecBole's own ``get_model`` only searches ``recbole.model.*`` and ``create_dataset`` only
+``recbole.data.dataset``; a plugin brings its own lookups (the shape RecBole-GNN uses).
+Importing this module never imports ray (``recbole.quick_start`` would).
+"""
+
+from __future__ import annotations
+
+
+def get_model(model_name: str):
+    if model_name == "MMa4CTR":
+        from .model import MMa4CTR
+
+        return MMa4CTR
+    from recbole.utils import get_model as recbole_get_model
+
+    return recbole_get_model(model_name)
+
+
+def create_dataset(config):
+    if config["model"] == "MMa4CTR":
+        from .dataset import MMa4CTRDataset
+
+        return MMa4CTRDataset(config)
+    from recbole.data import create_dataset as recbole_create_dataset
+
+    return recbole_create_dataset(config)
+
+
+def get_trainer(model_type, model_name: str):
+    """Our Trainer (weights-only checkpoints) wherever RecBole would use its plain Trainer."""
+    from recbole.trainer import Trainer as RecBoleTrainer
+    from recbole.utils import get_trainer as recbole_get_trainer
+
+    from .trainer import Trainer
+
+    if model_name == "MMa4CTR":
+        return Trainer
+    trainer_class = recbole_get_trainer(model_type, model_name)
+    if trainer_class is RecBoleTrainer:
+        return Trainer
+    return trainer_class
