@@ -12,10 +12,19 @@ passed through an MLP ``in -> 128 -> 32 -> 4`` (Tanh after each layer), ``Linear
 sigmoid. With the paper's WeChat sizes (3 x 22 + 128 = 194 inputs) it has 29,225 trainable
 parameters, with TikTok's (3 x 22 + 103 = 169) 26,025.
 
+One deliberate deviation, switchable: ``init_output_bias: base_rate`` (default) starts the
+output bias at the log-odds of the training label rate instead of 0. With a rare label (WeChat's
+weighted label: about 1 positive in 390) a zero-bias start spends thousands of Adam steps
+pushing every logit down; since all inputs are non-negative, that push runs through the
+weights too and can leave the ranking inverted (seen here: valid AUC 0.27 after 10 epochs on the
+sample, 0.76 with the base-rate start). ``init_output_bias: zero`` gives the paper's start.
+
 It is a RecBole ``ContextRecommender`` (pointwise, labeled evaluation), but it does not build
 ContextRecommender's per-field embedding tables: the paper's model has no ID embeddings, and
 creating them would change what is trained and the parameter count.
 """
+
+import math
 
 import torch
 from torch import nn
@@ -57,6 +66,21 @@ class MMa4CTR(ContextRecommender):
         # BCE on logits: the same loss as sigmoid + BCE, without its overflow at saturation.
         self.loss = nn.BCEWithLogitsLoss()
         self.apply(xavier_normal_initialization)
+        bias_init = str(config["init_output_bias"] or "base_rate").lower()
+        if bias_init not in ("base_rate", "zero"):
+            raise ValueError(f"init_output_bias must be 'base_rate' or 'zero', got {bias_init!r}")
+        if bias_init == "base_rate":
+            with torch.no_grad():
+                self.classifier.bias.fill_(self.base_rate_logit(dataset))
+
+    def base_rate_logit(self, dataset) -> float:
+        """Log-odds of the label rate in ``dataset`` (RecBole builds models on the train split)."""
+        inter = getattr(dataset, "inter_feat", None)
+        if inter is None or self.LABEL not in inter or len(inter) == 0:
+            return 0.0
+        rate = float(inter[self.LABEL].float().mean())
+        rate = min(max(rate, 1e-6), 1 - 1e-6)
+        return math.log(rate / (1 - rate))
 
     def concat_input(self, interaction):
         return torch.cat([interaction[field].float() for field in self.feature_fields], dim=1)

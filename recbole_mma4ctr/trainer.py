@@ -10,8 +10,10 @@ Three things differ from ``recbole.trainer.Trainer``:
 3. ``valid_interrupt``: the paper's "validation interrupt", done right. When the validation
    AUC after an epoch is <= ``valid_interrupt_threshold`` (0.5), the weights and optimizer
    state from before that epoch are restored, the learning rate is halved and the epoch is
-   trained again, at most ``valid_interrupt_max_retries`` times in a row (then training goes on
-   and the event is logged). The validation set is then evaluated after every epoch.
+   trained again, at most ``valid_interrupt_max_retries`` times in a row. If the retries run out,
+   the epoch is kept and the interrupt is switched off for the rest of the run (logged): a model
+   still at chance after several halvings is not diverging, and halving on would freeze it.
+   While the interrupt is on, the validation set is evaluated after every epoch.
 
 Every epoch is recorded in ``self.history`` (loss, learning rate, seconds, validation metrics,
 interrupts) for the result record.
@@ -163,7 +165,13 @@ class Trainer(RecBoleTrainer):
                             f"retry {retries}/{self.interrupt_max_retries}"
                         )
                         continue
-                    self.logger.warning(f"validation interrupt: {self.interrupt_max_retries} retries used up at epoch {epoch_idx}; going on")
+                    # A model still at chance after all retries is not diverging from a too-large
+                    # step; halving further would only freeze it. Stop interrupting for this run.
+                    self.interrupt = False
+                    self.logger.warning(
+                        f"validation interrupt: {self.interrupt_max_retries} retries used up at epoch {epoch_idx}; "
+                        f"keeping this epoch and switching the interrupt off for the rest of the run"
+                    )
                 self.best_valid_score, self.cur_step, stop_flag, update_flag = early_stopping(
                     valid_score, self.best_valid_score, self.cur_step,
                     max_step=self.stopping_step, bigger=self.valid_metric_bigger,

@@ -36,7 +36,10 @@ def synthetic_matches(raw_dir: Path, scale: str, seed: int) -> bool:
         info = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return info.get("scale") == scale and int(info.get("seed", -1)) == int(seed)
+    from .synthetic import GENERATOR_VERSION
+
+    return (info.get("scale") == scale and int(info.get("seed", -1)) == int(seed)
+            and info.get("version") == GENERATOR_VERSION)
 
 
 def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed: int = 2024) -> Path:

@@ -36,7 +36,9 @@ Token fields (the id VALUES carry the topic)
     The ``*_char`` fields use the same recipe on a char vocabulary (``char_common``,
     ``char_block``). Lengths are log-normal and capped: ocr <= ``ocr_max_len`` (150), asr <=
     ``asr_max_len`` (250), description <= ``description_max_len`` (60); a char field is 1.4-2.2
-    times as long as its word field (caps 250 / 400 / 100). Empty shares: ocr 15 %, asr 10 %,
+    times as long as its word field (caps 250 / 400 / 100). Better-made feeds carry more text: the
+    log-normal median is multiplied by ``exp(length_quality * q_f / quality_sd)``, which is what
+    lets the paper's padded-token-id features see quality at all (they mostly see lengths). Empty shares: ocr 15 %, asr 10 %,
     description 5 % (each for the word and the char field alike; ``empty_pair_overlap`` of the
     empties hit both, so each field also has gaps the other fills).
     Keywords (``keyword_common`` shared ids, then blocks of ``keyword_block`` per topic) and
@@ -60,8 +62,9 @@ Exposure
     pop(f) / pop(all)``, so the watched-topic mix reflects taste. Days are uniform on
     1..``n_days``; rows are ordered by userid, then day.
 Engagement
-    ``m = taste_weight * rel[u, topic(f)] + q_f + prop_u`` (everything a model could learn in
-    principle), ``z = m + eps`` with pair noise ``eps ~ N(0, noise)`` (unobservable). Action k
+    ``m = taste_weight * rel[u, topic(f)] + topic_effect[topic(f)] + q_f + prop_u`` (everything a
+    model could learn in principle; ``topic_effect ~ N(0, topic_effect_sd)``: some categories
+    engage more), ``z = m + eps`` with pair noise ``eps ~ N(0, noise)`` (unobservable). Action k
     is Bernoulli(sigmoid(base_k + action_beta_k * z)), the seven actions conditionally
     independent given z. ``base_k`` is calibrated on the realised z (the first
     ``calibration_rows`` rows) so the expected positive rate is 1 / (1 + the DATA.md
@@ -100,7 +103,7 @@ import numpy as np
 import pandas as pd
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 # The seven actions in user_action.csv column order.
 ACTIONS: Tuple[str, ...] = (
@@ -173,7 +176,7 @@ class SyntheticParams:
     max_user_share: float = 0.6
     device2_share: float = 0.55
     device_switch: float = 0.04
-    propensity_sd: float = 0.4
+    propensity_sd: float = 0.9
     # exposure
     taste_exposure: float = 0.7
     popularity_zipf: float = 0.85
@@ -181,11 +184,13 @@ class SyntheticParams:
     # feeds
     author_topic_share: float = 0.8
     quality_sd: float = 0.45
+    topic_effect_sd: float = 0.8
+    length_quality: float = 0.8
     videoplay_median: float = 22.0
     videoplay_sigma: float = 0.65
     # engagement
     taste_weight: float = 1.6
-    noise: float = 1.1
+    noise: float = 1.5
     action_beta: Tuple[float, ...] = (1.0, 1.2, 0.9, 1.0, 1.1, 1.2, 1.1)  # ACTIONS order
     negatives_per_positive: Tuple[float, ...] = tuple(
         REAL_NEGATIVES_PER_POSITIVE[a] for a in ACTIONS
@@ -356,6 +361,7 @@ class World:
     user_device: np.ndarray  # (n_users,) main device 1 or 2
     user_propensity: np.ndarray  # (n_users,)
     userid: np.ndarray  # (n_users,) ascending
+    topic_effect: np.ndarray  # (K,) engagement offset of each topic
 
     @property
     def m_range(self) -> Tuple[float, float]:
@@ -439,9 +445,10 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     user_propensity = rng.normal(0.0, p.propensity_sd, size=p.n_users)
     span = max(p.n_users, int(p.userid_span * p.n_users))
     userid = np.sort(rng.choice(span, size=p.n_users, replace=False))
+    topic_effect = rng.normal(0.0, p.topic_effect_sd, size=K)
     return World(p, topic_weight, author_topic, feed_author, feed_topic, feed_topic2,
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
-                 affinity, user_actions, user_device, user_propensity, userid)
+                 affinity, user_actions, user_device, user_propensity, userid, topic_effect)
 
 
 # ----------------------------------------------------------------------------------------
@@ -502,8 +509,9 @@ def _empties(n: int, share: float, overlap: float, rng: np.random.Generator):
     return both | word_only, both | char_only
 
 
-def _lengths(n: int, median: float, sigma: float, cap: int, rng: np.random.Generator) -> np.ndarray:
-    return np.clip(np.rint(rng.lognormal(np.log(median), sigma, size=n)), 1, cap).astype(np.int64)
+def _lengths(n: int, median: float, sigma: float, cap: int, rng: np.random.Generator,
+             shift: np.ndarray | float = 0.0) -> np.ndarray:
+    return np.clip(np.rint(rng.lognormal(np.log(median) + shift, sigma, size=n)), 1, cap).astype(np.int64)
 
 
 def _feed_text_rows(world: World, lo: int, hi: int, vocabs: Dict[str, _Vocab],
@@ -519,7 +527,9 @@ def _feed_text_rows(world: World, lo: int, hi: int, vocabs: Dict[str, _Vocab],
         ("ocr", p.ocr_median_len, p.ocr_len_sigma, p.ocr_max_len, p.ocr_char_max_len, p.ocr_empty),
         ("asr", p.asr_median_len, p.asr_len_sigma, p.asr_max_len, p.asr_char_max_len, p.asr_empty),
     ):
-        wlen = _lengths(n, median, sigma, cap, rng)
+        # better-made feeds carry more text: lengths scale with exp(length_quality * q / sd)
+        shift = p.length_quality * world.feed_quality[lo:hi] / max(p.quality_sd, 1e-12)
+        wlen = _lengths(n, median, sigma, cap, rng, shift)
         clen = np.clip(np.rint(wlen * rng.uniform(1.4, 2.2, size=n)), 1, ccap).astype(np.int64)
         wempty, cempty = _empties(n, empty, p.empty_pair_overlap, rng)
         wlen[wempty] = 0
@@ -649,6 +659,7 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
         switch = rng.random(n) < p.device_switch
         device = np.where(switch, 3 - world.user_device[user], world.user_device[user])
         m = (p.taste_weight * world.affinity[user, world.feed_topic[feed]]
+             + world.topic_effect[world.feed_topic[feed]]
              + world.feed_quality[feed] + world.user_propensity[user])
         z = m + rng.normal(0.0, p.noise, size=n)
         yield dict(chunk=np.int64(c), user=user, feed=feed, date=date, device=device, m=m, z=z)
