@@ -53,7 +53,7 @@ def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed:
     if not (converter.has_raw_files(sample) and synthetic_matches(sample, scale, seed)):
         from .synthetic import write_wechat_raw
 
-        log(f"no raw {name} files in {real}: generating a {scale} sample (seed {seed}) in {sample}")
+        log(f"no raw {name} files in {real}: generating a {scale}-scale sample (seed {seed}) in {sample}")
         write_wechat_raw(sample, scale=scale, seed=seed)
     else:
         log(f"no raw {name} files in {real}: using the generated {scale} sample in {sample}")
