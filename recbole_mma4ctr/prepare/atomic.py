@@ -37,16 +37,18 @@ def fingerprint(input_files: list[Path], settings: dict) -> str:
     return digest.hexdigest()
 
 
+def read_json_or_none(path: Path) -> dict | None:
+    """A JSON marker file's content, or None when it is missing or unreadable (then: redo the work)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def is_up_to_date(out_dir: Path, expected_fingerprint: str) -> bool:
     """True when the manifest matches and every file it lists is still there."""
-    manifest_path = Path(out_dir) / "manifest.json"
-    if not manifest_path.exists():
-        return False
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if manifest.get("fingerprint") != expected_fingerprint:
+    manifest = read_json_or_none(Path(out_dir) / "manifest.json")
+    if manifest is None or manifest.get("fingerprint") != expected_fingerprint:
         return False
     return all((Path(out_dir) / name).exists() for name in manifest.get("files", []))
 

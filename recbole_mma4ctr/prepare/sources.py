@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from . import wechat
-from .atomic import log
+from .atomic import log, read_json_or_none
 
 CONVERTERS = {"wechat": wechat}
 
@@ -29,12 +29,8 @@ def converter_settings(config) -> dict:
 
 
 def synthetic_matches(raw_dir: Path, scale: str, seed: int) -> bool:
-    marker = raw_dir / "SYNTHETIC.json"
-    if not marker.exists():
-        return False
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
+    info = read_json_or_none(raw_dir / "SYNTHETIC.json")
+    if info is None:
         return False
     from .synthetic import GENERATOR_VERSION
 

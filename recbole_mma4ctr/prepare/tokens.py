@@ -21,16 +21,22 @@ def _fail(file_name: str, row: int, field: str, value: str, why: str) -> RawForm
     return RawFormatError(f"{file_name}, line {row + 2}, field '{field}': {why} (value {shown!r})")
 
 
+EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _cells(values):
+    """(row, stripped text) of each cell; missing or non-text cells read as empty."""
+    for row, cell in enumerate(values):
+        yield row, (cell.strip() if isinstance(cell, str) else "")
+
+
 def parse_id_list(values, file_name: str, field: str, separator: str = " ") -> list[np.ndarray]:
     """Each cell to an int64 array; an empty cell gives an empty array."""
     parsed = []
-    for row, cell in enumerate(values):
-        text = cell.strip() if isinstance(cell, str) else ""
-        if not text:
-            parsed.append(np.zeros(0, dtype=np.int64))
-            continue
+    for row, text in _cells(values):
         try:
-            parsed.append(np.array([int(tok) for tok in text.split(separator) if tok.strip()], dtype=np.int64))
+            parsed.append(np.array([int(tok) for tok in text.split(separator) if tok.strip()], dtype=np.int64)
+                          if text else EMPTY)
         except ValueError:
             raise _fail(file_name, row, field, text, "expected integer ids") from None
     return parsed
@@ -39,10 +45,9 @@ def parse_id_list(values, file_name: str, field: str, separator: str = " ") -> l
 def parse_tag_list(values, file_name: str, field: str) -> list[np.ndarray]:
     """``tag prob;tag prob`` cells to arrays of tag ids (probabilities checked, then dropped)."""
     parsed = []
-    for row, cell in enumerate(values):
-        text = cell.strip() if isinstance(cell, str) else ""
+    for row, text in _cells(values):
         if not text:
-            parsed.append(np.zeros(0, dtype=np.int64))
+            parsed.append(EMPTY)
             continue
         tags = []
         for pair in filter(None, (part.strip() for part in text.split(";"))):
