@@ -1,5 +1,7 @@
 """MMa4CTR's architecture: the paper's parameter counts and a working forward/loss/predict."""
 
+import math
+from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +17,9 @@ def fake_dataset(item_dims, profile_length=21, modalities=("visual", "acoustic",
     return SimpleNamespace(mm_feature_fields=fields, field2seqlen=seqlen)
 
 
-CONFIG = {"LABEL_FIELD": "label", "device": torch.device("cpu"), "mlp_hidden_size": [128, 32, 4], "activation": "tanh"}
+# RecBole's Config answers None for keys it does not hold; a defaultdict does the same.
+CONFIG = defaultdict(lambda: None, {"LABEL_FIELD": "label", "device": torch.device("cpu"),
+                                    "mlp_hidden_size": [128, 32, 4], "activation": "tanh"})
 
 
 def trainable(model):
@@ -50,3 +54,12 @@ def test_forward_loss_predict_shapes_and_probabilities():
 def test_refuses_a_dataset_without_multimodal_fields():
     with pytest.raises(TypeError, match="MMa4CTRDataset"):
         MMa4CTR(CONFIG, SimpleNamespace())
+
+
+def test_output_bias_starts_at_the_training_label_log_odds():
+    dataset = fake_dataset(10, profile_length=3)
+    dataset.inter_feat = {"label": torch.tensor([1.0, 0.0, 0.0, 0.0])}
+    model = MMa4CTR(CONFIG, dataset)
+    assert model.classifier.bias.item() == pytest.approx(math.log(0.25 / 0.75), rel=1e-6)
+    paper = defaultdict(lambda: None, {**CONFIG, "init_output_bias": "zero"})
+    assert MMa4CTR(paper, dataset).classifier.bias.item() == 0.0
