@@ -125,3 +125,17 @@ def test_cli_exit_status_and_progress(tiny_raw, tmp_path):
                               "--out", str(tmp_path / "out2")], capture_output=True, text=True)
     assert missing.returncode == 1
     assert "user_action.csv: file not found" in missing.stderr
+
+
+def test_oracle_sidecar_aligns_with_the_kept_rows(tiny_raw, tmp_path):
+    raw = pd.read_csv(tiny_raw / "user_action.csv")
+    oracle = pd.read_csv(tiny_raw / "oracle_prob.csv")
+    threshold = int(raw.groupby("userid").size().median())
+    out = tmp_path / "out"
+    manifest = convert(tiny_raw, out, {"min_user_actions": threshold})
+    assert "wechat.oracle.npy" in manifest["files"]
+    kept = raw.groupby("userid")["userid"].transform("size") >= threshold
+    sidecar = np.load(out / "wechat.oracle.npy")
+    np.testing.assert_allclose(sidecar, oracle.loc[kept.to_numpy(), "p_weighted"].to_numpy(), rtol=1e-6)
+    inter = pd.read_csv(out / "wechat.inter", sep="\t")
+    assert len(sidecar) == len(inter)

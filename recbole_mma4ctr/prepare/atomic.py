@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 
 def log(message: str) -> None:
@@ -88,6 +88,11 @@ class AtomicWriter:
         path = self._temporary(name)
         with open(path, "wb") as handle:
             np.savez(handle, **arrays)
+
+    def write_array(self, name: str, array: np.ndarray) -> None:
+        path = self._temporary(name)
+        with open(path, "wb") as handle:
+            np.save(handle, array)
 
     def write_json(self, name: str, payload: dict) -> None:
         path = self._temporary(name)

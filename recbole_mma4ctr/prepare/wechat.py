@@ -11,6 +11,8 @@ the paper's recipe, ``feed_embeddings.csv``. Outputs (``OUT_DIR``):
   ``acoustic``, ``textual``, rows aligned with ``item_id``. A binary sidecar rather than
   ``float_seq`` text columns: 100 k items x 500 floats as text is ~0.5 GB that RecBole would
   parse with pandas' python engine; the sidecar is exact and loads in milliseconds.
+- ``wechat.oracle.npy``: only for generated samples (``oracle_prob.csv`` present): each kept
+  row's true probability of the chosen label, in ``.inter`` order, for "oracle" ceilings.
 - ``manifest.json``: fingerprint, settings, row counts, dropped rows and why, dimensions.
 
 The paper's item recipe (DATA.md): visual = ocr ids (empty -> ocr_char); acoustic = asr_char ids
@@ -35,6 +37,7 @@ from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
 EMBEDDING_FILE = "feed_embeddings.csv"
+ORACLE_FILE = "oracle_prob.csv"
 ACTIONS = ("read_comment", "like", "click_avatar", "forward", "favorite", "comment", "follow")
 ACTION_WEIGHTS = {"read_comment": 4, "like": 3, "click_avatar": 2, "forward": 1, "favorite": 1, "comment": 1, "follow": 1}
 ACTION_COLUMNS = ("userid", "feedid", "date_", "device") + ACTIONS
@@ -49,6 +52,17 @@ DEFAULT_SETTINGS = {
     "token_maxlen": 512,
     "seed": 2024,
 }
+
+
+def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
+    """Generated samples carry each row's true label probability (``oracle_prob.csv``); real data not."""
+    if not path.exists():
+        return None
+    column = f"p_{label_name}"
+    frame = pd.read_csv(path, usecols=[column], dtype=np.float64)
+    if len(frame) != n_rows:
+        raise tokens.RawFormatError(f"{path}: {len(frame)} rows, but {ACTION_FILE} has {n_rows}")
+    return frame[column].to_numpy()
 
 
 def required_files(raw_dir: Path) -> list[Path]:
@@ -143,7 +157,8 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     for path in inputs:
         if not path.exists():
             raise FileNotFoundError(f"{path}: file not found (expected the WeChat raw file {path.name})")
-    print_fp = fingerprint(inputs, settings)
+    oracle_path = raw_dir / ORACLE_FILE
+    print_fp = fingerprint(inputs + ([oracle_path] if oracle_path.exists() else []), settings)
     if not force and is_up_to_date(out_dir, print_fp):
         log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
         return read_manifest(out_dir)
@@ -166,6 +181,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         row = int(np.flatnonzero(duplicated.to_numpy())[0])
         raise tokens.RawFormatError(f"{inputs[1]}, line {row + 2}, field 'feedid': duplicate feed id {feeds['feedid'].iat[row]!r}")
 
+    oracle = read_oracle(oracle_path, n_rows, label_name)
     dropped = {}
     known = actions["feedid"].astype(str).isin(set(feeds["feedid"]))
     dropped["feed_not_in_feed_info"] = int((~known).sum())
@@ -208,7 +224,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "label_rate": float(inter["label"].mean()) if len(inter) else 0.0,
         "action_rates": action_rates,
         "modality_dims": dims,
-        "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"],
+        "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle is not None else []),
         "seconds": None,
     }
     with AtomicWriter(out_dir) as writer:
@@ -217,6 +233,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         writer.write_table("wechat.item", item, {"item_id": "token", "author_id": "token", "duration": "float"})
         writer.write_arrays("wechat.mm.npz", {"item_id": item_ids.astype(str),
                                               **{name: matrix[used] for name, matrix in reduced.items()}})
+        if oracle is not None:
+            # kept rows only, in .inter order: the true probability of the chosen label
+            writer.write_array("wechat.oracle.npy", oracle[actions.index.to_numpy()].astype(np.float32))
         manifest["seconds"] = round(time.time() - started, 2)
         writer.write_json("manifest.json", manifest)
     log(f"wrote {out_dir} in {manifest['seconds']} s: {len(inter):,} interactions, {len(item):,} items, dims {dims}")
