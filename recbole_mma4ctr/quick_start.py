@@ -6,9 +6,14 @@ the dataset class) differs, so every model sees the same atomic files, split and
 
 from __future__ import annotations
 
+import os
 import warnings
 from logging import getLogger
+from pathlib import Path
 from time import time
+
+import numpy as np
+import torch
 
 from .config import build_config
 from .record import device_name, plain, run_stem, versions, write_record
@@ -19,8 +24,21 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, saved=True) -> dict:
-    """Train and evaluate one model; returns the result record (with its path under 'record_path')."""
+def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, saved=True,
+                        marks=None, record_stem=None) -> dict:
+    """Train and evaluate one model; returns the result record (with its path under 'record_path').
+
+    ``marks`` (e.g. [10, 20, 30, 50]): train max(marks) epochs without early stopping and test
+    the current weights after every epoch; the record keeps every epoch's test metrics and
+    points out the marks. ``record_stem`` names the record file (default: model-dataset-time).
+    The test predictions (user, item, timestamp, label, score of every test pair) are saved
+    next to the record as ``<stem>.predictions.npz``.
+    """
+    overrides = dict(overrides or {})
+    if marks:
+        marks = sorted({int(m) for m in marks})
+        overrides["epochs"] = str(max(marks))
+        overrides["stopping_step"] = str(max(marks) + 1)
     from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
 
@@ -47,14 +65,27 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
     parameters = sum(p.numel() for p in model_obj.parameters() if p.requires_grad)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    test_by_epoch = []
+
+    def test_each_epoch(epoch_idx, valid_score):
+        if marks:
+            started_test = time()
+            result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+            test_by_epoch.append({"epoch": epoch_idx + 1, "seconds": round(time() - started_test, 3), **plain(result)})
+            logger.info(f"test after epoch {epoch_idx + 1}: {plain(result)}")
+        return False
+
     started = time()
-    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved, show_progress=config["show_progress"],
+                                               callback_fn=test_each_epoch)
     fit_seconds = time() - started
     started = time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_seconds = time() - started
 
+    squashed = bool(getattr(trainer, "scores_squashed", False))
     record = {
+        "status": "ok",
         "model": config["model"],
         "dataset": config["dataset"],
         "protocol": "paper" if config["profile_source"] == "all" else "honest",
@@ -67,6 +98,9 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
         "train_seconds": round(getattr(trainer, "train_seconds", fit_seconds), 3),
         "fit_seconds": round(fit_seconds, 3),
         "test_seconds": round(test_seconds, 3),
+        "marks": marks or None,
+        "test_by_epoch": test_by_epoch or None,
+        "logloss_on": "sigmoid(score)" if squashed else "probability",
         "trainable_parameters": int(parameters),
         "device": device_name(config["device"]),
         "features": _feature_summary(dataset_obj),
@@ -75,10 +109,40 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
         "config": plain({k: v for k, v in config.final_config_dict.items()}),
         "versions": versions(),
     }
-    path = write_record(record, config["results_dir"], run_stem(config["model"], config["dataset"]))
+    stem = record_stem or run_stem(config["model"], config["dataset"])
+    record["predictions"] = save_test_predictions(trainer, test_data, config, Path(config["results_dir"]) / f"{stem}.predictions.npz")
+    path = write_record(record, config["results_dir"], stem)
     record["record_path"] = str(path)
     say(format_metrics(record))
     return record
+
+
+@torch.no_grad()
+def save_test_predictions(trainer, test_data, config, path: Path) -> str:
+    """Score every test pair once more with the evaluated weights and save them compactly.
+
+    Scores are what the metrics saw: probabilities, or sigmoid(score) for models whose
+    ``predict`` returns raw ranking scores (``trainer.scores_squashed``).
+    """
+    model = trainer.model
+    model.eval()
+    squash = bool(getattr(trainer, "scores_squashed", False))
+    columns = {"user": [], "item": [], "timestamp": [], "label": [], "score": []}
+    fields = {"user": config["USER_ID_FIELD"], "item": config["ITEM_ID_FIELD"], "timestamp": config["TIME_FIELD"],
+              "label": config["LABEL_FIELD"]}
+    for batch in test_data:
+        interaction = batch[0] if isinstance(batch, tuple) else batch
+        scores = model.predict(interaction.to(config["device"])).float()
+        columns["score"].append((torch.sigmoid(scores) if squash else scores).cpu().numpy())
+        for key, field in fields.items():
+            columns[key].append(interaction[field].cpu().numpy() if field in interaction else np.zeros(len(scores)))
+    arrays = {key: np.concatenate(parts) if parts else np.zeros(0) for key, parts in columns.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(temporary, path)
+    return str(path)
 
 
 def _feature_summary(dataset_obj) -> dict | None:

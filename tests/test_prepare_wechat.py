@@ -20,12 +20,16 @@ def test_atomic_files_have_typed_headers_and_the_papers_label(tiny_raw, tiny_ato
     item = pd.read_csv(out / "wechat.item", sep="\t")
     assert list(item.columns) == ["item_id:token", "author_id:token", "duration:float"]
     raw = pd.read_csv(tiny_raw / "user_action.csv")
-    # every raw row kept (no filter in this fixture), in file order, label = weighted sum / 13 >= 0.5
+    # every raw row kept (no filter in this fixture), in chronological order: by day, then file order
     assert len(inter) == len(raw) == manifest["rows"]["inter"]
+    raw = raw.iloc[np.argsort(raw["date_"].to_numpy(), kind="stable")].reset_index(drop=True)
+    assert (inter["user_id:token"] == raw["userid"]).all() and (inter["item_id:token"] == raw["feedid"]).all()
+    # label = weighted sum / 13 >= 0.5
     weighted = sum(w * raw[a] for a, w in ACTION_WEIGHTS.items()) / 13 >= 0.5
     np.testing.assert_array_equal(inter["label:float"].to_numpy(), weighted.astype(float).to_numpy())
-    # timestamps order rows by day first, file order within the day
-    np.testing.assert_array_equal(inter["timestamp:float"].to_numpy() // 10**7, raw["date_"].to_numpy())
+    # the timestamp is the row's position, exact in RecBole's float32
+    np.testing.assert_array_equal(inter["timestamp:float"].to_numpy(), np.arange(len(inter)))
+    assert len(inter) < 2**24
     assert manifest["label_rate"] == pytest.approx(weighted.mean())
 
 
@@ -51,7 +55,8 @@ def test_unchanged_inputs_skip_and_changed_settings_reconvert(tiny_raw, tmp_path
     assert liked["fingerprint"] != first["fingerprint"]
     raw = pd.read_csv(tiny_raw / "user_action.csv")
     inter = pd.read_csv(out / "wechat.inter", sep="\t")
-    np.testing.assert_array_equal(inter["label:float"].to_numpy(), raw["like"].to_numpy())
+    chronological = raw.iloc[np.argsort(raw["date_"].to_numpy(), kind="stable")]
+    np.testing.assert_array_equal(inter["label:float"].to_numpy(), chronological["like"].to_numpy())
 
 
 def test_user_filter_drops_and_counts(tiny_raw, tmp_path):
@@ -134,8 +139,9 @@ def test_oracle_sidecar_aligns_with_the_kept_rows(tiny_raw, tmp_path):
     out = tmp_path / "out"
     manifest = convert(tiny_raw, out, {"min_user_actions": threshold})
     assert "wechat.oracle.npy" in manifest["files"]
-    kept = raw.groupby("userid")["userid"].transform("size") >= threshold
+    kept = (raw.groupby("userid")["userid"].transform("size") >= threshold).to_numpy()
+    chronological = np.flatnonzero(kept)[np.argsort(raw["date_"].to_numpy()[kept], kind="stable")]
     sidecar = np.load(out / "wechat.oracle.npy")
-    np.testing.assert_allclose(sidecar, oracle.loc[kept.to_numpy(), "p_weighted"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sidecar, oracle["p_weighted"].to_numpy()[chronological], rtol=1e-6)
     inter = pd.read_csv(out / "wechat.inter", sep="\t")
     assert len(sidecar) == len(inter)
