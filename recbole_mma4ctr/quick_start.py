@@ -25,7 +25,7 @@ def say(message: str) -> None:
 
 
 def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, saved=True,
-                        marks=None, record_stem=None) -> dict:
+                        marks=None, record_stem=None, extra_record=None) -> dict:
     """Train and evaluate one model; returns the result record (with its path under 'record_path').
 
     ``marks`` (e.g. [10, 20, 30, 50]): train max(marks) epochs without early stopping and test
@@ -109,6 +109,7 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
         "config": plain({k: v for k, v in config.final_config_dict.items()}),
         "versions": versions(),
     }
+    record.update(extra_record or {})
     stem = record_stem or run_stem(config["model"], config["dataset"])
     record["predictions"] = save_test_predictions(trainer, test_data, config, Path(config["results_dir"]) / f"{stem}.predictions.npz")
     path = write_record(record, config["results_dir"], stem)

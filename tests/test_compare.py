@@ -1,0 +1,67 @@
+"""The comparison command: tables, plots, a failing model recorded, resume, the oracle row."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def compare(workdir, *extra):
+    command = [sys.executable, str(REPO / "run_recbole_mma4ctr.py"), "--compare", "--models=MMa4CTR,FM,NoSuchModel",
+               "--marks=1,2", "--dataset=wechat", "--synthetic_scale=tiny", *extra]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("compare")
+    done = compare(workdir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return workdir, done
+
+
+def test_writes_tables_and_plots_and_records_the_failure(first_run):
+    workdir, done = first_run
+    folder = workdir / "results" / "compare-wechat-honest"
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "test_auc_by_epoch.png", "loss_curves.png"):
+        assert (folder / name).stat().st_size > 0, name
+    summary = json.loads((folder / "comparison.json").read_text())
+    rows = {row["model"]: row for row in summary["rows"]}
+    assert rows["NoSuchModel"]["status"] == "failed" and rows["NoSuchModel"]["error"]
+    for model in ("MMa4CTR", "FM"):
+        row = rows[model]
+        assert row["status"] == "ok"
+        for mark in (1, 2):
+            assert 0 <= row[f"auc@{mark}"] <= 1 and row[f"logloss@{mark}"] > 0
+        low, high = row["best_auc_ci95"]
+        assert low <= row["best_auc"] <= high
+    assert summary["same_test_pairs"] is True
+    assert rows["MMa4CTR"]["test_pairs"] == rows["FM"]["test_pairs"]
+    # the generated sample knows the truth: an oracle row that no model beats by much
+    oracle = rows["oracle (true probabilities)"]
+    assert oracle["best_auc"] > rows["FM"]["best_auc"]
+    table = (folder / "comparison.md").read_text()
+    assert "| MMa4CTR |" in table and "failed" in table and "Protocol: **honest**" in table
+    assert done.stdout.strip().splitlines()[-1].endswith("comparison.md")
+
+
+def test_rerun_skips_finished_models_and_retries_failed_ones(first_run):
+    workdir, _ = first_run
+    folder = workdir / "results" / "compare-wechat-honest"
+    before = (folder / "MMa4CTR.json").stat().st_mtime_ns
+    again = compare(workdir)
+    assert again.returncode == 0
+    assert "MMa4CTR: finished earlier with the same settings, skipped" in again.stdout
+    assert "FM: finished earlier with the same settings, skipped" in again.stdout
+    assert "NoSuchModel: training" in again.stdout
+    assert (folder / "MMa4CTR.json").stat().st_mtime_ns == before
+
+
+def test_changed_settings_do_not_reuse_old_results(first_run):
+    workdir, _ = first_run
+    done = compare(workdir, "--learning_rate=0.002")
+    assert done.returncode == 0
+    assert "MMa4CTR: finished earlier" not in done.stdout
