@@ -6,16 +6,13 @@ the dataset class) differs, so every model sees the same atomic files, split and
 
 from __future__ import annotations
 
-import os
 import warnings
 from logging import getLogger
 from pathlib import Path
 from time import time
 
-import numpy as np
-import torch
-
 from .config import build_config
+from .predictions import save_test_predictions
 from .record import device_name, plain, run_stem, versions, write_record
 from .utils import create_dataset, get_model, get_trainer
 
@@ -116,34 +113,6 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
     record["record_path"] = str(path)
     say(format_metrics(record))
     return record
-
-
-@torch.no_grad()
-def save_test_predictions(trainer, test_data, config, path: Path) -> str:
-    """Score every test pair once more with the evaluated weights and save them compactly.
-
-    Scores are what the metrics saw: probabilities, or sigmoid(score) for models whose
-    ``predict`` returns raw ranking scores (``trainer.scores_squashed``).
-    """
-    model = trainer.model
-    model.eval()
-    squash = bool(getattr(trainer, "scores_squashed", False))
-    columns = {"user": [], "item": [], "timestamp": [], "label": [], "score": []}
-    fields = {"user": config["USER_ID_FIELD"], "item": config["ITEM_ID_FIELD"], "timestamp": config["TIME_FIELD"],
-              "label": config["LABEL_FIELD"]}
-    for batch in test_data:
-        interaction = batch[0] if isinstance(batch, tuple) else batch
-        scores = model.predict(interaction.to(config["device"])).float()
-        columns["score"].append((torch.sigmoid(scores) if squash else scores).cpu().numpy())
-        for key, field in fields.items():
-            columns[key].append(interaction[field].cpu().numpy() if field in interaction else np.zeros(len(scores)))
-    arrays = {key: np.concatenate(parts) if parts else np.zeros(0) for key, parts in columns.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(temporary, path)
-    return str(path)
 
 
 def _feature_summary(dataset_obj) -> dict | None:
