@@ -1,7 +1,9 @@
 """python -m recbole_mma4ctr.prepare: convert raw files, or generate a sample in the raw formats.
 
     python -m recbole_mma4ctr.prepare wechat --raw RAW_DIR --out OUT_DIR [--label weighted]
+    python -m recbole_mma4ctr.prepare tiktok --raw RAW_DIR --out OUT_DIR [--label like] [--min-user-interactions 4000]
     python -m recbole_mma4ctr.prepare synth wechat --scale sample --seed 2024 --out RAW_DIR
+    python -m recbole_mma4ctr.prepare synth tiktok --scale sample --seed 2024 --out RAW_DIR
 
 Exit status 0 on success, 1 on bad input (the message names file, line and field), 2 on bad
 arguments. Conversion is skipped when OUT_DIR's manifest shows the same inputs and settings.
@@ -27,8 +29,20 @@ def _parser() -> argparse.ArgumentParser:
     wechat.add_argument("--variance", type=float, default=0.9, help="PCA variance share kept per modality")
     wechat.add_argument("--token-maxlen", type=int, default=512, help="cap on padded token-id length")
     wechat.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
+    tiktok = commands.add_parser("tiktok", help="TikTok ICME 2019 track 1 raw files -> RecBole atomic files")
+    tiktok.add_argument("--raw", required=True, help="folder with final_track1_train.txt and the feature files")
+    tiktok.add_argument("--out", required=True, help="output folder for tiktok.inter/.item/.mm.npz/manifest.json")
+    tiktok.add_argument("--label", default="like", choices=["like", "finish"], help="like (the paper's) or finish")
+    tiktok.add_argument("--min-user-interactions", type=int, default=4000,
+                        help="drop users with fewer rows (paper: 4000 on the real file)")
+    tiktok.add_argument("--variance", type=float, default=0.9, help="PCA variance share kept (visual, textual)")
+    for name, default in (("visual", 0), ("acoustic", 10), ("textual", 0)):
+        tiktok.add_argument(f"--{name}-dim", type=int, default=default,
+                            help=f"fixed {name} width; 0: PCA keeping --variance (default {default})")
+    tiktok.add_argument("--chunk-rows", type=int, default=1_000_000, help="train-file rows read at a time")
+    tiktok.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
     synth = commands.add_parser("synth", help="write generated raw files in the real formats")
-    synth.add_argument("dataset", choices=["wechat"])
+    synth.add_argument("dataset", choices=["wechat", "tiktok"])
     synth.add_argument("--scale", default="sample", choices=["tiny", "sample", "full"])
     synth.add_argument("--seed", type=int, default=2024)
     synth.add_argument("--out", required=True, help="raw folder to write")
@@ -46,6 +60,23 @@ def main(argv=None) -> int:
             manifest = convert(args.raw, args.out, settings, force=args.force)
             summary = {k: manifest[k] for k in ("rows", "dropped", "label_rate", "modality_dims")}
             print(json.dumps(summary, indent=2))
+        elif args.command == "tiktok":
+            from .tiktok import convert
+
+            settings = {"label": args.label, "min_user_interactions": args.min_user_interactions,
+                        "variance": args.variance, "chunk_rows": args.chunk_rows,
+                        **{f"{name}_dim": getattr(args, f"{name}_dim") or None
+                           for name in ("visual", "acoustic", "textual")}}
+            manifest = convert(args.raw, args.out, settings, force=args.force)
+            summary = {k: manifest[k] for k in ("rows", "dropped", "label_rate", "action_rates", "items_without",
+                                                "modality_dims")}
+            print(json.dumps(summary, indent=2))
+        elif args.dataset == "tiktok":
+            from .synthetic_tiktok import write_tiktok_raw
+
+            log(f"generating a {args.scale} TikTok-format sample (seed {args.seed}) in {args.out}")
+            summary = write_tiktok_raw(args.out, scale=args.scale, seed=args.seed)
+            print(json.dumps({k: summary[k] for k in ("counts", "positive_rate", "oracle_auc")}, indent=2))
         else:
             from .synthetic import write_wechat_raw
 

@@ -459,13 +459,13 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     user_rows, n_rows = count_user_rows(train, settings["chunk_rows"])
     kept_users = user_rows.index.to_numpy()[user_rows.to_numpy() >= minimum]
     log(f"{n_rows:,} rows, {len(user_rows):,} users; {len(kept_users):,} users with >= {minimum:,} rows")
+    if not len(kept_users):
+        raise ValueError(f"{train}: no user has >= {minimum:,} rows; lower min_user_interactions")
     log(f"pass 2 over {train}: checking every row, keeping those users' rows")
     passed = keep_rows(train, kept_users, settings, oracle_path)
     if passed["n_rows"] != n_rows:
         raise RawFormatError(f"{train}: changed while it was read ({n_rows:,} rows, then {passed['n_rows']:,})")
     rows = passed["rows"]
-    if not len(rows):
-        raise ValueError(f"{train}: no user has >= {minimum:,} rows; lower min_user_interactions")
     order = np.argsort(rows["time"].to_numpy(), kind="stable")  # chronological, file order among ties
     rows = rows.iloc[order].reset_index(drop=True)
     oracle = passed["oracle"][order] if passed["oracle"] is not None else None
@@ -506,7 +506,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
                  "raw_users": len(user_rows)},
         "dropped": dropped,
         "label": label,
-        "label_rate": float(inter["label"].mean()),
+        "label_rate": float(rows[label].mean()),
         "action_rates": {name: passed["positives"][name] / n_rows for name in LABELS},
         "kept_action_rates": {name: float(rows[name].mean()) for name in LABELS},
         "items_without": {"visual": visual_stats["items_without"], "acoustic": acoustic_stats["items_without"],
