@@ -1,0 +1,276 @@
+"""``--report=<results folder>``: report.md and a self-contained report.html from records only.
+
+Reads every result record (``*.json`` with a ``model``) and its ``*.predictions.npz`` in the
+folder, plus ``comparison.md`` and study tables when present, and the converted dataset that
+the records name (manifest and ``.inter``) for dataset statistics. Figures are PNG files next
+to the report; the HTML references only those, by relative name. Anything a record lacks (no
+predictions, no hidden layer for a baseline, no manifest) is said in the report, not an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import figures
+from .evaluation import weighted_auc
+
+SPLIT = (0.8, 0.1, 0.1)
+
+
+def load_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "model" in record and "status" in record:
+            record["_path"] = path
+            records.append(record)
+    return records
+
+
+def _predictions(record: dict, folder: Path):
+    candidates = [record.get("predictions"), folder / f"{record['_path'].stem}.predictions.npz"]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            with np.load(candidate) as archive:
+                return {name: archive[name] for name in archive.files}
+    return None
+
+
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """RecBole's RS split sizes for n rows (valid and test rounded down, train the rest)."""
+    n_valid, n_test = int(SPLIT[1] * n), int(SPLIT[2] * n)
+    return n - n_valid - n_test, n_valid, n_test
+
+
+def dataset_statistics(record: dict):
+    """Counts from the converted dataset a record names; None when it is not on this machine."""
+    config = record.get("config") or {}
+    folder = Path(str(config.get("data_path", "")))
+    inter_path = folder / f"{record['dataset']}.inter"
+    if not inter_path.exists():
+        return None
+    import pandas as pd
+
+    frame = pd.read_csv(inter_path, sep="\t", usecols=[0, 1, 2], header=0)
+    frame.columns = ["user", "item", "timestamp"]
+    frame = frame.sort_values("timestamp", kind="stable")
+    n_train, n_valid, _ = split_sizes(len(frame))
+    train_items = set(frame["item"].iloc[:n_train])
+    cold = {}
+    for name, part in (("valid", frame.iloc[n_train:n_train + n_valid]), ("test", frame.iloc[n_train + n_valid:])):
+        unseen = ~part["item"].isin(train_items)
+        cold[name] = {"rows": int(unseen.sum()), "share_of_rows": float(unseen.mean()) if len(part) else 0.0,
+                      "items": int(part.loc[unseen, "item"].nunique())}
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    return {
+        "users": int(frame["user"].nunique()), "items": int(frame["item"].nunique()), "interactions": len(frame),
+        "per_user": frame.groupby("user").size().to_numpy(), "per_item": frame.groupby("item").size().to_numpy(),
+        "cold": cold, "manifest": manifest,
+    }
+
+
+class Page:
+    """Blocks rendered twice: as markdown and as HTML."""
+
+    def __init__(self):
+        self.blocks = []
+
+    def heading(self, text, level=2):
+        self.blocks.append(("h", level, text))
+
+    def text(self, text):
+        self.blocks.append(("p", text))
+
+    def table(self, markdown_table: str):
+        self.blocks.append(("table", markdown_table))
+
+    def image(self, path: Path, caption: str):
+        self.blocks.append(("img", Path(path).name, caption))
+
+    def markdown(self) -> str:
+        out = []
+        for block in self.blocks:
+            if block[0] == "h":
+                out.append("#" * block[1] + " " + block[2])
+            elif block[0] == "p":
+                out.append(block[1])
+            elif block[0] == "table":
+                out.append(block[1])
+            else:
+                out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+               "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+               "img{max-width:100%}figcaption{color:#555;font-size:13px}</style></head><body>"]
+        for block in self.blocks:
+            if block[0] == "h":
+                out.append(f"<h{block[1]}>{html.escape(block[2])}</h{block[1]}>")
+            elif block[0] == "p":
+                out.append(f"<p>{html.escape(block[1])}</p>")
+            elif block[0] == "table":
+                out.append(_table_html(block[1]))
+            else:
+                out.append(f"<figure><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'>"
+                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _table_html(markdown_table: str) -> str:
+    rows = [line.strip().strip("|").split("|") for line in markdown_table.strip().splitlines()
+            if line.strip().startswith("|") and not set(line.strip()) <= set("|-: ")]
+    if not rows:
+        return f"<pre>{html.escape(markdown_table)}</pre>"
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_tables(text: str):
+    """Split a markdown document into text paragraphs and pipe tables."""
+    blocks, table = [], []
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            blocks.append(("table", "\n".join(table)))
+            table = []
+        if line.strip() and not line.startswith("# "):
+            blocks.append(("p", line.strip()))
+    if table:
+        blocks.append(("table", "\n".join(table)))
+    return blocks
+
+
+def write_report(folder) -> tuple[Path, Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such results folder")
+    records = load_records(folder)
+    page = Page()
+    page.heading(f"Report: {folder.name}", 1)
+    page.text(f"Made {time.strftime('%Y-%m-%d %H:%M')} from {len(records)} result record(s) in this folder; "
+              "no log was read.")
+    ok = [r for r in records if r.get("status") == "ok"]
+    for record in records:
+        if record.get("status") != "ok":
+            page.text(f"{record['model']}: failed ({record.get('error', 'no error recorded')}).")
+
+    _tables_section(page, folder)
+    by_dataset = {}
+    for record in ok:
+        by_dataset.setdefault(record["dataset"], []).append(record)
+    for dataset, group in by_dataset.items():
+        _roc_section(page, folder, dataset, group)
+        _maps_section(page, folder, dataset, group)
+        _dataset_section(page, folder, dataset, group[0])
+    if not ok:
+        page.text("No successful run in this folder: nothing to plot.")
+
+    md_path, html_path = folder / "report.md", folder / "report.html"
+    _atomic_write(md_path, page.markdown())
+    _atomic_write(html_path, page.html(f"Report: {folder.name}"))
+    return md_path, html_path
+
+
+def _tables_section(page: Page, folder: Path) -> None:
+    tables = [folder / "comparison.md"] + sorted(p for p in folder.glob("*.md")
+                                                 if p.name not in ("comparison.md", "report.md"))
+    for path in tables:
+        if not path.exists():
+            continue
+        page.heading(path.stem.replace("_", " ").capitalize())
+        for kind, content in _markdown_tables(path.read_text()):
+            page.table(content) if kind == "table" else page.text(content)
+    for plot in ("test_auc_by_epoch.png", "loss_curves.png"):
+        if (folder / plot).exists():
+            page.image(folder / plot, plot.replace("_", " ").removesuffix(".png"))
+
+
+def _roc_section(page: Page, folder: Path, dataset: str, records: list[dict]) -> None:
+    page.heading(f"ROC curves on the {dataset} test split")
+    curves, missing = {}, []
+    for record in records:
+        predictions = _predictions(record, folder)
+        if predictions is None or not len(predictions["score"]):
+            missing.append(record["model"])
+            continue
+        name = record["model"] if record["model"] not in curves else record["_path"].stem
+        curves[name] = (predictions["score"], predictions["label"], weighted_auc(predictions["score"], predictions["label"]))
+    if curves:
+        path = figures.roc_figure(curves, folder / f"roc_{dataset}.png", f"Test ROC, {dataset}")
+        page.image(path, f"ROC of every model's test predictions on {dataset} (best-validation checkpoint)")
+    if missing:
+        page.text(f"No saved predictions for: {', '.join(missing)} (runs made before predictions were saved).")
+
+
+def _maps_section(page: Page, folder: Path, dataset: str, records: list[dict]) -> None:
+    page.heading(f"What MMa4CTR's network sees ({dataset})")
+    drawn = False
+    for record in records:
+        predictions = _predictions(record, folder)
+        if predictions is None or "hidden" not in predictions:
+            continue
+        labels = predictions["label"][predictions["sample_index"]]
+        stem = record["_path"].stem
+        hidden, method = figures.map_figure(predictions["hidden"], labels, folder / f"map_hidden_{stem}.png",
+                                            f"{record['model']}: last hidden layer ({predictions['hidden'].shape[1]} units)")
+        raw, _ = figures.map_figure(predictions["raw_input"], labels, folder / f"map_input_{stem}.png",
+                                    f"{record['model']}: raw input ({predictions['raw_input'].shape[1]} values)")
+        page.image(hidden, f"{stem}: hidden layer of a test sample, coloured by label ({method})")
+        page.image(raw, f"{stem}: the same rows' raw input, for contrast ({method})")
+        if "UMAP" not in method:
+            page.text("umap-learn is not installed, so the maps use PCA (pip install umap-learn for UMAP).")
+        drawn = True
+        break
+    others = sorted({r["model"] for r in records if r["model"] != "MMa4CTR"})
+    if not drawn:
+        page.text("No MMa4CTR run with a saved hidden-layer sample in this folder.")
+    if others:
+        page.text(f"No hidden-layer map for {', '.join(others)}: only MMa4CTR saves one.")
+
+
+def _dataset_section(page: Page, folder: Path, dataset: str, record: dict) -> None:
+    page.heading(f"Dataset: {dataset}")
+    stats = dataset_statistics(record)
+    if stats is None:
+        page.text("The converted dataset named by the records is not on this machine: no statistics.")
+        return
+    manifest = stats["manifest"]
+    source = "generated sample" if manifest.get("synthetic") else "real raw files"
+    page.text(f"{stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
+              f"({source}; label: {manifest.get('label', '?')}, positive rate {manifest.get('label_rate', float('nan')):.4f}).")
+    rates = manifest.get("action_rates") or manifest.get("label_rates")
+    if rates:
+        path = figures.rates_figure(rates, folder / f"label_rates_{dataset}.png", f"{dataset}: positive rate per action")
+        page.image(path, "Positive rate of each action (and the weighted label), negatives per positive annotated")
+    path = figures.counts_figure(stats["per_user"], stats["per_item"], folder / f"counts_{dataset}.png",
+                                 f"{dataset}: interactions per user and per item")
+    page.image(path, "Interactions per user and per item (log-log)")
+    protocol = record.get("protocol", "honest")
+    if protocol == "honest":
+        lines = [f"{name}: {c['rows']:,} rows ({c['share_of_rows']:.1%}) on {c['items']:,} items never seen in training"
+                 for name, c in stats["cold"].items()]
+        page.text("Cold items under the chronological split. " + "; ".join(lines) + ".")
+    else:
+        page.text("Cold-item counts are given for the chronological split only; these runs used the paper's grouped split.")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -1,0 +1,54 @@
+"""Reports from records only: every promised figure, a self-contained HTML, missing pieces said."""
+
+import re
+
+import pytest
+
+from conftest import copy_atomic, run_settings
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_atomic, tmp_path_factory):
+    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+
+    tmp = tmp_path_factory.mktemp("report")
+    source, _ = tiny_atomic
+    copy_atomic(source, tmp / "data", "tw")
+    # the dataset statistics read the manifest next to the atomic files
+    (tmp / "data" / "tw" / "manifest.json").write_text((source / "manifest.json").read_text())
+    folder = tmp / "results"
+    for model in ("MMa4CTR", "FM"):
+        run_recbole_mma4ctr(model, "tw", None, run_settings(tmp, data_path=tmp / "data", results_dir=folder, epochs=2,
+                                                             profile_length=5), record_stem=model)
+    return folder
+
+
+def test_report_has_every_promised_figure_and_a_self_contained_html(two_runs):
+    from recbole_mma4ctr.report_page import write_report
+
+    md_path, html_path = write_report(two_runs)
+    for figure in ("roc_tw.png", "map_hidden_MMa4CTR.png", "map_input_MMa4CTR.png", "label_rates_tw.png", "counts_tw.png"):
+        assert (two_runs / figure).stat().st_size > 5_000, figure
+    page = html_path.read_text()
+    sources = re.findall(r"src='([^']+)'", page)
+    assert len(sources) == 5
+    for source in sources:
+        assert "/" not in source and (two_runs / source).exists()
+    assert "http" not in page and "<script" not in page
+    text = md_path.read_text()
+    assert "No hidden-layer map for FM" in text
+    assert "Cold items under the chronological split" in text
+
+
+def test_report_on_a_folder_without_runs_says_so(tmp_path):
+    from recbole_mma4ctr.report_page import write_report
+
+    md_path, _ = write_report(tmp_path)
+    assert "No successful run" in md_path.read_text()
+
+
+def test_report_of_a_missing_folder_is_a_clear_error(tmp_path):
+    from recbole_mma4ctr.report_page import write_report
+
+    with pytest.raises(FileNotFoundError, match="no such results folder"):
+        write_report(tmp_path / "nope")
