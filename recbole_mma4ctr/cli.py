@@ -2,8 +2,12 @@
 
     --model=M --dataset=D [--key=value ...]            one run (RecBole settings as --key=value)
     --compare --models=all|A,B --dataset=D [--marks=10,20,30,50] [--protocol=honest|paper]
+    --tune --model=M --dataset=D [--params_file=properties/hyper/M.hyper] [--num_samples=8]
+           [--cpus_per_trial=1] [--gpus_per_trial=0] [--metric=auc] [--ray_address=auto]   (tune.py)
+    --study=NAME --dataset=D [--grid=a,b] [--marks=10,30] [--cpus_per_trial=1] ...        (studies.py)
 
-Flags without a value (``--compare``) select a mode; every other argument is ``--key=value``.
+Flags without a value (``--compare``, ``--tune``) select a mode; every other argument is
+``--key=value``. Only the --tune and --study modes import ray.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 
 from .config import parse_overrides
 
-MODES = ("--compare",)
+MODES = ("--compare", "--tune")
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +29,12 @@ def main(argv: list[str]) -> int:
     dataset = overrides.pop("dataset", "wechat")
     config_files = overrides.pop("config_files", None)
     marks = overrides.pop("marks", None)
+    if len(modes) + ("study" in overrides) > 1:
+        print("error: --compare, --tune and --study are separate modes; give one", file=sys.stderr)
+        return 2
+    if "--tune" in modes and marks is not None:
+        print("error: --marks is for --compare and --study; --tune trains up to --epochs", file=sys.stderr)
+        return 2
     if "--compare" in modes:
         from .compare import parse_marks, parse_models, run_comparison
 
@@ -38,6 +48,15 @@ def main(argv: list[str]) -> int:
             return 2
         print(folder / "comparison.md", flush=True)
         return 0
+
+    if "--tune" in modes:
+        from .tune import main as tune_main
+
+        return tune_main(overrides.pop("model", "MMa4CTR"), dataset, config_files, overrides)
+    if "study" in overrides:
+        from .studies import main as study_main
+
+        return study_main(overrides.pop("study"), dataset, config_files, marks, overrides)
 
     model = overrides.pop("model", "MMa4CTR")
     record_stem = overrides.pop("record_stem", None)
