@@ -42,9 +42,10 @@ Outputs (``OUT_DIR``):
 The paper's item recipe (DATA.md): visual = the 128-d video vector, PCA keeping ``variance``
 (90 %; 71 dims on the real data); acoustic = the 128-d audio vector, PCA to ``acoustic_dim`` (10);
 textual = title word counts, a sparse bag of words over word ids, PCA keeping ``variance`` (22
-dims on the real data). The word-count PCA is centred PCA computed on the sparse matrix (exact
-``covariance_eigh`` up to ``COVARIANCE_MAX_WORDS`` distinct words, else ARPACK with implicit
-centring, more components until the variance share is reached); the manifest says which. Fixed
+dims on the real data). Every PCA is centred PCA, the word counts staying a sparse matrix:
+exact ``covariance_eigh`` up to ``COVARIANCE_MAX_WORDS`` columns (memory near the input's), else
+ARPACK with implicit centring and more components until the variance share is reached; the
+manifest says which (``modality_methods``). Fixed
 widths ``visual_dim`` / ``acoustic_dim`` / ``textual_dim`` replace the variance share (71/10/22
 give the paper's 103). An item without a line in a modality's files gets a zero raw vector
 (counted). Every reduced column is then min-max scaled to [0, 1].
@@ -62,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..fusion import minmax_scale, pca_reduce
+from ..fusion import minmax_scale
 from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
 from .tokens import RawFormatError
 
@@ -193,37 +194,49 @@ def _oracle_chunks(path: Path, label: str, chunk_rows: int):
             yield frame[column].to_numpy()
 
 
-def keep_rows(path: Path, kept_users: np.ndarray, settings: dict, oracle_path: Path | None) -> dict:
-    """Pass 2: check every row, count labels, keep the kept users' rows (and their oracle values)."""
+# The kept rows' columns: (train column, dtype), filled into arrays sized by pass 1.
+KEPT_COLUMNS = {"user_id": ("uid", np.int64), "item_id": ("item_id", np.int64), "time": ("time", np.int64),
+                "finish": ("finish", np.int8), "like": ("like", np.int8), "device": ("device", np.int64)}
+
+
+def keep_rows(path: Path, kept_users: np.ndarray, n_kept: int, settings: dict, oracle_path: Path | None) -> dict:
+    """Pass 2: check every row, count labels, keep the kept users' rows (and their oracle values).
+
+    The kept rows go into arrays of the size pass 1 counted (``n_kept``), so no chunk list is
+    concatenated; the item table is de-duplicated chunk by chunk (bounded by the item count).
+    """
     label = settings["label"]
     oracle = _oracle_chunks(oracle_path, label, settings["chunk_rows"]) if oracle_path else None
-    rows, items, oracle_parts = [], [], []
+    kept = {name: np.empty(n_kept, dtype=dtype) for name, (_, dtype) in KEPT_COLUMNS.items()}
+    kept_oracle = np.empty(n_kept, dtype=np.float32) if oracle is not None else None
+    items = pd.DataFrame({"item_id": np.zeros(0, np.int64), "author_id": np.zeros(0, np.int64),
+                          "duration_time": np.zeros(0, np.int64)})
     positives = {name: 0 for name in LABELS}
-    n_rows = 0
+    n_rows = filled = 0
     for first, frame in train_chunks(path, settings["chunk_rows"]):
         _check_binary(path, first, frame)
         for name in LABELS:
             positives[name] += int(frame[name].sum())
         n_rows += len(frame)
         keep = np.isin(frame["uid"].to_numpy(), kept_users)
-        kept = frame.loc[keep]
-        rows.append(pd.DataFrame({
-            "user_id": kept["uid"].to_numpy(), "item_id": kept["item_id"].to_numpy(),
-            "time": kept["time"].to_numpy(), "finish": kept["finish"].to_numpy(np.int8),
-            "like": kept["like"].to_numpy(np.int8), "device": kept["device"].to_numpy(np.int64),
-        }))
-        items.append(kept[["item_id", "author_id", "duration_time"]].drop_duplicates("item_id"))
+        end = filled + int(keep.sum())
+        if end > n_kept:
+            raise RawFormatError(f"{path}: changed while it was read (more rows of the kept users than pass 1 counted)")
+        for name, (column, dtype) in KEPT_COLUMNS.items():
+            kept[name][filled:end] = frame[column].to_numpy()[keep]
+        chunk_items = frame.loc[keep, ["item_id", "author_id", "duration_time"]].drop_duplicates("item_id")
+        items = pd.concat([items, chunk_items[~chunk_items["item_id"].isin(items["item_id"])]], ignore_index=True)
         if oracle is not None:
             values = next(oracle, np.zeros(0))
             if len(values) != len(frame):
                 raise RawFormatError(f"{oracle_path}: fewer rows than {path.name} (from line {first + len(values) + 1})")
-            oracle_parts.append(values[keep].astype(np.float32))
+            kept_oracle[filled:end] = values[keep]
+        filled = end
     if oracle is not None and len(next(oracle, np.zeros(0))):
         raise RawFormatError(f"{oracle_path}: more rows than the {n_rows:,} of {path.name}")
-    kept = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["user_id", "item_id", "time"])
-    item_table = pd.concat(items, ignore_index=True).drop_duplicates("item_id") if items else None
-    return {"rows": kept, "items": item_table, "n_rows": n_rows, "positives": positives,
-            "oracle": np.concatenate(oracle_parts) if oracle is not None else None}
+    if filled != n_kept:
+        raise RawFormatError(f"{path}: changed while it was read ({n_kept:,} rows of the kept users, then {filled:,})")
+    return {"rows": kept, "items": items, "n_rows": n_rows, "positives": positives, "oracle": kept_oracle}
 
 
 # ----------------------------------------------------------------------------------------
@@ -371,25 +384,34 @@ def read_titles(path: Path, kept_items: np.ndarray):
 # ----------------------------------------------------------------------------------------
 
 
-def reduce_word_counts(counts, target, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Centred PCA of a sparse count matrix to ``target`` (int width or float variance share)."""
+def reduce_matrix(matrix, target, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Centred PCA of a dense or sparse matrix to ``target`` (int width or float variance share).
+
+    Up to ``COVARIANCE_MAX_WORDS`` columns: exact PCA from the columns' covariance
+    (``covariance_eigh``: a d x d matrix, so memory stays near the input's even for millions of
+    rows). Wider (sparse word counts over a large vocabulary): ARPACK, which centres implicitly,
+    with more components until the variance share is reached. A fixed width at or above the
+    number of columns keeps the matrix as it is.
+    """
+    from scipy import sparse
     from sklearn.decomposition import PCA
 
-    n_rows, n_words = counts.shape
-    whole = f"the sparse {n_rows:,} x {n_words:,} word-count matrix"
+    n_rows, n_cols = matrix.shape
+    whole = f"the {'sparse' if sparse.issparse(matrix) else 'dense'} {n_rows:,} x {n_cols:,} matrix"
     if isinstance(target, float) and target >= 1.0:
-        target = min(n_rows, n_words)
-    if n_rows < 2 or n_words == 0 or (not isinstance(target, float) and int(target) >= n_words):
-        return counts.toarray().astype(np.float32) if n_words else np.zeros((n_rows, 1), np.float32), f"no PCA: {whole}"
+        target = min(n_rows, n_cols)
+    if n_rows < 2 or n_cols == 0 or (not isinstance(target, float) and int(target) >= n_cols):
+        dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+        return (dense if n_cols else np.zeros((n_rows, 1))).astype(np.float32), f"no PCA: {whole}"
     if not isinstance(target, float):
         target = int(min(target, n_rows))
-    if n_words <= COVARIANCE_MAX_WORDS:
-        reduced = PCA(n_components=target, svd_solver="covariance_eigh").fit_transform(counts)
+    if n_cols <= COVARIANCE_MAX_WORDS:
+        reduced = PCA(n_components=target, svd_solver="covariance_eigh").fit_transform(matrix)
         return reduced.astype(np.float32), f"PCA (exact, covariance_eigh) of {whole}"
-    limit = min(n_rows, n_words) - 1
+    limit = min(n_rows, n_cols) - 1
     k = min(target, limit) if isinstance(target, int) else min(64, limit)
     while True:
-        model = PCA(n_components=k, svd_solver="arpack", random_state=seed).fit(counts)
+        model = PCA(n_components=k, svd_solver="arpack", random_state=seed).fit(matrix)
         keep = k
         if isinstance(target, float):
             share = np.cumsum(model.explained_variance_ratio_)
@@ -397,19 +419,15 @@ def reduce_word_counts(counts, target, seed: int = 0) -> tuple[np.ndarray, str]:
                 k = min(2 * k, limit)
                 continue
             keep = int(min(np.searchsorted(share, target) + 1, k))
-        return model.transform(counts)[:, :keep].astype(np.float32), f"PCA (ARPACK, implicit centring) of {whole}"
+        return model.transform(matrix)[:, :keep].astype(np.float32), f"PCA (ARPACK, implicit centring) of {whole}"
 
 
 def reduce_modalities(raw: dict, settings: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """PCA (variance share or fixed ``<name>_dim`` width) then per-column min-max, per modality."""
     reduced, methods = {}, {}
     for name, matrix in raw.items():
-        target = settings.get(f"{name}_dim") or settings["variance"]
-        if name == "textual":
-            matrix, methods[name] = reduce_word_counts(matrix, target, settings["seed"])
-        else:
-            matrix = pca_reduce(matrix, target, seed=settings["seed"])
-            methods[name] = f"PCA of the dense {matrix.shape[0]:,} x {FEATURE_DIM} vectors"
+        matrix, methods[name] = reduce_matrix(matrix, settings.get(f"{name}_dim") or settings["variance"],
+                                              settings["seed"])
         reduced[name] = minmax_scale(matrix)
     return reduced, methods
 
@@ -462,15 +480,22 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     if not len(kept_users):
         raise ValueError(f"{train}: no user has >= {minimum:,} rows; lower min_user_interactions")
     log(f"pass 2 over {train}: checking every row, keeping those users' rows")
-    passed = keep_rows(train, kept_users, settings, oracle_path)
+    n_kept = int(user_rows.to_numpy()[user_rows.to_numpy() >= minimum].sum())
+    passed = keep_rows(train, kept_users, n_kept, settings, oracle_path)
     if passed["n_rows"] != n_rows:
         raise RawFormatError(f"{train}: changed while it was read ({n_rows:,} rows, then {passed['n_rows']:,})")
-    rows = passed["rows"]
-    order = np.argsort(rows["time"].to_numpy(), kind="stable")  # chronological, file order among ties
-    rows = rows.iloc[order].reset_index(drop=True)
-    oracle = passed["oracle"][order] if passed["oracle"] is not None else None
-    dropped = {"user_below_min_interactions": n_rows - len(rows)}
-    log(f"{len(rows):,} rows kept ({dropped})")
+    rows = passed.pop("rows")  # in file order; the .inter is written chronologically, file order among ties
+    kept_rates = {name: float(rows[name].mean()) for name in LABELS}
+    order = np.argsort(rows["time"], kind="stable")
+    inter = pd.DataFrame({"user_id": rows.pop("user_id")[order], "item_id": rows.pop("item_id")[order],
+                          "timestamp": np.arange(len(order), dtype=np.int64)})
+    inter["label"] = rows.pop(label)[order].astype(np.float32)
+    inter["device"] = rows.pop("device")[order]
+    oracle = passed.pop("oracle")
+    oracle = oracle[order] if oracle is not None else None
+    del rows, order
+    dropped = {"user_below_min_interactions": n_rows - len(inter)}
+    log(f"{len(inter):,} rows kept ({dropped})")
 
     item_table = passed["items"].sort_values("item_id", kind="stable").reset_index(drop=True)
     kept_items = item_table["item_id"].to_numpy()
@@ -483,11 +508,6 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     reduced, methods = reduce_modalities({"visual": visual, "acoustic": acoustic, "textual": textual}, settings)
     del visual, acoustic, textual
 
-    inter = pd.DataFrame({
-        "user_id": rows["user_id"].to_numpy(), "item_id": rows["item_id"].to_numpy(),
-        "timestamp": np.arange(len(rows), dtype=np.int64), "label": rows[label].to_numpy(np.float32),
-        "device": rows["device"].to_numpy(),
-    })
     item = pd.DataFrame({"item_id": kept_items, "author_id": item_table["author_id"].to_numpy(),
                          "duration": item_table["duration_time"].to_numpy()})
     dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
@@ -506,9 +526,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
                  "raw_users": len(user_rows)},
         "dropped": dropped,
         "label": label,
-        "label_rate": float(rows[label].mean()),
+        "label_rate": kept_rates[label],
         "action_rates": {name: passed["positives"][name] / n_rows for name in LABELS},
-        "kept_action_rates": {name: float(rows[name].mean()) for name in LABELS},
+        "kept_action_rates": kept_rates,
         "items_without": {"visual": visual_stats["items_without"], "acoustic": acoustic_stats["items_without"],
                           "textual": textual_stats["items_without"]},
         "feature_files": {"visual": visual_stats, "acoustic": acoustic_stats, "textual": textual_stats},
