@@ -1,0 +1,252 @@
+"""--tune and --study=: Ray Tune over a hyper file, trial tables, best.yaml, failed trials, the
+paper's studies cut down; and ray stays out of every other path."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+TINY = "--synthetic_scale=tiny"
+
+
+def run(workdir, *arguments, timeout=400):
+    """The command line in ``workdir``, with HOME there too (nothing may land in the real home)."""
+    env = {**os.environ, "HOME": str(workdir)}
+    command = [sys.executable, str(REPO / "run_recbole_mma4ctr.py"), *arguments]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def ok(done):
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def remove_ray_temp(folder: Path):
+    """Pytest's folders are too deep for Ray's sockets, so rt/ links to /tmp/rmc-<hash>: remove it."""
+    link = folder / "rt"
+    if link.is_symlink():
+        shutil.rmtree(link.resolve(), ignore_errors=True)
+
+
+# ---- parsing and refusals (no Ray) -----------------------------------------------------------------
+def test_hyper_file_kinds_and_errors(tmp_path):
+    from recbole_mma4ctr.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
+
+    good = tmp_path / "good.hyper"
+    good.write_text("# comment\n\nlearning_rate loguniform -8,0\ntrain_batch_size choice [1024,4096]\n"
+                    "mlp_hidden_size choice ['[64,64]','[128,32,4]']\ndropout_prob uniform 0,0.5\n"
+                    "embedding_size quniform 16,64,16\nfusion grid ['vat_concat', 'vt_cross']\n")
+    dims = {d.name: d for d in read_hyper_file(good)}
+    assert dims["learning_rate"].kind == "loguniform" and dims["learning_rate"].values == [-8.0, 0.0]
+    assert dims["train_batch_size"].values == [1024, 4096]
+    assert dims["mlp_hidden_size"].values == [[64, 64], [128, 32, 4]]   # RecBole's quoted lists become lists
+    assert dims["fusion"].values == ["vat_concat", "vt_cross"]
+    assert integer_dimensions(list(dims.values())) == ["embedding_size"]
+    assert trial_value(32.0, whole=True) == 32 and isinstance(trial_value(32.0, whole=True), int)
+    assert trial_value(1.0) == 1.0 and isinstance(trial_value(1.0), float)
+    for text, message in [("learning_rate gaussian 0,1", "line 1: unknown kind"),
+                          ("x uniform 1", "line 1: uniform needs 2"),
+                          ("x uniform 1,0", "low must be below high"),
+                          ("x choice 1024", "needs a non-empty list"), ("x choice [1,", "needs a list literal"),
+                          ("\nepochs choice [1,2]", "line 2: epochs cannot be tuned"),
+                          ("synthetic_scale choice ['tiny']", "prepared once"),
+                          ("x choice [1]\nx choice [2]", "line 2: x is given twice"),
+                          ("# only a comment", "no dimension")]:
+        bad = tmp_path / "bad.hyper"
+        bad.write_text(text)
+        with pytest.raises(TuneError, match=message):
+            read_hyper_file(bad)
+
+
+def test_search_space_maps_recbole_kinds_to_ray():
+    from ray import tune
+
+    from recbole_mma4ctr.tune import Dimension, search_space
+
+    space = search_space([Dimension("lr", "loguniform", [-9.2, -4.6], 1), Dimension("b", "choice", [1, 2], 2),
+                          Dimension("g", "grid", ["a", "b"], 3), Dimension("q", "quniform", [16, 64, 16], 4)])
+    sampled = space["lr"].sample()
+    assert 1e-4 < sampled < 1.01e-2            # exp(-9.2) .. exp(-4.6): RecBole's natural-log bounds
+    assert space["g"] == tune.grid_search(["a", "b"])
+    assert space["q"].sample() % 16 == 0
+
+
+def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    from recbole_mma4ctr import cli, tune
+
+    monkeypatch.setattr(tune, "visible_gpus", lambda: 0)
+    hyper = tmp_path / "h.hyper"
+    hyper.write_text("learning_rate choice [0.001]\n")
+    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--gpus_per_trial=0.5"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "no usable CUDA GPU" in error and "PENDING forever" in error
+    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--cpus_per_trial=999"])
+    assert status == 2 and "core(s)" in capsys.readouterr().err
+    assert cli.main(["--tune", "--study=fusion"]) == 2
+    assert cli.main(["--study=no_such_study"]) == 2 and "fusion" in capsys.readouterr().err
+
+
+def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
+    from recbole_mma4ctr.tune import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
+
+    deep = tmp_path / ("d" * 60) / "tune-MMa4CTR-wechat"
+    deep.mkdir(parents=True)
+    chosen = ray_temp_dir(deep)
+    try:
+        assert len(chosen) + SOCKET_DEPTH <= SOCKET_LIMIT
+        assert (deep / "rt").is_symlink() and (deep / "rt").resolve() == Path(chosen).resolve()
+        assert ray_temp_dir(deep) == chosen          # the same folder on a rerun
+    finally:
+        shutil.rmtree(chosen, ignore_errors=True)
+
+
+def test_study_plans_and_cut_downs():
+    from recbole_mma4ctr.studies import available_studies, load_study, point_settings, study_plan
+    from recbole_mma4ctr.tune import TuneError
+
+    assert set(available_studies()) >= {"epochs", "learning_rate", "batch_size", "lr_schedule", "fusion", "profile_length"}
+    fusion = load_study("fusion")
+    from recbole_mma4ctr.fusion import FUSIONS
+
+    assert sorted(fusion["grid"]) == sorted(FUSIONS) and len(fusion["grid"]) == 11
+    assert study_plan(fusion, None, None) == (fusion["grid"], [10, 30])
+    assert study_plan(load_study("learning_rate"), "0.001,0.0001", "1,2") == ([0.001, 0.0001], [1, 2])
+    assert study_plan(load_study("profile_length"), None, None)[0] == [0, 5, 11, 15, 21, 30]
+    assert study_plan(load_study("epochs"), None, None) == (["epochs"], list(range(5, 101, 5)))
+    assert study_plan(load_study("epochs"), "1,2", None) == (["epochs"], [1, 2])
+    schedule = load_study("lr_schedule")
+    assert point_settings(schedule, "without") == {"lr_halving_epochs": 0, "valid_interrupt": False}
+    with pytest.raises(TuneError, match="points"):
+        study_plan(schedule, "sometimes", None)
+
+
+def test_cli_does_not_import_ray():
+    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.quick_start; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+# ---- tuning runs ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mma_tune(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tune")
+    (workdir / "tiny.hyper").write_text("learning_rate loguniform -9.2,-4.6\ntrain_batch_size choice [1024,4096]\n")
+    done = ok(run(workdir, "--tune", "--model=MMa4CTR", "--dataset=wechat", "--params_file=tiny.hyper", TINY,
+                  "--epochs=2", "--num_samples=2", "--cpus_per_trial=1"))
+    folder = workdir / "results" / "tune-MMa4CTR-wechat"
+    yield workdir, folder, done
+    remove_ray_temp(folder)
+
+
+def test_tune_writes_trial_table_and_best_config(mma_tune):
+    workdir, folder, done = mma_tune
+    assert done.stdout.strip().splitlines()[-1] == str(folder / "best.yaml")
+    summary = json.loads((folder / "trials.json").read_text())
+    assert summary["metric"] == "auc" and summary["mode"] == "max" and len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        assert trial["status"] in ("completed", "stopped by ASHA", "early-stopped (validation)")
+        assert 0 < trial["best_auc"] <= 1 and 1 <= trial["epochs_run"] <= 2
+        assert 1e-4 < trial["learning_rate"] < 1.01e-2 and trial["train_batch_size"] in (1024, 4096)
+    best = summary["best"]
+    assert best["best_auc"] == max(t["best_auc"] for t in summary["trials"])
+    with open(folder / "trials.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    table = (folder / "trials.md").read_text()
+    assert "| trial | learning_rate | train_batch_size | best valid auc |" in table
+    settings = yaml.safe_load((folder / "best.yaml").read_text())
+    assert settings["learning_rate"] == best["learning_rate"] and settings["train_batch_size"] == best["train_batch_size"]
+    assert settings["epochs"] == 2 and settings["synthetic_scale"] == "tiny"
+    assert "best: valid auc=" in done.stdout
+    # Ray's files stay under the results folder (rt/ links to a short /tmp folder here), not in HOME
+    assert list((folder / "ray").glob("trials-*/tune_trial_*/params.json"))
+    assert list((folder / "rt").glob("session_*"))
+    assert not (workdir / "ray_results").exists()
+
+
+def test_best_config_is_accepted_by_a_normal_run_which_does_not_import_ray(mma_tune):
+    workdir, folder, _ = mma_tune
+    code = ("import sys; from recbole_mma4ctr.cli import main; "
+            f"status = main(['--model=MMa4CTR', '--dataset=wechat', '--config_files={folder / 'best.yaml'}', "
+            "'--show_progress=False']); "
+            "print('RAY-IMPORTED' if 'ray' in sys.modules else 'NO-RAY'); sys.exit(status)")
+    done = ok(subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300))
+    assert done.stdout.strip().splitlines()[-1] == "NO-RAY"
+    record = json.loads((workdir / done.stdout.strip().splitlines()[-2]).read_text())
+    best = json.loads((folder / "trials.json").read_text())["best"]
+    assert record["config"]["learning_rate"] == pytest.approx(best["learning_rate"])
+    assert record["config"]["train_batch_size"] == best["train_batch_size"]
+    assert record["best_valid"]["auc"] == pytest.approx(best["best_auc"], abs=0.01)
+
+
+def test_failing_trial_is_recorded_and_the_other_completes(tmp_path):
+    """FM (a cheap baseline) with a grid of two learning rates, one of which Adam refuses."""
+    (tmp_path / "fail.hyper").write_text("learning_rate grid [0.01,-1.0]\n")
+    done = ok(run(tmp_path, "--tune", "--model=FM", "--dataset=wechat", "--params_file=fail.hyper", TINY, "--epochs=1",
+                  "--num_samples=1"))
+    folder = tmp_path / "results" / "tune-FM-wechat"
+    try:
+        trials = {t["learning_rate"]: t for t in json.loads((folder / "trials.json").read_text())["trials"]}
+        assert trials[-1.0]["status"] == "failed" and "Invalid learning rate" in trials[-1.0]["error"]
+        assert trials[-1.0]["best_auc"] is None
+        assert trials[0.01]["status"] == "completed" and 0 < trials[0.01]["best_auc"] <= 1
+        assert yaml.safe_load((folder / "best.yaml").read_text())["learning_rate"] == 0.01
+        assert "| failed | " in (folder / "trials.md").read_text()
+    finally:
+        remove_ray_temp(folder)
+
+
+# ---- studies ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("study")
+
+
+def study_rows(folder):
+    return {row["label"]: row for row in json.loads((folder / "study.json").read_text())["rows"]}
+
+
+def test_fusion_study_cut_down(study_dir):
+    done = ok(run(study_dir, "--study=fusion", "--dataset=wechat", TINY, "--grid=vt_cross,textual", "--marks=1"))
+    folder = study_dir / "results" / "study-fusion-wechat"
+    try:
+        assert done.stdout.strip().splitlines()[-1] == str(folder / "study.md")
+        rows = study_rows(folder)
+        assert list(rows) == ["vt_cross", "textual"]
+        for row in rows.values():
+            assert row["status"] == "ok" and 0 < row["auc@1"] <= 1 and row["epochs_run"] == 1
+        assert rows["vt_cross"]["input_width"] != rows["textual"]["input_width"]
+        table = (folder / "study.md").read_text()
+        assert "| fusion | AUC@1 | paper AUC@10 (wechat, real data) |" in table and "| textual | " in table
+        assert (folder / "study.png").stat().st_size > 10_000 and (folder / "study.csv").exists()
+        for label in rows:
+            assert json.loads((folder / f"point-{label}.json").read_text())["config"]["fusion"] == label
+        # a rerun with the same settings starts no Ray at all
+        again = ok(run(study_dir, "--study=fusion", "--dataset=wechat", TINY, "--grid=vt_cross,textual", "--marks=1"))
+        assert "2 done earlier, 0 to run" in again.stdout and "local Ray" not in again.stdout
+    finally:
+        remove_ray_temp(folder)
+
+
+def test_profile_length_study_with_zero_length(study_dir):
+    ok(run(study_dir, "--study=profile_length", "--dataset=wechat", TINY, "--grid=0,5", "--marks=1"))
+    folder = study_dir / "results" / "study-profile_length-wechat"
+    try:
+        rows = study_rows(folder)
+        assert list(rows) == ["0", "5"]
+        assert all(row["status"] == "ok" and 0 < row["auc@1"] <= 1 for row in rows.values())
+        # three profiles (one per fused modality) of L pooled values + the device
+        assert rows["5"]["input_width"] - rows["0"]["input_width"] == 3 * 5
+        assert "| 0 | " in (folder / "study.md").read_text()
+    finally:
+        remove_ray_temp(folder)
