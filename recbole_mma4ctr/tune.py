@@ -72,8 +72,9 @@ KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python 
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
     "randint": 2, "qrandint": 3,
 }
-# Settings a trial must not change: they decide which data the driver prepared once.
-DATA_KEYS = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed", "label_action",
+# Settings a trial must not change: they decide which data the driver prepared once (and epochs,
+# the most ASHA gives a trial).
+UNTUNABLE = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed", "label_action",
              "min_user_actions", "min_user_interactions", "pca_variance", "token_maxlen", "visual_dim", "acoustic_dim",
              "textual_dim", "chunk_rows", "epochs"}
 # Settings that only place a run's files or pick its device: left out of best.yaml.
@@ -122,7 +123,7 @@ def read_hyper_file(path) -> list[Dimension]:
             raise TuneError(f"{where}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
         if name in seen:
             raise TuneError(f"{where}: {name} is given twice")
-        if name in DATA_KEYS:
+        if name in UNTUNABLE:
             raise TuneError(f"{where}: {name} cannot be tuned: the data are prepared once before the trials"
                             + (" (set the maximum with --epochs; ASHA decides how many each trial gets)" if name == "epochs" else ""))
         seen.add(name)
@@ -276,7 +277,7 @@ def check_cluster_resources(resources: Resources) -> None:
     if not fits:
         most = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
         raise TuneError(f"no node of the cluster at {resources.address} has {resources.cpus_per_trial:g} CPU(s) and "
-                        f"{resources.gpus_per_trial:g} GPU(s) free for one trial (largest node: {most[0]:g} CPUs, "
+                        f"{resources.gpus_per_trial:g} GPU(s) for one trial (largest node: {most[0]:g} CPUs, "
                         f"{most[1]:g} GPUs); trials would stay PENDING forever")
 
 
@@ -530,7 +531,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
                              "ray_address": resources.address},
                "trials": rows, "best": ok[0] if ok else None}
     if ok:
-        best_path = write_best_config(folder, config, overrides, ok[0], dimensions, metric)
+        best_path = write_best_config(folder, config, config_files, overrides, ok[0], dimensions, metric)
         summary["best_config"] = str(best_path)
     (folder / "trials.json").write_text(json.dumps(summary, indent=2, default=str))
     failed = sum(row["status"] == "failed" for row in rows)
@@ -667,8 +668,10 @@ def write_trial_tables(folder: Path, rows, dimensions, metric: str, mode: str) -
     _write_csv(folder / "trials.csv", [{k: row.get(k) for k in columns + ["log"]} for row in rows])
 
 
-def write_best_config(folder: Path, config, overrides: dict, best: dict, dimensions, metric: str) -> Path:
-    """best.yaml: the command line's settings (as the Config typed them) plus the best parameters."""
+def write_best_config(folder: Path, config, config_files, overrides: dict, best: dict, dimensions, metric: str) -> Path:
+    """best.yaml: the command line's settings (as the Config typed them) plus the best parameters.
+
+    Files given with --config_files are not copied in: the usage line names them before best.yaml."""
     import yaml
 
     from .record import plain
@@ -678,7 +681,7 @@ def write_best_config(folder: Path, config, overrides: dict, best: dict, dimensi
     header = (f"# Best of the tuning trials of {config['model']} on {config['dataset']}: valid {metric} = "
               f"{best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} (trial {best['trial']}).\n"
               f"# Use: python run_recbole_mma4ctr.py --model={config['model']} --dataset={config['dataset']} "
-              f"--config_files={folder / 'best.yaml'}\n")
+              f"--config_files={_files_with(config_files, folder / 'best.yaml')}\n")
     path = folder / "best.yaml"
     path.write_text(header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False))
     return path
@@ -697,6 +700,12 @@ def exit_status(work, last_line: str) -> int:
         return 1
     print(folder / last_line, flush=True)
     return 0
+
+
+def _files_with(config_files, path: Path) -> str:
+    files = config_files.split() if isinstance(config_files, str) else list(config_files or [])
+    listed = " ".join(str(Path(f).resolve()) for f in files + [path])
+    return f'"{listed}"' if files else listed
 
 
 def main(model: str, dataset: str, config_files, overrides: dict) -> int:

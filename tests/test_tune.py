@@ -66,6 +66,12 @@ def test_hyper_file_kinds_and_errors(tmp_path):
             read_hyper_file(bad)
 
 
+def test_metric_direction():
+    from recbole_mma4ctr.tune import metric_mode
+
+    assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
+
+
 def test_search_space_maps_recbole_kinds_to_ray():
     from ray import tune
 
