@@ -43,11 +43,16 @@ Output, in ``<results_dir>/tune-<model>-<dataset>/``: ``trials.md``, ``trials.cs
 ``trials.json`` (every trial: parameters, best validation metric and its epoch, epochs run,
 status: completed / early-stopped (validation) / stopped by ASHA / failed, with the error),
 ``best.yaml`` (the best trial's parameters plus the command line's settings; it goes straight
-to ``--config_files``), ``ray/`` (Ray Tune's experiment folders and each trial's logs) and
-``rt/`` (Ray's temporary files). Unix socket paths are limited to 107 bytes and Ray puts
+to ``--config_files``), ``ray/`` (Ray Tune's experiment folders; each trial's folder keeps its
+RecBole log, stdout and stderr, which are not echoed to the console) and ``rt/`` (Ray's
+temporary files). Unix socket paths are limited to 107 bytes and Ray puts
 sockets about 65 characters deep in its temporary folder, so when ``<folder>/rt`` is longer than
 40 characters the temporary folder is ``/tmp/rmc-<hash of the folder>`` instead, and
 ``<folder>/rt`` is a symbolic link to it.
+
+With ``--ray_address`` the trials read the atomic files and config files at the driver's
+absolute paths, so every node needs this package installed and those paths (a shared
+filesystem); the driver checks that one node can hold a trial's CPUs and GPUs.
 
 Ray is imported only inside functions here and in ``studies.py``: the normal training path never
 imports it.
