@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,12 @@ def remove_ray_temp(folder: Path):
     """Pytest's folders are too deep for Ray's sockets, so rt/ links to /tmp/rmc-<hash>: remove it."""
     link = folder / "rt"
     if link.is_symlink():
-        shutil.rmtree(link.resolve(), ignore_errors=True)
+        target = link.resolve()
+        for _ in range(5):      # Ray's helper processes may still be writing their last logs
+            shutil.rmtree(target, ignore_errors=True)
+            if not target.exists():
+                break
+            time.sleep(1)
 
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
