@@ -68,9 +68,14 @@ def load_study(name: str) -> dict:
 
 
 def parse_value(text: str):
-    """A --grid value as YAML reads it (0.001 -> float, 64 -> int, vt_cross -> str)."""
+    """A --grid value: 64 -> int, 0.001 and 1e-4 -> float, true -> bool, vt_cross -> str."""
     import yaml
 
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
     value = yaml.safe_load(text)
     return value if isinstance(value, (int, float, str, bool)) else text
 

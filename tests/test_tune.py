@@ -131,7 +131,7 @@ def test_study_plans_and_cut_downs():
 
     assert sorted(fusion["grid"]) == sorted(FUSIONS) and len(fusion["grid"]) == 11
     assert study_plan(fusion, None, None) == (fusion["grid"], [10, 30])
-    assert study_plan(load_study("learning_rate"), "0.001,0.0001", "1,2") == ([0.001, 0.0001], [1, 2])
+    assert study_plan(load_study("learning_rate"), "0.001,1e-4", "1,2") == ([0.001, 0.0001], [1, 2])
     assert study_plan(load_study("profile_length"), None, None)[0] == [0, 5, 11, 15, 21, 30]
     assert study_plan(load_study("epochs"), None, None) == (["epochs"], list(range(5, 101, 5)))
     assert study_plan(load_study("epochs"), "1,2", None) == (["epochs"], [1, 2])
