@@ -5,6 +5,7 @@
     --tune --model=M --dataset=D [--params_file=properties/hyper/M.hyper] [--num_samples=8]
            [--cpus_per_trial=1] [--gpus_per_trial=0] [--metric=auc] [--ray_address=auto]   (tune.py)
     --study=NAME --dataset=D [--grid=a,b] [--marks=10,30] [--cpus_per_trial=1] ...        (studies.py)
+    --report=RESULTS_FOLDER                            report.md + report.html from its records
 
 Flags without a value (``--compare``, ``--tune``) select a mode; every other argument is
 ``--key=value``. Only the --tune and --study modes import ray.
@@ -26,6 +27,17 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if "report" in overrides:
+        from .report_page import write_report
+
+        try:
+            md_path, html_path = write_report(overrides.pop("report"))
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(md_path, flush=True)
+        print(html_path, flush=True)
+        return 0
     dataset = overrides.pop("dataset", "wechat")
     config_files = overrides.pop("config_files", None)
     marks = overrides.pop("marks", None)

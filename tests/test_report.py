@@ -52,3 +52,18 @@ def test_report_of_a_missing_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no such results folder"):
         write_report(tmp_path / "nope")
+
+
+def test_report_command_line(two_runs):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "run_recbole_mma4ctr.py"), f"--report={two_runs}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].endswith("report.html")
+    missing = subprocess.run([sys.executable, str(REPO / "run_recbole_mma4ctr.py"), f"--report={two_runs}/nope"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no such results folder" in missing.stderr
