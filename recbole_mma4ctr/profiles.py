@@ -47,8 +47,10 @@ def signed_mean(user_index, item_index, labels, item_matrix: np.ndarray, n_users
 def average_pool(matrix: np.ndarray, length: int) -> np.ndarray:
     """Sliding-window average pool of each row down to ``length`` values (window d - length + 1).
 
-    ``length`` 0 gives an empty row; a row shorter than ``length`` is an error, because the
-    paper's pooling can only shorten.
+    ``length`` 0 gives an empty row. The paper's window can only shorten; a row shorter than
+    ``length`` (TikTok's 10-d acoustic modality with L = 21) is stretched by adaptive average
+    pooling instead (output i averages columns floor(i*d/L) .. ceil((i+1)*d/L) - 1, PyTorch's
+    AdaptiveAvgPool1d rule), which repeats values and invents nothing.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     width = matrix.shape[1]
@@ -56,8 +58,13 @@ def average_pool(matrix: np.ndarray, length: int) -> np.ndarray:
         raise ValueError(f"profile length must be >= 0, got {length}")
     if length == 0:
         return np.zeros((matrix.shape[0], 0))
+    if width == 0:
+        raise ValueError("cannot pool an empty vector")
     if length > width:
-        raise ValueError(f"cannot pool {width} values up to {length}: choose a profile length <= {width}")
+        starts = (np.arange(length) * width) // length
+        ends = -((-(np.arange(length) + 1) * width) // length)
+        cumulative = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
+        return (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)
     window = width - length + 1
     cumulative = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
     return (cumulative[:, window:] - cumulative[:, :-window]) / window

@@ -21,8 +21,13 @@ def test_average_pool_window():
     np.testing.assert_allclose(average_pool(row, 5), row)
     np.testing.assert_allclose(average_pool(row, 1), [[3.0]])
     assert average_pool(row, 0).shape == (1, 0)
-    with pytest.raises(ValueError, match="profile length"):
-        average_pool(row, 6)
+    # longer than the row: adaptive pooling repeats values (PyTorch's AdaptiveAvgPool1d rule)
+    np.testing.assert_allclose(average_pool(row[:, :2], 4), [[1, 1, 2, 2]])
+    np.testing.assert_allclose(average_pool(row[:, :3], 5), [[1, 1.5, 2, 2.5, 3]])
+    torch = pytest.importorskip("torch")
+    wide = np.random.default_rng(0).random((3, 10))
+    expected = torch.nn.functional.adaptive_avg_pool1d(torch.tensor(wide)[:, None, :], 21)[:, 0, :].numpy()
+    np.testing.assert_allclose(average_pool(wide, 21), expected, rtol=1e-6)
 
 
 def test_modal_value_prefers_most_frequent_then_smallest():

@@ -363,10 +363,8 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     assert wechat == {"label": "weighted", "min_user_actions": 100, "variance": 0.9, "token_maxlen": 512}
 
 
-# The paper's acoustic modality has 10 dims (PCA to 10), but profiles.average_pool can only shorten
-# a vector to the L = 21 profile values; until it can widen one, the run stops with a ValueError.
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="profiles.average_pool cannot widen the 10-d acoustic modality to L = 21 values")
+# The paper's acoustic modality has 10 dims (PCA to 10): its profile is widened to L = 21 values
+# by adaptive average pooling (profiles.average_pool).
 def test_run_on_the_sample_with_the_papers_widths(tmp_path):
     """The README-style run on the generated sample: 71/10/22 dims -> 169 inputs, 26,025 parameters."""
     from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
