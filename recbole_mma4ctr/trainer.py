@@ -17,6 +17,18 @@ Three things differ from ``recbole.trainer.Trainer``:
 
 Every epoch is recorded in ``self.history`` (loss, learning rate, seconds, validation metrics,
 interrupts) for the result record.
+
+Labeled (CTR) evaluation, for every model:
+
+* ``scores_squashed``: True when the model's ``predict`` returns raw ranking scores (BPR, FPMC,
+  NGCF, LightGCN, BERT4Rec, GCSAN; ``baselines.scores_are_probabilities``). Their scores are
+  then passed through a sigmoid (in float64, so scores up to about +-36 stay distinct) before
+  the metrics see them: LogLoss becomes the log loss of sigmoid(score) instead of RecBole's
+  clip of raw scores into [1e-15, 1 - 1e-15]; AUC, GAUC and UAUC are unchanged (monotone).
+  Models that already return probabilities (MMa4CTR, DIN, DIEN) are never squashed.
+* ``last_scored``: after every ``evaluate``, the rows it scored, in order, as numpy arrays:
+  ``user`` and ``item`` (raw tokens), ``timestamp``, ``label``, ``raw_score`` (what ``predict``
+  returned) and ``score`` (what the metrics saw). Set ``keep_scored = False`` to skip it.
 """
 
 from __future__ import annotations
@@ -26,8 +38,9 @@ from time import time
 
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
-from recbole.utils import early_stopping, set_color, dict2str
+from recbole.utils import EvaluatorType, early_stopping, set_color, dict2str
 
+from .baselines import scores_are_probabilities, switch_off_anomaly_detection
 from .metrics import UserAwareCollector
 
 
@@ -41,6 +54,7 @@ class Trainer(RecBoleTrainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        switch_off_anomaly_detection(config)  # RecBole's SINE module switches it on at import
         self.eval_collector = UserAwareCollector(config)
         self.lr_halving_epochs = int(config["lr_halving_epochs"] or 0)
         self.lr_decay = float(config["lr_decay"] or 0.5)
@@ -54,6 +68,11 @@ class Trainer(RecBoleTrainer):
         self.interrupt_metric = "auc"
         if self.interrupt and self.interrupt_metric not in [m.lower() for m in config["metrics"]]:
             raise ValueError("valid_interrupt needs 'AUC' in metrics")
+        labeled = config["eval_type"] == EvaluatorType.VALUE
+        self.scores_squashed = labeled and not scores_are_probabilities(model, config)
+        self.keep_scored = True
+        self.last_scored: dict | None = None
+        self._scored_parts: list | None = None
         self.history: list[dict] = []
         self.interrupts = 0
         self.train_seconds = 0.0
@@ -97,7 +116,41 @@ class Trainer(RecBoleTrainer):
             checkpoint = load_weights_only(checkpoint_file, self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.logger.info(f"Loading model parameters from {checkpoint_file}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        self._scored_parts = [] if self.keep_scored else None
+        try:
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            self.last_scored = self._gather_scored(eval_data._dataset) if self.keep_scored else None
+        finally:
+            self._scored_parts = None
+        return result
+
+    # ---- labeled evaluation: squash raw scores, keep what was scored -------------------------
+    def _neg_sample_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+        if self.config["eval_type"] != EvaluatorType.VALUE:
+            return interaction, scores, positive_u, positive_i
+        raw = scores.reshape(-1)
+        if self.scores_squashed:
+            scores = torch.sigmoid(raw.double())
+        if self._scored_parts is not None:
+            self._scored_parts.append((interaction, raw.detach().cpu(), scores.reshape(-1).detach().cpu()))
+        return interaction, scores, positive_u, positive_i
+
+    def _gather_scored(self, dataset) -> dict | None:
+        if not self._scored_parts:
+            return None
+        config = self.config
+        fields = {"user": config["USER_ID_FIELD"], "item": config["ITEM_ID_FIELD"],
+                  "timestamp": config["TIME_FIELD"], "label": config["LABEL_FIELD"]}
+        scored = {}
+        for key, field in fields.items():
+            if field is None or field not in self._scored_parts[0][0]:
+                continue
+            values = torch.cat([part[0][field].reshape(-1).cpu() for part in self._scored_parts]).numpy()
+            scored[key] = dataset.id2token(field, values) if key in ("user", "item") else values
+        scored["raw_score"] = torch.cat([part[1] for part in self._scored_parts]).numpy()
+        scored["score"] = torch.cat([part[2] for part in self._scored_parts]).numpy()
+        return scored
 
     # ---- training loop -------------------------------------------------------------------
     def _snapshot(self):
