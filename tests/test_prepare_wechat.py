@@ -145,3 +145,145 @@ def test_oracle_sidecar_aligns_with_the_kept_rows(tiny_raw, tmp_path):
     np.testing.assert_allclose(sidecar, oracle["p_weighted"].to_numpy()[chronological], rtol=1e-6)
     inter = pd.read_csv(out / "wechat.inter", sep="\t")
     assert len(sidecar) == len(inter)
+
+
+# --- text recipe: paper (padded ids -> PCA) or tfidf (bag of tokens -> TF-IDF -> truncated SVD) ---
+
+def test_truncated_svd_honours_fixed_widths_and_the_fewest_components_for_a_share():
+    from scipy import sparse
+
+    from recbole_mma4ctr.prepare import text
+
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(0, 300, size=rng.integers(0, 40)) for _ in range(200)]
+    matrix = text.tfidf(lists)
+    assert sparse.issparse(matrix) and matrix.shape[0] == 200
+    for width in (1, 7, 60):
+        assert text.truncated_svd(matrix, width).shape == (200, width)
+    singular = np.linalg.svd(matrix.toarray(), compute_uv=False)
+    energy = (singular ** 2).cumsum() / (singular ** 2).sum()
+    for share in (0.3, 0.6, 0.9):
+        fewest = int(np.searchsorted(energy, share * (1 - 1e-12))) + 1
+        assert energy[fewest - 1] >= share * (1 - 1e-12) and (fewest == 1 or energy[fewest - 2] < share)
+        assert text.truncated_svd(matrix, share, max_dim=1000).shape == (200, fewest)
+    assert text.truncated_svd(matrix, 0.99, max_dim=20).shape == (200, 20)  # the cap
+    # the projection is X V: same Gram matrix as the data's best rank-k approximation
+    projected = text.truncated_svd(matrix, 5).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.svd(projected, compute_uv=False), singular[:5], rtol=1e-4)
+
+
+def test_fixed_dims_under_both_recipes(tiny_raw, tmp_path):
+    dims = {"visual_dim": 9, "acoustic_dim": 13, "textual_dim": 5}
+    for recipe in ("paper", "tfidf"):
+        manifest = convert(tiny_raw, tmp_path / recipe, {"min_user_actions": 0, "text_recipe": recipe, **dims})
+        assert manifest["modality_dims"] == {"visual": 9, "acoustic": 13, "textual": 5}
+        with np.load(tmp_path / recipe / "wechat.mm.npz") as archive:
+            assert archive["acoustic"].shape[1] == 13
+
+
+def topic_gap(matrix, topics):
+    """Mean cosine similarity (columns centred) within a main topic minus across topics."""
+    centred = matrix - matrix.mean(axis=0)
+    unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T
+    same = topics[:, None] == topics[None, :]
+    return cosine[same & ~np.eye(len(topics), dtype=bool)].mean() - cosine[~same].mean()
+
+
+def test_both_recipes_convert_and_tfidf_groups_feeds_by_topic(tiny_raw, tiny_atomic, tmp_path):
+    from recbole_mma4ctr.prepare.synthetic import build_world, make_params
+
+    paper_dir, paper = tiny_atomic
+    tfidf = convert(tiny_raw, tmp_path / "tfidf", {"min_user_actions": 0, "text_recipe": "tfidf"})
+    assert paper["text_recipe"] == "paper" and paper["item_recipe"].startswith("paper:")
+    assert tfidf["text_recipe"] == "tfidf" and tfidf["item_recipe"].startswith("tfidf:")
+    assert tfidf["settings"]["text_recipe"] == "tfidf" and tfidf["fingerprint"] != paper["fingerprint"]
+    assert tfidf["rows"] == paper["rows"]
+    assert all(1 <= dim <= 128 + 8 for dim in tfidf["modality_dims"].values())  # cap + bgm columns
+    world = build_world(make_params("tiny"), 7)
+    topic_of = dict(zip(world.feedid.astype(str).tolist(), world.feed_topic.tolist()))
+    gaps = {}
+    for recipe, folder in (("paper", paper_dir), ("tfidf", tmp_path / "tfidf")):
+        with np.load(folder / "wechat.mm.npz") as archive:
+            topics = np.array([topic_of[i] for i in archive["item_id"]])
+            gaps[recipe] = {name: topic_gap(archive[name].astype(np.float64), topics)
+                            for name in ("visual", "acoustic", "textual")}
+            assert all(0 <= archive[name].min() and archive[name].max() <= 1 for name in ("visual", "acoustic", "textual"))
+    for name in ("visual", "acoustic", "textual"):
+        assert gaps["tfidf"][name] > gaps["paper"][name], (name, gaps)
+
+
+def test_unknown_text_recipe_is_refused(tiny_raw, tmp_path):
+    with pytest.raises(ValueError, match="text_recipe must be one of paper, tfidf"):
+        convert(tiny_raw, tmp_path / "out", {"min_user_actions": 0, "text_recipe": "bert"})
+
+
+# --- feed_embeddings.csv as an optional fourth matrix, 'embedding' ---
+
+def embedding_copy(tiny_raw, tmp_path, edit=None):
+    folder = broken_copy(tiny_raw, tmp_path)
+    text = (tiny_raw / "feed_embeddings.csv").read_text()
+    (folder / "feed_embeddings.csv").write_text(edit(text) if edit else text)
+    return folder
+
+
+def test_feed_embedding_adds_a_scaled_matrix_and_counts_feeds_without_one(tiny_raw, tmp_path):
+    def drop_three(text):
+        lines = text.split("\n")
+        return "\n".join(lines[:2] + lines[5:])  # feeds on lines 3, 4 and 5 lose their embedding
+
+    folder = embedding_copy(tiny_raw, tmp_path, drop_three)
+    plain = convert(folder, tmp_path / "plain", {"min_user_actions": 0})
+    assert "embedding" not in plain["modality_dims"] and plain["feed_embedding"] is None
+    manifest = convert(folder, tmp_path / "out", {"min_user_actions": 0, "feed_embedding": True})
+    assert manifest["fingerprint"] != plain["fingerprint"]
+    assert manifest["feed_embedding"]["feeds_without_embedding"] == 3
+    assert manifest["feed_embedding"]["embeddings_of_unknown_feeds"] == 0
+    dims = manifest["modality_dims"]
+    assert set(dims) == {"visual", "acoustic", "textual", "embedding"}
+    assert {k: dims[k] for k in ("visual", "acoustic", "textual")} == plain["modality_dims"]
+    assert 1 <= dims["embedding"] < 512  # PCA keeping 90% of the variance
+    with np.load(tmp_path / "out" / "wechat.mm.npz") as archive:
+        matrix = archive["embedding"]
+        assert matrix.shape == (manifest["rows"]["items"], dims["embedding"])
+        assert matrix.dtype == np.float32 and matrix.min() >= 0 and matrix.max() <= 1
+    fixed = convert(folder, tmp_path / "fixed", {"min_user_actions": 0, "feed_embedding": True, "embedding_dim": 6})
+    assert fixed["modality_dims"]["embedding"] == 6
+
+
+def test_feed_embedding_needs_its_file(tiny_raw, tmp_path):
+    folder = broken_copy(tiny_raw, tmp_path)
+    with pytest.raises(FileNotFoundError, match="feed_embeddings.csv: file not found"):
+        convert(folder, tmp_path / "out", {"min_user_actions": 0, "feed_embedding": True})
+
+
+def edit_embedding(line_number, change):
+    def edit(text):
+        lines = text.split("\n")
+        feedid, vector = lines[line_number - 1].split(",")
+        lines[line_number - 1] = ",".join(change(feedid, vector.split(), lines))
+        return "\n".join(lines)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (edit_embedding(4, lambda f, v, _: (f, " ".join(v[:-1]))),
+     r"feed_embeddings.csv, line 4, field 'feed_embedding': expected 512 space-separated floats, got 511"),
+    (edit_embedding(6, lambda f, v, _: (f, " ".join(v + ["0.5"]))),
+     r"feed_embeddings.csv, line 6, field 'feed_embedding': expected 512 space-separated floats, got 513"),
+    (edit_embedding(3, lambda f, v, _: (f, " ".join(["nan"] + v[1:]))),
+     r"feed_embeddings.csv, line 3, field 'feed_embedding': NaN or infinite value \('nan'\)"),
+    (edit_embedding(5, lambda f, v, _: (f, " ".join(v[:7] + ["-inf"] + v[8:]))),
+     r"feed_embeddings.csv, line 5, field 'feed_embedding': NaN or infinite value \('-inf'\)"),
+    (edit_embedding(7, lambda f, v, _: (f, " ".join(v[:9] + ["0.1x"] + v[10:]))),
+     r"feed_embeddings.csv, line 7, field 'feed_embedding': expected a number \(value '0.1x'\)"),
+    (edit_embedding(8, lambda f, v, lines: (lines[1].split(",")[0], " ".join(v))),
+     r"feed_embeddings.csv, line 8, field 'feedid': duplicate feed id"),
+])
+def test_bad_feed_embeddings_name_file_line_and_field(tiny_raw, tmp_path, edit, message):
+    from recbole_mma4ctr.prepare.tokens import RawFormatError
+
+    folder = embedding_copy(tiny_raw, tmp_path, edit)
+    with pytest.raises(RawFormatError, match=message):
+        convert(folder, tmp_path / "out", {"min_user_actions": 0, "feed_embedding": True})
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -23,7 +23,9 @@ RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
 # Config key (properties/dataset/<name>.yaml) -> converter setting, per dataset.
 SETTING_KEYS = {
     "wechat": {"label_action": "label", "min_user_actions": "min_user_actions", "pca_variance": "variance",
-               "token_maxlen": "token_maxlen"},
+               "token_maxlen": "token_maxlen", "text_recipe": "text_recipe", "text_max_dim": "text_max_dim",
+               "visual_dim": "visual_dim", "acoustic_dim": "acoustic_dim", "textual_dim": "textual_dim",
+               "feed_embedding": "feed_embedding"},
     "tiktok": {"label_action": "label", "min_user_interactions": "min_user_interactions", "pca_variance": "variance",
                "visual_dim": "visual_dim", "acoustic_dim": "acoustic_dim", "textual_dim": "textual_dim",
                "chunk_rows": "chunk_rows"},

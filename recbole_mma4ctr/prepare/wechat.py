@@ -1,7 +1,7 @@
 """WeChat Big Data Challenge 2021 raw files -> RecBole atomic files plus modality matrices.
 
 Inputs (``RAW_DIR``; formats in DATA.md): ``user_action.csv``, ``feed_info.csv`` and, unused by
-the paper's recipe, ``feed_embeddings.csv``. Outputs (``OUT_DIR``):
+the paper's recipe and read only with ``feed_embedding: true``, ``feed_embeddings.csv``. Outputs (``OUT_DIR``):
 
 - ``wechat.inter``: ``user_id:token item_id:token timestamp:float label:float device:float``.
   WeChat only records the day (``date_``). Rows are written in chronological order (by day,
@@ -21,7 +21,13 @@ the paper's recipe, ``feed_embeddings.csv``. Outputs (``OUT_DIR``):
 The paper's item recipe (DATA.md): visual = ocr ids (empty -> ocr_char); acoustic = asr_char ids
 (empty -> asr) plus fixed random embeddings of bgm_singer_id and bgm_song_id; textual =
 description + machine keywords + machine tag ids. Each is zero-padded, reduced by PCA keeping
-``variance`` of the variance and min-max scaled per column. Labels: ``weighted`` (the paper's
+``variance`` of the variance and min-max scaled per column (``text_recipe: paper``, the default).
+``text_recipe: tfidf`` treats each modality's tokens as a bag instead: TF-IDF, then truncated SVD
+to the fewest components holding ``variance`` of the energy (capped at ``text_max_dim``) or to a
+fixed ``<modality>_dim``, then min-max (prepare/text.py); the bgm embeddings still join acoustic.
+``feed_embedding: true`` adds a fourth matrix, ``embedding``: the 512-d feed embeddings, PCA
+keeping ``variance`` (or ``embedding_dim``), min-max; feeds without one get zeros (counted in the
+manifest). Fusion names only use visual/acoustic/textual, so the model ignores it today. Labels: ``weighted`` (the paper's
 weighted sum of seven actions / 13 >= 0.5) or any single action.
 """
 
@@ -34,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale, pca_reduce
-from . import tokens
+from . import text, tokens
 from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
 
 ACTION_FILE = "user_action.csv"
@@ -54,6 +60,9 @@ DEFAULT_SETTINGS = {
     "variance": 0.9,
     "token_maxlen": 512,
     "seed": 2024,
+    "text_recipe": "paper",
+    "text_max_dim": 128,
+    "feed_embedding": False,
 }
 
 
@@ -113,8 +122,16 @@ def read_actions(path: Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def item_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
-    """The paper's three raw modality matrices for the given feed rows (before PCA)."""
+TEXT_RECIPES = ("paper", "tfidf")
+ITEM_RECIPES = {
+    "paper": "paper: padded token ids -> PCA(variance) -> min-max",
+    "tfidf": "tfidf: bag of tokens -> TF-IDF -> truncated SVD (energy share or fixed dim) -> min-max; "
+             "acoustic = SVD of asr tokens + bgm singer/song random embeddings",
+}
+
+
+def _token_lists(feeds: pd.DataFrame, settings: dict) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+    """Each modality's per-feed token ids, and the bgm singer/song random embeddings (acoustic)."""
     name = FEED_FILE
     ids = {
         field: tokens.parse_id_list(feeds[field].to_numpy(), name, field)
@@ -122,9 +139,6 @@ def item_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray
     }
     keywords = tokens.parse_id_list(feeds["machine_keyword_list"].to_numpy(), name, "machine_keyword_list", ";")
     tags = tokens.parse_tag_list(feeds["machine_tag_list"].to_numpy(), name, "machine_tag_list")
-    maxlen = settings["token_maxlen"]
-    visual = tokens.pad_sequences(tokens.first_non_empty(ids["ocr"], ids["ocr_char"]), maxlen)
-    speech = tokens.pad_sequences(tokens.first_non_empty(ids["asr_char"], ids["asr"]), maxlen)
     music = []
     for offset, field in enumerate(("bgm_singer_id", "bgm_song_id")):
         values = pd.to_numeric(feeds[field].replace("", np.nan), errors="coerce")
@@ -135,9 +149,21 @@ def item_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray
             raise tokens.RawFormatError(f"{name}, line {row + 2}, field '{field}': expected an integer id (value {raw[row]!r})")
         missing = values.isna().to_numpy()
         music.append(tokens.random_id_embedding(values.fillna(0).to_numpy(np.int64), missing, settings["seed"] + offset))
-    acoustic = np.hstack([speech] + music)
-    textual = tokens.pad_sequences(tokens.join_lists(ids["description"], keywords, tags), maxlen)
-    return {"visual": visual, "acoustic": acoustic, "textual": textual}
+    lists = {
+        "visual": tokens.first_non_empty(ids["ocr"], ids["ocr_char"]),
+        "acoustic": tokens.first_non_empty(ids["asr_char"], ids["asr"]),
+        "textual": tokens.join_lists(ids["description"], keywords, tags),
+    }
+    return lists, np.hstack(music)
+
+
+def item_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
+    """The paper's three raw modality matrices for the given feed rows (before PCA)."""
+    lists, music = _token_lists(feeds, settings)
+    maxlen = settings["token_maxlen"]
+    raw = {name: tokens.pad_sequences(sequences, maxlen) for name, sequences in lists.items()}
+    raw["acoustic"] = np.hstack([raw["acoustic"], music])
+    return raw
 
 
 def reduce_modalities(raw: dict[str, np.ndarray], settings: dict) -> dict[str, np.ndarray]:
@@ -149,6 +175,80 @@ def reduce_modalities(raw: dict[str, np.ndarray], settings: dict) -> dict[str, n
     return reduced
 
 
+def tfidf_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
+    """The ``tfidf`` recipe (prepare/text.py), min-max scaled. A fixed ``<modality>_dim`` is the
+    final width: for acoustic, the SVD gets what the bgm embeddings leave (at least 1 column)."""
+    lists, music = _token_lists(feeds, settings)
+    reduced = {}
+    for name, sequences in lists.items():
+        fixed = settings.get(f"{name}_dim")
+        extra = music.shape[1] if name == "acoustic" else 0
+        target = max(int(fixed) - extra, 1) if fixed else float(settings["variance"])
+        matrix = text.tfidf_svd(sequences, target, seed=settings["seed"], max_dim=int(settings["text_max_dim"]))
+        if extra:
+            matrix = np.hstack([matrix, music])
+        reduced[name] = minmax_scale(matrix)
+    return reduced
+
+
+EMBEDDING_DIM = 512
+
+
+def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``feedid,feed_embedding`` (512 space-separated floats) -> (rows aligned with ``feed_ids``,
+    which rows had an embedding, how many embeddings belong to no feed in ``feed_ids``).
+
+    Feeds without an embedding get zeros; embeddings of unknown feeds are ignored. Errors name file, line and field: wrong length, NaN/inf, non-numeric values,
+    duplicate feed ids.
+    """
+    path = Path(path)
+    _check_header(path, ("feedid", "feed_embedding"))
+    frame = pd.read_csv(path, usecols=["feedid", "feed_embedding"], dtype=str, keep_default_na=False)
+    duplicated = frame["feedid"].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise tokens.RawFormatError(f"{path}, line {row + 2}, field 'feedid': duplicate feed id {frame['feedid'].iat[row]!r}")
+    position = {fid: i for i, fid in enumerate(np.asarray(feed_ids, dtype=str).tolist())}
+    matrix = np.zeros((len(feed_ids), EMBEDDING_DIM), dtype=np.float32)
+    covered = np.zeros(len(feed_ids), dtype=bool)
+    unknown = 0
+    for row, (fid, cell) in enumerate(zip(frame["feedid"].tolist(), frame["feed_embedding"].tolist())):
+        where = f"{path}, line {row + 2}, field 'feed_embedding'"
+        parts = cell.split()
+        if len(parts) != EMBEDDING_DIM:
+            raise tokens.RawFormatError(f"{where}: expected {EMBEDDING_DIM} space-separated floats, got {len(parts)}")
+        try:
+            values = np.array(parts, dtype=np.float64)
+        except ValueError:
+            bad = next(part for part in parts if not _is_float(part))
+            raise tokens.RawFormatError(f"{where}: expected a number (value {bad!r})") from None
+        if not np.isfinite(values).all():
+            bad = parts[int(np.flatnonzero(~np.isfinite(values))[0])]
+            raise tokens.RawFormatError(f"{where}: NaN or infinite value ({bad!r})")
+        at = position.get(fid.strip())
+        if at is None:
+            unknown += 1
+            continue
+        matrix[at] = values
+        covered[at] = True
+    return matrix, covered, unknown
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
+    recipe = settings["text_recipe"]
+    if recipe == "tfidf":
+        return tfidf_modalities(feeds, settings)
+    return reduce_modalities(item_modalities(feeds, settings), settings)
+
+
 def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: bool = False) -> dict:
     """Convert WeChat raw files; skip when the manifest shows the same inputs and settings."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -156,12 +256,18 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     label_name = settings["label"]
     if label_name != "weighted" and label_name not in ACTIONS:
         raise ValueError(f"label must be 'weighted' or one of {', '.join(ACTIONS)}; got {label_name!r}")
+    if settings["text_recipe"] not in TEXT_RECIPES:
+        raise ValueError(f"text_recipe must be one of {', '.join(TEXT_RECIPES)}; got {settings['text_recipe']!r}")
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
             raise FileNotFoundError(f"{path}: file not found (expected the WeChat raw file {path.name})")
+    embedding_path = raw_dir / EMBEDDING_FILE
+    if settings["feed_embedding"] and not embedding_path.exists():
+        raise FileNotFoundError(f"{embedding_path}: file not found (feed_embedding is on; expected {EMBEDDING_FILE})")
     oracle_path = raw_dir / ORACLE_FILE
-    print_fp = fingerprint(inputs + ([oracle_path] if oracle_path.exists() else []), settings)
+    print_fp = fingerprint(inputs + ([embedding_path] if settings["feed_embedding"] else [])
+                           + ([oracle_path] if oracle_path.exists() else []), settings)
     if not force and is_up_to_date(out_dir, print_fp):
         log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
         return read_manifest(out_dir)
@@ -196,10 +302,21 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     actions["timestamp"] = np.arange(len(actions), dtype=np.int64)
     log(f"{len(actions):,} actions kept ({dropped})")
 
-    log(f"building modalities for {len(feeds):,} feeds (paper recipe, PCA keeping {settings['variance']:.0%})")
-    reduced = reduce_modalities(item_modalities(feeds, settings), settings)
+    log(f"building modalities for {len(feeds):,} feeds ({settings['text_recipe']} recipe, "
+        f"keeping {settings['variance']:.0%} of the variance)")
+    reduced = build_modalities(feeds, settings)
+    embedding_counts = None
+    if settings["feed_embedding"]:
+        log(f"reading {embedding_path}")
+        embeddings, covered, unknown = read_feed_embeddings(embedding_path, feeds["feedid"].to_numpy())
+        target = settings.get("embedding_dim") or settings["variance"]
+        reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["seed"]))
     used = feeds["feedid"].isin(set(actions["feedid"].astype(str))).to_numpy()
     item_ids = feeds["feedid"].to_numpy()[used]
+    if settings["feed_embedding"]:
+        embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
+                            "items_without_embedding": int((~covered[used]).sum()),
+                            "embeddings_of_unknown_feeds": unknown}
 
     inter = pd.DataFrame({
         "user_id": actions["userid"].to_numpy(),
@@ -220,7 +337,8 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "synthetic": (raw_dir / "SYNTHETIC.json").exists(),
         "fingerprint": print_fp,
         "settings": settings,
-        "item_recipe": "paper: padded token ids -> PCA(variance) -> min-max",
+        "item_recipe": ITEM_RECIPES[settings["text_recipe"]],
+        "text_recipe": settings["text_recipe"],
         "rows": {"raw_actions": n_rows, "inter": len(inter), "items": len(item), "feeds_in_feed_info": len(feeds),
                  "users": int(inter["user_id"].nunique())},
         "dropped": dropped,
@@ -228,6 +346,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "label_rate": float(inter["label"].mean()) if len(inter) else 0.0,
         "action_rates": action_rates,
         "modality_dims": dims,
+        "feed_embedding": embedding_counts,
         "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle is not None else []),
         "seconds": None,
     }
