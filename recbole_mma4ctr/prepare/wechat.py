@@ -103,6 +103,25 @@ def weighted_label(actions: pd.DataFrame) -> np.ndarray:
 
 def read_actions(path: Path) -> pd.DataFrame:
     _check_header(path, ACTION_COLUMNS)
+    try:  # fast path: pyarrow's multi-threaded reader, every column an integer
+        frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype={c: np.int64 for c in ACTION_COLUMNS},
+                            engine="pyarrow")
+    except Exception:  # noqa: BLE001 - anything unexpected: the checking reader below names the cell
+        frame = None
+    if frame is not None and len(frame.columns) == len(ACTION_COLUMNS):
+        out = {column: frame[column].to_numpy(dtype=np.int64) for column in ACTION_COLUMNS}
+    else:
+        out = _read_actions_checked(path)
+    for name in ACTIONS:
+        bad = ~np.isin(out[name], (0, 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{name}': expected 0 or 1 (value {out[name][row]})")
+    return pd.DataFrame(out)
+
+
+def _read_actions_checked(path: Path) -> dict[str, np.ndarray]:
+    """The slow reader: every cell as text, the first non-integer one named by line and field."""
     frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype=str, keep_default_na=False)
     out = {}
     for column in ACTION_COLUMNS:
@@ -114,12 +133,7 @@ def read_actions(path: Path) -> pd.DataFrame:
                 f"{path}, line {row + 2}, field '{column}': expected an integer (value {frame[column].iat[row]!r})"
             )
         out[column] = values.to_numpy(dtype=np.int64)
-    for name in ACTIONS:
-        bad = ~np.isin(out[name], (0, 1))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{name}': expected 0 or 1 (value {out[name][row]})")
-    return pd.DataFrame(out)
+    return out
 
 
 TEXT_RECIPES = ("paper", "tfidf")
