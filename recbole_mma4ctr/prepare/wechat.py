@@ -147,10 +147,11 @@ ITEM_RECIPES = {
 def _token_lists(feeds: pd.DataFrame, settings: dict) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
     """Each modality's per-feed token ids, and the bgm singer/song random embeddings (acoustic)."""
     name = FEED_FILE
-    ids = {
-        field: tokens.parse_id_list(feeds[field].to_numpy(), name, field)
-        for field in ("description", "ocr", "asr", "ocr_char", "asr_char")
-    }
+    ids = {field: tokens.parse_id_list(feeds[field].to_numpy(), name, field) for field in ("description", "ocr", "asr_char")}
+    # the fallbacks are parsed only where the primary field is empty (blank elsewhere, so line numbers hold)
+    for fallback, primary in (("ocr_char", "ocr"), ("asr", "asr_char")):
+        needed = np.array([len(x) == 0 for x in ids[primary]], dtype=bool)
+        ids[fallback] = tokens.parse_id_list(np.where(needed, feeds[fallback].to_numpy(), ""), name, fallback)
     keywords = tokens.parse_id_list(feeds["machine_keyword_list"].to_numpy(), name, "machine_keyword_list", ";")
     tags = tokens.parse_tag_list(feeds["machine_tag_list"].to_numpy(), name, "machine_tag_list")
     music = []
@@ -336,7 +337,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "user_id": actions["userid"].to_numpy(),
         "item_id": actions["feedid"].to_numpy(),
         "timestamp": actions["timestamp"].to_numpy(),
-        "label": actions["label"].to_numpy(),
+        "label": actions["label"].to_numpy().astype(np.int64),  # 0/1: integers write much faster than floats
         "device": actions["device"].to_numpy(),
     })
     item = pd.DataFrame({
