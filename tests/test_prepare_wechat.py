@@ -287,3 +287,14 @@ def test_bad_feed_embeddings_name_file_line_and_field(tiny_raw, tmp_path, edit, 
     with pytest.raises(RawFormatError, match=message):
         convert(folder, tmp_path / "out", {"min_user_actions": 0, "feed_embedding": True})
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_yaml_keys_reach_the_converter_settings():
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.prepare.sources import converter_settings
+
+    settings = converter_settings(build_config("MMa4CTR", "wechat", overrides={
+        "text_recipe": "tfidf", "text_max_dim": "64", "textual_dim": "12", "feed_embedding": "True"}))
+    assert settings["text_recipe"] == "tfidf" and settings["text_max_dim"] == 64
+    assert settings["textual_dim"] == 12 and settings["feed_embedding"] is True
+    assert "text_recipe" not in converter_settings(build_config("MMa4CTR", "wechat"))  # default: paper
