@@ -103,9 +103,9 @@ def weighted_label(actions: pd.DataFrame) -> np.ndarray:
 
 def read_actions(path: Path) -> pd.DataFrame:
     _check_header(path, ACTION_COLUMNS)
-    try:  # fast path: pyarrow's multi-threaded reader, every column an integer
+    try:  # fast path: pandas' C reader, every column an integer (faster and leaner than engine="pyarrow" here)
         frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype={c: np.int64 for c in ACTION_COLUMNS},
-                            engine="pyarrow")
+                            engine="c")
     except Exception:  # noqa: BLE001 - anything unexpected: the checking reader below names the cell
         frame = None
     if frame is not None and len(frame.columns) == len(ACTION_COLUMNS):
