@@ -265,3 +265,24 @@ def test_user_histories_break_time_ties_by_row_order():
     # user 1 in time order (ties by row order): rows 3, 0, 2, 5
     assert lengths.tolist() == [1, 0, 2, 0, 1, 2]
     assert rows.tolist() == [[3, -1], [-1, -1], [3, 0], [-1, -1], [1, -1], [0, 2]]
+
+
+def test_fpmc_one_item_history_is_the_last_item_of_the_long_one(tiny_atomic, tmp_path):
+    """FPMC reads only item_id_list[item_length - 1]: its 1-item history (FPMC.yaml) gives it the
+    same input as RecBole's 50-item default."""
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.utils import create_dataset
+
+    source, _ = tiny_atomic
+    copy_atomic(source, tmp_path / "data", "tf")
+    last_items = {}
+    for length in (1, 50):
+        config = build_config("FPMC", "tf", None, run_settings(tmp_path, data_path=tmp_path / "data",
+                                                               MAX_ITEM_LIST_LENGTH=length))
+        dataset = create_dataset(config)
+        dataset.build()
+        feat = dataset.inter_feat
+        index = (feat["item_length"] - 1).unsqueeze(1)
+        last_items[length] = (feat["item_id_list"].gather(1, index).squeeze(1), feat["item_id"], feat["timestamp"])
+    for short, long in zip(last_items[1], last_items[50]):
+        assert torch.equal(short, long)
