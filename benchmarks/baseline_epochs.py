@@ -9,7 +9,8 @@ is generated and converted there on the first run, then reused), so every model 
 atomic files, split and metrics. The table reads the result records: seconds of training per
 epoch (``train_seconds / epochs_run``), seconds to score the test split once (``test_seconds``,
 checkpoint load included), each as a ratio to MMa4CTR's in the same invocation, the test AUC and
-LogLoss, and the trainable parameters. The paper's WeChat timings (seed README, section 6) are
+LogLoss, the trainable parameters, and the whole run's wall and CPU seconds (CPU seconds
+hardly move with the machine's load; their ratio to MMa4CTR is the steadier figure). The paper's WeChat timings (seed README, section 6) are
 shown as ratios for comparison. Timings on a shared machine move with its load: the load
 average before and after is printed, and ratios from one invocation are what to compare.
 Extra ``--key=value`` arguments are passed to every run.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -39,15 +41,23 @@ PAPER_SECONDS = {
 def run_model(model: str, workdir: Path, epochs: int, extra: list[str], timeout: int) -> dict:
     command = [sys.executable, str(REPO / "run_recbole_mma4ctr.py"), f"--model={model}", "--dataset=wechat",
                f"--epochs={epochs}", "--show_progress=False", *extra]
-    started = time.time()
+    started, cpu_before = time.time(), children_cpu_seconds()
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-    wall = time.time() - started
+    wall, cpu = time.time() - started, children_cpu_seconds() - cpu_before
     if done.returncode != 0:
-        return {"model": model, "error": (done.stdout + done.stderr).strip().splitlines()[-1:] or ["failed"], "wall": wall}
+        return {"model": model, "error": (done.stdout + done.stderr).strip().splitlines()[-1:] or ["failed"],
+                "wall": wall, "cpu": cpu}
     path = Path(done.stdout.strip().splitlines()[-1])
     record = json.loads((path if path.is_absolute() else workdir / path).read_text())
-    record["wall"] = wall
+    record.update(wall=wall, cpu=cpu)
     return record
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) of the finished child processes so far: unlike
+    wall time, it hardly grows when other jobs share the cores."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def ratio(value, reference) -> str:
@@ -59,8 +69,10 @@ def table(records: list[dict]) -> str:
     reference = by_model.get("MMa4CTR")
     ref_train = reference and not reference.get("error") and reference["train_seconds"] / max(1, reference["epochs_run"])
     ref_test = reference and not reference.get("error") and reference["test_seconds"]
+    ref_cpu = reference and not reference.get("error") and reference["cpu"]
     header = (f"{'model':<9} {'train s/ep':>10} {'x MMa4CTR':>9} {'test s':>7} {'x MMa4CTR':>9} "
-              f"{'paper train x':>13} {'paper test x':>12} {'test AUC':>8} {'LogLoss':>8} {'params':>10} {'run s':>6}")
+              f"{'paper train x':>13} {'paper test x':>12} {'test AUC':>8} {'LogLoss':>8} {'params':>10} {'run s':>6} "
+              f"{'run cpu s':>9} {'x MMa4CTR':>9}")
     lines = [header, "-" * len(header)]
     paper_ref = PAPER_SECONDS["MMa4CTR"]
     for record in records:
@@ -76,8 +88,10 @@ def table(records: list[dict]) -> str:
         squashed = "*" if record.get("logloss_on", "sigmoid(score)" if model in RANKING else None) == "sigmoid(score)" else " "
         lines.append(f"{model:<9} {train:>10.2f} {ratio(train, ref_train):>9} {test:>7.2f} {ratio(test, ref_test):>9} "
                      f"{paper_train:>13} {paper_test:>12} {record['test']['auc']:>8.4f} "
-                     f"{record['test']['logloss']:>7.4f}{squashed} {record['trainable_parameters']:>10,} {record['wall']:>6.0f}")
+                     f"{record['test']['logloss']:>7.4f}{squashed} {record['trainable_parameters']:>10,} {record['wall']:>6.0f} "
+                     f"{record['cpu']:>9.0f} {ratio(record['cpu'], ref_cpu):>9}")
     lines.append("* LogLoss of sigmoid(score): the model's predict returns a raw ranking score")
+    lines.append("run s / run cpu s: the whole run (data loading, training, validation, test) in wall and CPU seconds")
     return "\n".join(lines)
 
 
@@ -103,7 +117,7 @@ def main(argv=None) -> int:
     print(f"load average after {os.getloadavg()}")
     print(table(records))
     keep = ("model", "train_seconds", "test_seconds", "epochs_run", "test", "best_valid", "trainable_parameters",
-            "wall", "error", "record_path", "device")
+            "wall", "cpu", "error", "record_path", "device")
     out = workdir / f"baseline_epochs-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps([{k: r.get(k) for k in keep} for r in records], indent=2))
     print(out)
