@@ -33,7 +33,7 @@ def save_test_predictions(trainer, test_data, config, path: Path, sample_rows: i
     for batch in test_data:
         interaction = (batch[0] if isinstance(batch, tuple) else batch).to(config["device"])
         scores = model.predict(interaction).float()
-        columns["score"].append((torch.sigmoid(scores) if squash else scores).cpu().numpy())
+        columns["score"].append((torch.sigmoid(scores.double()) if squash else scores.double()).cpu().numpy())
         for key, field in fields.items():
             columns[key].append(interaction[field].cpu().numpy() if field in interaction else np.zeros(len(scores)))
         if has_hidden:

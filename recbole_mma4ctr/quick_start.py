@@ -85,7 +85,7 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
         "status": "ok",
         "model": config["model"],
         "dataset": config["dataset"],
-        "protocol": "paper" if config["profile_source"] == "all" else "honest",
+        "protocol": "paper" if config["profile_source"] == "all" or (config["eval_args"] or {}).get("group_by") == "user" else "honest",
         "best_valid": plain(best_valid),
         "best_valid_score": plain(best_valid_score),
         "test": plain(test_result),
