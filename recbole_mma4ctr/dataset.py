@@ -10,6 +10,16 @@ computed from the TRAINING split only (``profiles.user_profiles``) and injected 
 ``profile_<modality>`` (float_seq of ``profile_length + 1`` values). Valid and test labels
 therefore cannot reach the features. ``profile_source: all`` reproduces the authors' leaky
 choice (profiles from every interaction) for protocol comparisons only.
+
+Training rows: a training row's own label is inside its user's train-only profile, which valid
+and test rows never enjoy. With ``train_profile: leave_one_out`` the TRAINING split's batches
+carry, for each row, its user's profile without that row (``profiles.leave_one_out``, through
+the same fitted scaler; a user whose only training row it is gets the cold-start columns). The
+correction is made when RecBole joins the user features into a training batch, from a per-user
+count and per-item pooled vectors, so nothing per row is stored and the model is unchanged.
+Valid, test and prediction batches keep the stored profiles. ``inclusive`` keeps the stored
+profiles for training rows too, and is forced with ``profile_source: all`` (the paper's setup).
+The device column is kept as is: it is not a label.
 """
 
 from __future__ import annotations
@@ -23,9 +33,10 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from .fusion import fuse, fusion_modalities
-from .profiles import user_profiles
+from .profiles import FittedProfiles, fit_user_profiles, label_signs, leave_one_out, removal_terms
 
 ITEM_FIELD = "item_mm"
+TRAIN_PROFILES = ("leave_one_out", "inclusive")
 
 
 def profile_field(modality: str) -> str:
@@ -43,9 +54,25 @@ class MMa4CTRDataset(Dataset):
         self.profile_source = config["profile_source"] or "train"
         if self.profile_source not in ("train", "all"):
             raise ValueError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
+        self.train_profile = self._resolve_train_profile(config)
+        self.leave_one_out_terms = None  # set on the training split only, by build()
         self.modality_matrices, self.items_without_features = self._load_modalities()
         self.item_matrix = self._fuse_items()
         self.mm_feature_fields = [profile_field(m) for m in self.fused_modalities] + [ITEM_FIELD]
+
+    def _resolve_train_profile(self, config) -> str:
+        """The training rows' profile kind; the paper's leaky protocol (profile_source all) is inclusive.
+
+        The effective value is written back into the config so the run record states what ran.
+        """
+        requested = config["train_profile"] or "leave_one_out"
+        if requested not in TRAIN_PROFILES:
+            raise ValueError(f"train_profile must be one of {TRAIN_PROFILES}, got {requested!r}")
+        effective = "inclusive" if self.profile_source == "all" else requested
+        if effective != requested:
+            self.logger.info("profile_source all (the paper's protocol): training rows keep inclusive profiles")
+        config["train_profile"] = effective
+        return effective
 
     def _modality_file(self) -> str:
         name = self.config["mm_file"] or f"{self.dataset_name}.mm.npz"
@@ -88,28 +115,58 @@ class MMa4CTRDataset(Dataset):
     def build(self):
         datasets = super().build()
         source = datasets[0].inter_feat if self.profile_source == "train" else self.inter_feat
-        profiles = self.compute_profiles(source)
+        fitted = self.compute_profiles(source)
+        profiles = {name: f.profiles for name, f in fitted.items()}
         self._inject(FeatureSource.USER, profiles, datasets)
         self._inject(FeatureSource.ITEM, {ITEM_FIELD: self.item_matrix}, datasets)
+        if self.train_profile == "leave_one_out":
+            datasets[0].leave_one_out_terms = self._leave_one_out_terms(fitted)
         dims = {name: int(matrix.shape[1]) for name, matrix in profiles.items()}
         self.logger.info(
             f"MMa4CTR features: fusion {self.fusion} -> {ITEM_FIELD} {self.item_matrix.shape[1]} dims; "
-            f"profiles from the {self.profile_source} interactions {dims}"
+            f"profiles from the {self.profile_source} interactions {dims}; "
+            f"training rows see {self.train_profile} profiles"
         )
         return datasets
 
-    def compute_profiles(self, interactions) -> dict[str, np.ndarray]:
-        """Profiles of every user from the given interactions (the training split by default)."""
+    def compute_profiles(self, interactions) -> dict[str, FittedProfiles]:
+        """Profiles of every user (with counts and scaler) from the given interactions."""
         users = interactions[self.uid_field].numpy()
         items = interactions[self.iid_field].numpy()
         labels = interactions[self.label_field].numpy()
         device_field = self.config["profile_device_field"]
         devices = interactions[device_field].numpy() if device_field and device_field in interactions else None
         return {
-            profile_field(m): user_profiles(users, items, labels, self.modality_matrices[m], self.user_num,
-                                            self.profile_length, devices)
+            profile_field(m): fit_user_profiles(users, items, labels, self.modality_matrices[m], self.user_num,
+                                                self.profile_length, devices)
             for m in self.fused_modalities
         }
+
+    def _leave_one_out_terms(self, fitted: dict[str, FittedProfiles]) -> dict:
+        """Per-user counts and, per profile field, per-item removal terms (``profiles.removal_terms``)."""
+        counts = next(iter(fitted.values())).counts
+        terms = {}
+        for modality in self.fused_modalities:
+            f = fitted[profile_field(modality)]
+            terms[profile_field(modality)] = removal_terms(self.modality_matrices[modality], self.profile_length,
+                                                           f.low, f.span)
+        return {"counts": counts, "fields": terms}
+
+    def join(self, df):
+        """RecBole's join; on the training split (leave_one_out) each row's profile then leaves the row out."""
+        df = super().join(df)
+        if self.leave_one_out_terms is None or self.label_field not in df:
+            return df
+        counts = self.leave_one_out_terms["counts"][df[self.uid_field].numpy()]
+        items = df[self.iid_field].numpy()
+        positive_row = label_signs(df[self.label_field].numpy()) > 0
+        length = self.profile_length
+        for field, (positive, negative, cold) in self.leave_one_out_terms["fields"].items():
+            profile = df[field].numpy().copy()
+            removed = np.where(positive_row[:, None], positive[items], negative[items])
+            profile[:, :length] = leave_one_out(profile[:, :length], counts, removed, cold)
+            df.update(Interaction({field: torch.from_numpy(profile)}))
+        return df
 
     def _inject(self, source: FeatureSource, columns: dict[str, np.ndarray], datasets) -> None:
         """Add float_seq columns to the user or item features of this dataset and its splits."""

@@ -117,3 +117,84 @@ def test_cold_start_users_get_the_documented_profile(tiny_copy, tmp_path):
     device_low = devices.min() if len(np.unique(devices)) > 1 else 0
     device_span = devices.max() - devices.min()
     assert profiles["profile_visual"][cold, 5] == pytest.approx((most_common(devices) - device_low) / device_span)
+
+
+def train_arrays(train):
+    inter = train.inter_feat
+    return tuple(inter[f].numpy() for f in ("user_id", "item_id", "label", "device"))
+
+
+def test_training_batches_carry_each_users_profile_without_the_row(tiny_copy, tmp_path):
+    """Default leave_one_out: a training row sees its user's profile recomputed without it."""
+    from recbole_mma4ctr.profiles import apply_minmax, fit_user_profiles, raw_profiles
+
+    dataset, (train, valid, test), stored = build_profiles(tiny_copy, "tw", tmp_path, profile_length=5)
+    assert dataset.config["train_profile"] == "leave_one_out"
+    users, items, labels, devices = train_arrays(train)
+    rows = np.random.default_rng(0).choice(len(users), 12, replace=False)
+    batch = train[rows]
+    for modality in ("visual", "textual"):
+        field = f"profile_{modality}"
+        matrix = dataset.modality_matrices[modality]
+        fitted = fit_user_profiles(users, items, labels, matrix, dataset.user_num, 5, devices)
+        np.testing.assert_array_equal(fitted.profiles, stored[field])
+        for position, row in enumerate(rows):
+            keep = np.arange(len(users)) != row
+            raw, _ = raw_profiles(users[keep], items[keep], labels[keep], matrix, dataset.user_num, 5, devices[keep])
+            expected = apply_minmax(raw, fitted.low, fitted.span)[users[row], :5]
+            np.testing.assert_allclose(batch[field][position, :5].numpy(), expected, rtol=1e-4, atol=1e-5)
+        # the device column is the stored one, and no row sees its inclusive profile
+        np.testing.assert_array_equal(batch[field][:, 5].numpy(), stored[field][users[rows], 5])
+        assert not np.allclose(batch[field][:, :5].numpy(), stored[field][users[rows], :5])
+    # valid and test batches keep the stored train-only profiles, bit for bit
+    for split in (valid, test):
+        some = split[np.arange(50)]
+        for field in stored:
+            assert np.array_equal(some[field].numpy(), stored[field][some["user_id"].numpy()]), field
+
+
+def test_flipping_a_training_label_leaves_that_rows_own_profile_input(tiny_copy, tmp_path):
+    from recbole_mma4ctr.profiles import fit_user_profiles
+
+    dataset, (train, _, _), _ = build_profiles(tiny_copy, "tw", tmp_path)
+    users, items, labels, devices = train_arrays(train)
+    # a row of the busiest user: its flip moves the user's mean least, so the scaler stays put
+    row = int(np.flatnonzero(users == np.bincount(users).argmax())[0])
+    before = train[np.array([row])]
+    path = tiny_copy / "tw" / "tw.inter"
+    inter = pd.read_csv(path, sep="\t")
+    match = inter.index[(inter["user_id:token"].astype(str) == dataset.id2token("user_id", users[row]))
+                        & (inter["item_id:token"].astype(str) == dataset.id2token("item_id", items[row]))
+                        & (inter["timestamp:float"] == train.inter_feat["timestamp"][row].item())]
+    assert len(match) == 1
+    inter.loc[match[0], "label:float"] = 1.0 - inter.loc[match[0], "label:float"]
+    inter.to_csv(path, sep="\t", index=False)
+    dataset_after, (train_after, _, _), _ = build_profiles(tiny_copy, "tw", tmp_path)
+    flipped = train_arrays(train_after)
+    # the split is chronological, so the row keeps its position; only its label differs
+    assert (flipped[0][row], flipped[1][row], flipped[2][row]) == (users[row], items[row], 1 - labels[row])
+    after = train_after[np.array([row])]
+    for field in dataset.mm_feature_fields[:-1]:
+        matrix = dataset.modality_matrices[field.removeprefix("profile_")]
+        # precondition: the fitted scalers agree, so any change would have come from the label
+        scalers = [fit_user_profiles(u, i, l, matrix, dataset.user_num, 21, d) for u, i, l, d in (train_arrays(train), flipped)]
+        np.testing.assert_allclose(scalers[0].low, scalers[1].low, rtol=1e-12)
+        np.testing.assert_allclose(scalers[0].span, scalers[1].span, rtol=1e-12)
+        # the user's stored profile did move; the row's own training input did not
+        assert not np.allclose(dataset.user_feat[field][users[row]].numpy(), dataset_after.user_feat[field][users[row]].numpy())
+        np.testing.assert_allclose(after[field].numpy(), before[field].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [{"train_profile": "inclusive"}, {"profile_source": "all"}])
+def test_inclusive_training_rows_see_the_stored_profiles(tiny_copy, tmp_path, settings):
+    """``inclusive``, and the paper's protocol whatever train_profile says, keep the stored profiles."""
+    dataset, (train, _, _), stored = build_profiles(tiny_copy, "tw", tmp_path, **settings)
+    assert dataset.config["train_profile"] == "inclusive"
+    batch = train[np.arange(200)]
+    for field in stored:
+        assert np.array_equal(batch[field].numpy(), stored[field][batch["user_id"].numpy()]), field
+
+
+def test_unknown_train_profile_is_refused(tiny_copy, tmp_path):
+    with pytest.raises(ValueError, match="train_profile"):
+        build_profiles(tiny_copy, "tw", tmp_path, train_profile="exclusive")
