@@ -51,14 +51,14 @@ def minmax_scale(matrix: np.ndarray) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
-def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0) -> np.ndarray:
+def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, overwrite: bool = False) -> np.ndarray:
     """PCA to a fixed width (int) or to the fewest components keeping a variance share (float < 1).
 
     A fixed width larger than the data allows (rows or columns) is clipped to what exists; a
-    matrix already narrower than a fixed width is returned unchanged.
+    matrix already narrower than a fixed width is returned unchanged. ``seed`` is accepted for
+    callers' symmetry only: the result is exact and deterministic (``exact_pca``). ``overwrite``
+    lets a float64 input be centred in place (a caller that no longer needs it saves a copy).
     """
-    from sklearn.decomposition import PCA
-
     matrix = np.asarray(matrix, dtype=np.float64)
     n_rows, n_cols = matrix.shape
     if isinstance(n_components, float) and not 0.0 < n_components <= 1.0:
@@ -68,14 +68,48 @@ def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0) -> 
     if isinstance(n_components, (int, np.integer)):
         if n_components >= n_cols:
             return matrix.astype(np.float32)
-        n_components = int(min(n_components, n_rows))
-        solver = "randomized" if n_components < 0.8 * min(n_rows, n_cols) else "full"
-        model = PCA(n_components=n_components, svd_solver=solver, random_state=seed)
+        return exact_pca(matrix, int(min(n_components, n_rows)), overwrite)
+    if n_rows < 2:
+        return matrix.astype(np.float32)
+    return exact_pca(matrix, float(n_components), overwrite)
+
+
+def exact_pca(matrix: np.ndarray, target: float | int, overwrite: bool = False) -> np.ndarray:
+    """Exact PCA scores: the leading eigenvectors of the covariance matrix (a fixed count, or the
+    fewest whose explained variance exceeds ``target``, scikit-learn's rule).
+
+    Item matrices are tall (100 k feeds x <= 600 columns): the d x d covariance costs one BLAS
+    product and a small eigendecomposition, several times faster than the full SVD of the data
+    and exact, where randomized solvers are approximate. Wide matrices use the n x n Gram matrix
+    instead. Signs follow scikit-learn's convention (each component's largest-magnitude loading
+    is positive), so results match ``sklearn.decomposition.PCA`` up to rounding.
+    """
+    n_rows, n_cols = matrix.shape
+    if overwrite and matrix.dtype == np.float64:
+        centred = matrix
+        centred -= matrix.mean(axis=0)
     else:
-        if n_rows < 2:
-            return matrix.astype(np.float32)
-        model = PCA(n_components=float(n_components), svd_solver="full")
-    return model.fit_transform(matrix).astype(np.float32)
+        centred = matrix - matrix.mean(axis=0)
+    if n_cols <= n_rows:
+        eigenvalues, components = np.linalg.eigh(centred.T @ centred)
+    else:  # X X^T = U S^2 U^T, and V = X^T U / S
+        eigenvalues, left = np.linalg.eigh(centred @ centred.T)
+        components = centred.T @ left / np.sqrt(np.clip(eigenvalues, 1e-300, None))
+    order = np.argsort(-eigenvalues, kind="stable")
+    variances = np.clip(eigenvalues[order], 0.0, None)
+    components = components[:, order]
+    if isinstance(target, float):
+        total = variances.sum()
+        if total <= 0:
+            return np.zeros((n_rows, 1), dtype=np.float32)
+        keep = int(np.searchsorted(np.cumsum(variances) / total, target, side="right")) + 1
+        keep = min(keep, len(variances))
+    else:
+        keep = min(int(target), len(variances))
+    components = components[:, :keep]
+    strongest = np.argmax(np.abs(components), axis=0)
+    components = components * np.sign(components[strongest, np.arange(keep)])
+    return (centred @ components).astype(np.float32)
 
 
 def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0) -> np.ndarray:

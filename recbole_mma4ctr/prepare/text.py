@@ -25,19 +25,20 @@ from scipy import sparse
 EXACT_SVD_SIDE = 4000
 
 
-def bag_of_tokens(lists: list[np.ndarray]) -> sparse.csr_matrix:
-    """Rows = items, columns = distinct token ids (sorted), values = counts."""
-    lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-    flat = np.concatenate(lists) if len(lists) and lengths.sum() else np.zeros(0, dtype=np.int64)
-    vocabulary, columns = np.unique(flat, return_inverse=True)
-    rows = np.repeat(np.arange(len(lists)), lengths)
-    counts = sparse.csr_matrix((np.ones(len(flat)), (rows, columns.ravel())),
+def bag_of_tokens(lists) -> sparse.csr_matrix:
+    """Rows = items, columns = distinct token ids (sorted), values = counts. ``lists`` is a
+    ``tokens.TokenLists`` or a list of id arrays."""
+    from .tokens import TokenLists
+
+    lists = TokenLists.from_arrays(lists)
+    vocabulary, columns = np.unique(lists.values, return_inverse=True)
+    counts = sparse.csr_matrix((np.ones(len(lists.values)), (lists.rows, columns.ravel())),
                                shape=(len(lists), max(len(vocabulary), 1)))
     counts.sum_duplicates()
     return counts
 
 
-def tfidf(lists: list[np.ndarray]) -> sparse.csr_matrix:
+def tfidf(lists) -> sparse.csr_matrix:
     from sklearn.feature_extraction.text import TfidfTransformer
 
     return TfidfTransformer(sublinear_tf=True).fit_transform(bag_of_tokens(lists)).tocsr()
@@ -95,6 +96,6 @@ def truncated_svd(matrix: sparse.spmatrix, target: float | int, seed: int = 0, m
     return out.astype(np.float32)
 
 
-def tfidf_svd(lists: list[np.ndarray], target: float | int, seed: int = 0, max_dim: int = 128) -> np.ndarray:
+def tfidf_svd(lists, target: float | int, seed: int = 0, max_dim: int = 128) -> np.ndarray:
     """Token lists -> TF-IDF -> truncated SVD (fixed width or energy share), unscaled."""
     return truncated_svd(tfidf(lists), target, seed=seed, max_dim=max_dim)

@@ -24,64 +24,188 @@ def _fail(file_name: str, row: int, field: str, value: str, why: str) -> RawForm
 EMPTY = np.zeros(0, dtype=np.int64)
 
 
-def _cells(values):
-    """(row, stripped text) of each cell; missing or non-text cells read as empty."""
-    for row, cell in enumerate(values):
-        yield row, (cell.strip() if isinstance(cell, str) else "")
+class TokenLists:
+    """One integer sequence per row, stored flat: ``values`` (every row's ids, row after row) and
+    ``offsets`` (row ``r`` is ``values[offsets[r]:offsets[r + 1]]``).
+
+    100 k feeds x 6 token fields as Python lists of arrays cost seconds of interpreter time per
+    step; flat arrays let parsing, fallbacks, joins and padding run as a few numpy operations.
+    """
+
+    __slots__ = ("values", "offsets")
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values = np.asarray(values, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def from_arrays(cls, sequences) -> "TokenLists":
+        if isinstance(sequences, TokenLists):
+            return sequences
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        values = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if lengths.sum() else EMPTY
+        return cls(values, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The row of each value."""
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self.values[self.offsets[row]:self.offsets[row + 1]]
+
+    def to_list(self) -> list[np.ndarray]:
+        return [self[row] for row in range(len(self))]
 
 
-def parse_id_list(values, file_name: str, field: str, separator: str = " ") -> list[np.ndarray]:
-    """Each cell to an int64 array; an empty cell gives an empty array."""
-    parsed = []
-    for row, text in _cells(values):
-        try:
-            parsed.append(np.array([int(tok) for tok in text.split(separator) if tok.strip()], dtype=np.int64)
-                          if text else EMPTY)
-        except ValueError:
-            raise _fail(file_name, row, field, text, "expected integer ids") from None
-    return parsed
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
 
 
-def parse_tag_list(values, file_name: str, field: str) -> list[np.ndarray]:
-    """``tag prob;tag prob`` cells to arrays of tag ids (probabilities checked, then dropped)."""
-    parsed = []
-    for row, text in _cells(values):
-        if not text:
-            parsed.append(EMPTY)
-            continue
-        tags = []
-        for pair in filter(None, (part.strip() for part in text.split(";"))):
-            pieces = pair.split()
-            try:
-                tags.append(int(pieces[0]))
-                if len(pieces) > 1:
-                    float(pieces[1])
-            except (ValueError, IndexError):
-                raise _fail(file_name, row, field, text, "expected 'tag probability' pairs") from None
-        parsed.append(np.array(tags, dtype=np.int64))
-    return parsed
+def _as_strings(values):
+    """A pyarrow string array (nulls read as empty) from pyarrow, pandas or numpy input."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array([v if isinstance(v, str) else "" for v in np.asarray(values, dtype=object)], type=pa.string())
+    return pc.fill_null(values.cast(pa.string()), "")
 
 
-def first_non_empty(primary: list[np.ndarray], fallback: list[np.ndarray]) -> list[np.ndarray]:
+def _split(cells, separator: str):
+    """(non-empty pieces, row of each piece) of a string array split on ``separator`` (" " means
+    any run of whitespace; other separators' pieces are stripped)."""
+    import pyarrow.compute as pc
+
+    whitespace = separator == " "
+    pieces = pc.ascii_split_whitespace(cells) if whitespace else pc.split_pattern(cells, pattern=separator)
+    rows = pc.list_parent_indices(pieces).to_numpy()
+    flat = pc.list_flatten(pieces)
+    if not whitespace:
+        flat = pc.utf8_trim_whitespace(flat)
+    empty = pc.equal(pc.binary_length(flat), 0)
+    if pc.any(empty).as_py():  # leading/trailing separators; filtering costs, so only when needed
+        keep = pc.invert(empty)
+        flat, rows = flat.filter(keep), rows[keep.to_numpy(zero_copy_only=False)]
+    return flat, rows
+
+
+INTEGER = r"^-?[0-9]{1,18}$"
+
+
+def _first_bad(pieces, rows, pattern: str) -> int | None:
+    """The row of the first piece not matching ``pattern``, or None."""
+    import pyarrow.compute as pc
+
+    good = pc.match_substring_regex(pieces, pattern).to_numpy(zero_copy_only=False)
+    return int(rows[np.argmin(good)]) if len(good) and not good.all() else None
+
+
+def _to_int64(pieces, rows, cells, file_name: str, field: str, why: str) -> np.ndarray:
+    """Cast text pieces to int64; when the (fast) cast fails, name the first bad cell."""
+    import pyarrow as pa
+
+    try:
+        return pieces.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        bad = _first_bad(pieces, rows, INTEGER)
+        row = bad if bad is not None else 0
+        raise _fail(file_name, row, field, cells[row].as_py().strip(), why) from None
+
+
+def parse_id_list(values, file_name: str, field: str, separator: str = " ") -> TokenLists:
+    """Each cell to its integer ids (``separator``-separated; empty pieces ignored, an empty cell
+    gives an empty row). The first cell holding a non-integer piece is named by line and field."""
+    cells = _as_strings(values)
+    pieces, rows = _split(cells, separator)
+    ids = _to_int64(pieces, rows, cells, file_name, field, "expected integer ids")
+    return TokenLists(ids, _offsets(np.bincount(rows, minlength=len(cells))))
+
+
+FLOAT = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
+
+
+def parse_tag_list(values, file_name: str, field: str) -> TokenLists:
+    """``tag prob;tag prob`` cells to their tag ids (probabilities checked, then dropped)."""
+    import pyarrow.compute as pc
+
+    cells = _as_strings(values)
+    pairs, rows = _split(cells, ";")
+    parts = pc.utf8_split_whitespace(pairs)
+    tags = pc.list_element(parts, 0)
+    seconds = pc.list_slice(parts, 1, 2)  # the probability, where the pair has one
+    pair_of_second = pc.list_parent_indices(seconds).to_numpy()
+    bad = [_first_bad(tags, rows, INTEGER), _first_bad(pc.list_flatten(seconds), rows[pair_of_second], FLOAT)]
+    bad = min((row for row in bad if row is not None), default=None)
+    if bad is not None:
+        raise _fail(file_name, bad, field, cells[bad].as_py().strip(), "expected 'tag probability' pairs")
+    ids = _to_int64(tags, rows, cells, file_name, field, "expected 'tag probability' pairs")
+    return TokenLists(ids, _offsets(np.bincount(rows, minlength=len(cells))))
+
+
+def _gather(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> TokenLists:
+    """Rows made of ``values[starts[r]:starts[r] + lengths[r]]``."""
+    offsets = _offsets(lengths)
+    index = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, lengths)
+    return TokenLists(values[index], offsets)
+
+
+def first_non_empty(primary: TokenLists, fallback: TokenLists) -> TokenLists:
     """Row-wise: the primary list unless it is empty, else the fallback (e.g. ocr, then ocr_char)."""
-    return [p if len(p) else f for p, f in zip(primary, fallback)]
+    use_primary = primary.lengths > 0
+    values = np.concatenate([primary.values, fallback.values])
+    starts = np.where(use_primary, primary.offsets[:-1], len(primary.values) + fallback.offsets[:-1])
+    lengths = np.where(use_primary, primary.lengths, fallback.lengths)
+    return _gather(values, starts, lengths)
 
 
-def join_lists(*columns: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.concatenate(parts) for parts in zip(*columns)]
+def join_lists(*columns: TokenLists) -> TokenLists:
+    """Row-wise concatenation: row r = columns[0][r] + columns[1][r] + ..."""
+    lengths = np.sum([column.lengths for column in columns], axis=0)
+    offsets = _offsets(lengths)
+    out = np.empty(offsets[-1], dtype=np.int64)
+    written = offsets[:-1].copy()
+    for column in columns:
+        rows = column.rows
+        within = np.arange(len(column.values)) - column.offsets[:-1][rows]
+        out[written[rows] + within] = column.values
+        written += column.lengths
+    return TokenLists(out, offsets)
 
 
-def pad_sequences(sequences: list[np.ndarray], maxlen: int | None = None) -> np.ndarray:
-    """Zero-pad in front to a common length; longer sequences keep their last ``maxlen`` ids."""
-    longest = max((len(s) for s in sequences), default=0)
-    width = longest if maxlen is None else min(longest, int(maxlen))
-    width = max(width, 1)
-    padded = np.zeros((len(sequences), width), dtype=np.float64)
-    for row, sequence in enumerate(sequences):
-        if len(sequence) == 0:
-            continue
-        tail = sequence[-width:]
-        padded[row, width - len(tail):] = tail
+def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+    """Zero-pad in front to a common length; longer sequences keep their last ``maxlen`` ids.
+
+    ``extra`` (rows x k), when given, fills k more columns on the right, so a caller that needs
+    ``[padded ids | extra]`` (the acoustic modality: ids, then the bgm embeddings) gets it
+    without a second full-size copy.
+    """
+    sequences = TokenLists.from_arrays(sequences)
+    lengths = sequences.lengths
+    longest = int(lengths.max()) if len(lengths) else 0
+    width = max(longest if maxlen is None else min(longest, int(maxlen)), 1)
+    if longest > width:  # keep each row's last ``width`` ids
+        sequences = _gather(sequences.values, sequences.offsets[1:] - np.minimum(lengths, width),
+                            np.minimum(lengths, width))
+        lengths = sequences.lengths
+    n_rows, extra_width = len(sequences), (0 if extra is None else extra.shape[1])
+    stride = width + extra_width
+    padded = np.zeros(n_rows * stride, dtype=np.float64)
+    # value i of row r lands at r * stride + (width - length_r) + (i - offsets_r)
+    shift = np.arange(n_rows, dtype=np.int64) * stride + width - lengths - sequences.offsets[:-1]
+    padded[np.arange(len(sequences.values), dtype=np.int64) + np.repeat(shift, lengths)] = sequences.values
+    padded = padded.reshape(n_rows, stride)
+    if extra_width:
+        padded[:, width:] = extra
     return padded
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale, pca_reduce
-from . import text, tokens
+from . import rawtext, text, tokens
 from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
 
 ACTION_FILE = "user_action.csv"
@@ -68,13 +68,19 @@ DEFAULT_SETTINGS = {
 
 def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
     """Generated samples carry each row's true label probability (``oracle_prob.csv``); real data not."""
+    import pyarrow as pa
+
     if not path.exists():
         return None
     column = f"p_{label_name}"
-    frame = pd.read_csv(path, usecols=[column], dtype=np.float64)
-    if len(frame) != n_rows:
-        raise tokens.RawFormatError(f"{path}: {len(frame)} rows, but {ACTION_FILE} has {n_rows}")
-    return frame[column].to_numpy()
+    header = rawtext.check_header(path, (column,), "oracle file")
+    try:
+        values = rawtext.read_table(path, (column,), {column: pa.float64()}).column(column).to_numpy()
+    except rawtext.FastReadFailed as error:
+        raise rawtext.diagnose_csv(path, header, error) from None
+    if len(values) != n_rows:
+        raise tokens.RawFormatError(f"{path}: {len(values)} rows, but {ACTION_FILE} has {n_rows}")
+    return values
 
 
 def required_files(raw_dir: Path) -> list[Path]:
@@ -85,44 +91,42 @@ def has_raw_files(raw_dir: Path) -> bool:
     return all(path.exists() for path in required_files(raw_dir))
 
 
-def _check_header(path: Path, needed: tuple[str, ...]) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected the WeChat raw file {path.name})")
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().strip().split(",")
-    missing = [column for column in needed if column not in header]
-    if missing:
-        raise tokens.RawFormatError(f"{path}, line 1: missing column(s) {', '.join(missing)}")
-
-
-def weighted_label(actions: pd.DataFrame) -> np.ndarray:
+def weighted_label(actions: dict) -> np.ndarray:
     """The paper's label: weighted sum of the seven actions / 13 >= 0.5."""
-    total = sum(ACTION_WEIGHTS[name] * actions[name].to_numpy(dtype=np.int64) for name in ACTIONS)
+    total = sum(ACTION_WEIGHTS[name] * np.asarray(actions[name], dtype=np.int16) for name in ACTIONS)  # <= 13
     return (total / sum(ACTION_WEIGHTS.values()) >= 0.5).astype(np.float32)
 
 
-def read_actions(path: Path) -> pd.DataFrame:
-    _check_header(path, ACTION_COLUMNS)
-    try:  # fast path: pandas' C reader, every column an integer (faster and leaner than engine="pyarrow" here)
-        frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype={c: np.int64 for c in ACTION_COLUMNS},
-                            engine="c")
-    except Exception:  # noqa: BLE001 - anything unexpected: the checking reader below names the cell
-        frame = None
-    if frame is not None and len(frame.columns) == len(ACTION_COLUMNS):
-        out = {column: frame[column].to_numpy(dtype=np.int64) for column in ACTION_COLUMNS}
-    else:
-        out = _read_actions_checked(path)
+def read_actions(path: Path) -> dict[str, np.ndarray]:
+    """``user_action.csv``'s columns as int64 arrays; the actions checked to be 0 or 1."""
+    import pyarrow as pa
+
+    header = rawtext.check_header(path, ACTION_COLUMNS, "WeChat raw file")
+    try:
+        # actions as int8 (a value beyond int8 fails over to the checked reader, which names it)
+        types = {column: pa.int8() if column in ACTIONS else pa.int64() for column in ACTION_COLUMNS}
+        table = rawtext.read_table(path, ACTION_COLUMNS, types)
+        out = {column: table.column(column).to_numpy() for column in ACTION_COLUMNS}
+    except rawtext.FastReadFailed as error:
+        out = _read_actions_checked(path, header, error)
     for name in ACTIONS:
-        bad = ~np.isin(out[name], (0, 1))
+        bad = (out[name] != 0) & (out[name] != 1)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{name}': expected 0 or 1 (value {out[name][row]})")
-    return pd.DataFrame(out)
+    return out
 
 
-def _read_actions_checked(path: Path) -> dict[str, np.ndarray]:
-    """The slow reader: every cell as text, the first non-integer one named by line and field."""
-    frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype=str, keep_default_na=False)
+def _read_actions_checked(path: Path, header: list[str], error) -> dict[str, np.ndarray]:
+    """The slow reader, run only when the fast one failed: names the encoding problem, the
+    malformed line, or the first non-integer cell by line and field."""
+    problem = rawtext.first_non_utf8(path, header)
+    if problem is not None:
+        raise problem
+    try:
+        frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as parse_error:
+        raise tokens.RawFormatError(f"{path}: {str(parse_error).strip()}") from None
     out = {}
     for column in ACTION_COLUMNS:
         values = pd.to_numeric(frame[column], errors="coerce")
@@ -133,7 +137,50 @@ def _read_actions_checked(path: Path) -> dict[str, np.ndarray]:
                 f"{path}, line {row + 2}, field '{column}': expected an integer (value {frame[column].iat[row]!r})"
             )
         out[column] = values.to_numpy(dtype=np.int64)
+        if column in ACTIONS and ((out[column] == 0) | (out[column] == 1)).all():
+            out[column] = out[column].astype(np.int8)
     return out
+
+
+def read_feeds(path: Path):
+    """``feed_info.csv`` as a pyarrow table of strings (empty cells stay empty) plus the feed ids
+    as int64; a non-integer or repeated feed id is named by line."""
+    import pyarrow as pa
+
+    header = rawtext.check_header(path, FEED_COLUMNS, "WeChat raw file")
+    try:
+        feeds = rawtext.read_table(path, FEED_COLUMNS, {column: pa.string() for column in FEED_COLUMNS})
+    except rawtext.FastReadFailed as error:
+        raise rawtext.diagnose_csv(path, header, error) from None
+    feed_ids = integer_column(feeds.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
+    check_unique(feed_ids, path, "feedid")
+    return feeds, feed_ids
+
+
+def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
+    """Refuse a repeated id, naming the line of its second occurrence."""
+    order = np.argsort(ids, kind="stable")
+    repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if len(repeated):
+        row = int(order[repeated + 1].min())
+        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': duplicate feed id {ids[row]}")
+
+
+def integer_column(column, path, field: str, why: str, allow_empty: bool = True) -> np.ndarray:
+    """A string column of integers to int64 (empty cells -1 when allowed); the first bad cell is
+    named by line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    empty = pc.equal(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+    good = pc.match_substring_regex(column, tokens.INTEGER).to_numpy(zero_copy_only=False) | (empty & allow_empty)
+    if not good.all():
+        row = int(np.argmin(good))
+        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': "
+                                    f"{why} (value {column[row].as_py()!r})")
+    values = pc.if_else(pc.equal(pc.utf8_length(column), 0), "-1", column)
+    return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
 TEXT_RECIPES = ("paper", "tfidf")
@@ -144,26 +191,22 @@ ITEM_RECIPES = {
 }
 
 
-def _token_lists(feeds: pd.DataFrame, settings: dict) -> tuple[dict[str, list[np.ndarray]], np.ndarray]:
+def _token_lists(feeds, settings: dict) -> tuple[dict[str, tokens.TokenLists], np.ndarray]:
     """Each modality's per-feed token ids, and the bgm singer/song random embeddings (acoustic)."""
+    import pyarrow.compute as pc
+
     name = FEED_FILE
-    ids = {field: tokens.parse_id_list(feeds[field].to_numpy(), name, field) for field in ("description", "ocr", "asr_char")}
+    ids = {field: tokens.parse_id_list(feeds.column(field), name, field) for field in ("description", "ocr", "asr_char")}
     # the fallbacks are parsed only where the primary field is empty (blank elsewhere, so line numbers hold)
     for fallback, primary in (("ocr_char", "ocr"), ("asr", "asr_char")):
-        needed = np.array([len(x) == 0 for x in ids[primary]], dtype=bool)
-        ids[fallback] = tokens.parse_id_list(np.where(needed, feeds[fallback].to_numpy(), ""), name, fallback)
-    keywords = tokens.parse_id_list(feeds["machine_keyword_list"].to_numpy(), name, "machine_keyword_list", ";")
-    tags = tokens.parse_tag_list(feeds["machine_tag_list"].to_numpy(), name, "machine_tag_list")
+        needed = pa_bool(ids[primary].lengths == 0)
+        ids[fallback] = tokens.parse_id_list(pc.if_else(needed, feeds.column(fallback), ""), name, fallback)
+    keywords = tokens.parse_id_list(feeds.column("machine_keyword_list"), name, "machine_keyword_list", ";")
+    tags = tokens.parse_tag_list(feeds.column("machine_tag_list"), name, "machine_tag_list")
     music = []
     for offset, field in enumerate(("bgm_singer_id", "bgm_song_id")):
-        values = pd.to_numeric(feeds[field].replace("", np.nan), errors="coerce")
-        raw = feeds[field].to_numpy()
-        bad = values.isna().to_numpy() & (raw != "")
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise tokens.RawFormatError(f"{name}, line {row + 2}, field '{field}': expected an integer id (value {raw[row]!r})")
-        missing = values.isna().to_numpy()
-        music.append(tokens.random_id_embedding(values.fillna(0).to_numpy(np.int64), missing, settings["seed"] + offset))
+        values = integer_column(feeds.column(field), name, field, "expected an integer id")
+        music.append(tokens.random_id_embedding(np.maximum(values, 0), values < 0, settings["seed"] + offset))
     lists = {
         "visual": tokens.first_non_empty(ids["ocr"], ids["ocr_char"]),
         "acoustic": tokens.first_non_empty(ids["asr_char"], ids["asr"]),
@@ -172,21 +215,24 @@ def _token_lists(feeds: pd.DataFrame, settings: dict) -> tuple[dict[str, list[np
     return lists, np.hstack(music)
 
 
-def item_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
-    """The paper's three raw modality matrices for the given feed rows (before PCA)."""
+def pa_bool(mask: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(mask, type=pa.bool_())
+
+
+def paper_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
+    """The paper's recipe, one modality at a time (so only one padded matrix, 100 k x 512
+    float64 = 0.4 GB on the full data, exists at once): zero-padded ids (acoustic: plus the bgm
+    embeddings) -> PCA (variance share or fixed width) -> per-column min-max."""
     lists, music = _token_lists(feeds, settings)
-    maxlen = settings["token_maxlen"]
-    raw = {name: tokens.pad_sequences(sequences, maxlen) for name, sequences in lists.items()}
-    raw["acoustic"] = np.hstack([raw["acoustic"], music])
-    return raw
-
-
-def reduce_modalities(raw: dict[str, np.ndarray], settings: dict) -> dict[str, np.ndarray]:
-    """PCA (variance share or fixed width) then per-column min-max scaling, per modality."""
     reduced = {}
-    for name, matrix in raw.items():
+    for name, sequences in lists.items():
+        matrix = tokens.pad_sequences(sequences, settings["token_maxlen"], extra=music if name == "acoustic" else None)
         target = settings.get(f"{name}_dim") or settings["variance"]
-        reduced[name] = minmax_scale(pca_reduce(matrix, target, seed=settings["seed"]))
+        # the padded matrix is ours and not needed afterwards: PCA may centre it in place
+        reduced[name] = minmax_scale(pca_reduce(matrix, target, seed=settings["seed"], overwrite=True))
+        del matrix
     return reduced
 
 
@@ -213,55 +259,93 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     """``feedid,feed_embedding`` (512 space-separated floats) -> (rows aligned with ``feed_ids``,
     which rows had an embedding, how many embeddings belong to no feed in ``feed_ids``).
 
-    Feeds without an embedding get zeros; embeddings of unknown feeds are ignored. Errors name file, line and field: wrong length, NaN/inf, non-numeric values,
-    duplicate feed ids.
+    Feeds without an embedding get zeros; embeddings of unknown feeds are ignored. Errors name
+    file, line and field: wrong length, NaN/inf, non-numeric values, duplicate feed ids.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     path = Path(path)
-    _check_header(path, ("feedid", "feed_embedding"))
-    frame = pd.read_csv(path, usecols=["feedid", "feed_embedding"], dtype=str, keep_default_na=False)
-    duplicated = frame["feedid"].duplicated().to_numpy()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated)[0])
-        raise tokens.RawFormatError(f"{path}, line {row + 2}, field 'feedid': duplicate feed id {frame['feedid'].iat[row]!r}")
-    position = {fid: i for i, fid in enumerate(np.asarray(feed_ids, dtype=str).tolist())}
-    matrix = np.zeros((len(feed_ids), EMBEDDING_DIM), dtype=np.float32)
-    covered = np.zeros(len(feed_ids), dtype=bool)
-    unknown = 0
-    for row, (fid, cell) in enumerate(zip(frame["feedid"].tolist(), frame["feed_embedding"].tolist())):
-        where = f"{path}, line {row + 2}, field 'feed_embedding'"
-        parts = cell.split()
-        if len(parts) != EMBEDDING_DIM:
-            raise tokens.RawFormatError(f"{where}: expected {EMBEDDING_DIM} space-separated floats, got {len(parts)}")
-        try:
-            values = np.array(parts, dtype=np.float64)
-        except ValueError:
-            bad = next(part for part in parts if not _is_float(part))
-            raise tokens.RawFormatError(f"{where}: expected a number (value {bad!r})") from None
-        if not np.isfinite(values).all():
-            bad = parts[int(np.flatnonzero(~np.isfinite(values))[0])]
-            raise tokens.RawFormatError(f"{where}: NaN or infinite value ({bad!r})")
-        at = position.get(fid.strip())
-        if at is None:
-            unknown += 1
-            continue
-        matrix[at] = values
-        covered[at] = True
-    return matrix, covered, unknown
-
-
-def _is_float(text: str) -> bool:
+    header = rawtext.check_header(path, ("feedid", "feed_embedding"), "WeChat raw file")
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        table = rawtext.read_table(path, ("feedid", "feed_embedding"), {"feedid": pa.string(), "feed_embedding": pa.string()})
+    except rawtext.FastReadFailed as error:
+        raise rawtext.diagnose_csv(path, header, error) from None
+    ids = integer_column(table.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
+    check_unique(ids, path, "feedid")
+
+    def fail(row: int, why: str) -> tokens.RawFormatError:
+        return tokens.RawFormatError(f"{path}, line {row + 2}, field 'feed_embedding': {why}")
+
+    pieces = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(table.column("feed_embedding").combine_chunks()))
+    counts = pc.list_value_length(pieces).to_numpy(zero_copy_only=False)
+    counts = np.where(pc.equal(pc.utf8_length(table.column("feed_embedding").combine_chunks()), 0)
+                      .to_numpy(zero_copy_only=False), 0, counts)
+    if len(counts) and (counts != EMBEDDING_DIM).any():
+        row = int(np.argmax(counts != EMBEDDING_DIM))
+        raise fail(row, f"expected {EMBEDDING_DIM} space-separated floats, got {counts[row]}")
+    flat = pc.list_flatten(pieces)
+    numeric = pc.match_substring_regex(flat, tokens.FLOAT + "|^[-+]?(nan|inf|infinity)$",
+                                       ignore_case=True).to_numpy(zero_copy_only=False)
+    if not numeric.all():
+        at = int(np.argmin(numeric))
+        raise fail(at // EMBEDDING_DIM, f"expected a number (value {flat[at].as_py()!r})")
+    values = flat.cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, EMBEDDING_DIM)
+    finite = np.isfinite(values)
+    if not finite.all():
+        at = int(np.argmin(finite.ravel()))
+        raise fail(at // EMBEDDING_DIM, f"NaN or infinite value ({flat[at].as_py()!r})")
+    rows = rows_in(feed_ids, ids)  # each feed's embedding row, -1 without one
+    covered = rows >= 0
+    matrix = np.zeros((len(feed_ids), EMBEDDING_DIM), dtype=np.float32)
+    matrix[covered] = values[rows[covered]]
+    unknown = int(len(ids) - len(np.intersect1d(ids, feed_ids)))
+    return matrix, covered, unknown
 
 
 def build_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
     recipe = settings["text_recipe"]
     if recipe == "tfidf":
         return tfidf_modalities(feeds, settings)
-    return reduce_modalities(item_modalities(feeds, settings), settings)
+    return paper_modalities(feeds, settings)
+
+
+DENSE_ID_LIMIT = 50_000_000  # ids below this index a lookup table directly (real ids: < 300 k)
+
+
+def rows_in(ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
+    """The row of each id in ``table_ids`` (distinct), -1 where absent."""
+    if len(table_ids) and table_ids.min() >= 0 and table_ids.max() < DENSE_ID_LIMIT:
+        lookup = np.full(int(table_ids.max()) + 1, -1, dtype=np.int64)
+        lookup[table_ids] = np.arange(len(table_ids))
+        inside = (ids >= 0) & (ids < len(lookup))
+        return np.where(inside, lookup[np.where(inside, ids, 0)], -1)
+    order = np.argsort(table_ids, kind="stable")
+    position = np.searchsorted(table_ids[order], ids).clip(max=max(len(table_ids) - 1, 0))
+    found = table_ids[order][position] == ids if len(table_ids) else np.zeros(len(ids), dtype=bool)
+    return np.where(found, order[position], -1)
+
+
+def per_value_counts(values: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """For each row, how many ``counted`` rows share its value."""
+    if len(values) and values.min() >= 0 and values.max() < DENSE_ID_LIMIT:
+        return np.bincount(values, weights=counted, minlength=int(values.max()) + 1).astype(np.int64)[values]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.bincount(inverse.ravel(), weights=counted, minlength=len(distinct)).astype(np.int64)[inverse.ravel()]
+
+
+def distinct_count(values: np.ndarray) -> int:
+    if len(values) and values.min() >= 0 and values.max() < DENSE_ID_LIMIT:
+        return int(np.count_nonzero(np.bincount(values)))
+    return int(len(np.unique(values)))
+
+
+def chronological(rows: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """``rows`` ordered by day, file order within a day (a stable sort; radix on small day ranges)."""
+    keys = days[rows]
+    if len(keys) and int(keys.max()) - int(keys.min()) < 2**16:
+        keys = (keys - keys.min()).astype(np.uint16)
+    return rows[np.argsort(keys, kind="stable")]
 
 
 def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: bool = False) -> dict:
@@ -290,61 +374,55 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     started = time.time()
     log(f"reading {inputs[0]}")
     actions = read_actions(inputs[0])
-    n_rows = len(actions)
+    n_rows = len(actions["userid"])
     log(f"{n_rows:,} actions read")
-    actions["label"] = weighted_label(actions) if label_name == "weighted" else actions[label_name].astype(np.float32)
+    weighted = weighted_label(actions)
+    labels = weighted if label_name == "weighted" else actions[label_name].astype(np.float32)
     action_rates = {name: float(actions[name].mean()) if n_rows else 0.0 for name in ACTIONS}
-    action_rates["weighted"] = float(weighted_label(actions).mean()) if n_rows else 0.0
+    action_rates["weighted"] = float(weighted.mean()) if n_rows else 0.0
 
     log(f"reading {inputs[1]}")
-    _check_header(inputs[1], FEED_COLUMNS)
-    feeds = pd.read_csv(inputs[1], usecols=list(FEED_COLUMNS), dtype=str, keep_default_na=False)
-    duplicated = feeds["feedid"].duplicated()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated.to_numpy())[0])
-        raise tokens.RawFormatError(f"{inputs[1]}, line {row + 2}, field 'feedid': duplicate feed id {feeds['feedid'].iat[row]!r}")
-
+    feeds, feed_ids = read_feeds(inputs[1])
     oracle = read_oracle(oracle_path, n_rows, label_name)
-    dropped = {}
-    known = actions["feedid"].astype(str).isin(set(feeds["feedid"]))
-    dropped["feed_not_in_feed_info"] = int((~known).sum())
-    actions = actions[known.to_numpy()]
-    counts = actions.groupby("userid")["userid"].transform("size")
-    keep = (counts >= settings["min_user_actions"]).to_numpy()
-    dropped["user_below_min_actions"] = int((~keep).sum())
-    actions = actions[keep]
-    actions = actions.iloc[np.argsort(actions["date_"].to_numpy(), kind="stable")]
-    actions["timestamp"] = np.arange(len(actions), dtype=np.int64)
-    log(f"{len(actions):,} actions kept ({dropped})")
 
-    log(f"building modalities for {len(feeds):,} feeds ({settings['text_recipe']} recipe, "
+    dropped = {}
+    feed_row = rows_in(actions["feedid"], feed_ids)
+    known = feed_row >= 0
+    dropped["feed_not_in_feed_info"] = int((~known).sum())
+    enough = per_value_counts(actions["userid"], known) >= settings["min_user_actions"]
+    dropped["user_below_min_actions"] = int((known & ~enough).sum())
+    order = chronological(np.flatnonzero(known & enough), actions["date_"])
+    log(f"{len(order):,} actions kept ({dropped})")
+
+    log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
         f"keeping {settings['variance']:.0%} of the variance)")
     reduced = build_modalities(feeds, settings)
     embedding_counts = None
+    used = np.zeros(len(feed_ids), dtype=bool)
+    used[feed_row[order]] = True
+    item_ids = feed_ids[used]
     if settings["feed_embedding"]:
         log(f"reading {embedding_path}")
-        embeddings, covered, unknown = read_feed_embeddings(embedding_path, feeds["feedid"].to_numpy())
+        embeddings, covered, unknown = read_feed_embeddings(embedding_path, feed_ids)
         target = settings.get("embedding_dim") or settings["variance"]
         reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["seed"]))
-    used = feeds["feedid"].isin(set(actions["feedid"].astype(str))).to_numpy()
-    item_ids = feeds["feedid"].to_numpy()[used]
-    if settings["feed_embedding"]:
         embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
                             "items_without_embedding": int((~covered[used]).sum()),
                             "embeddings_of_unknown_feeds": unknown}
 
-    inter = pd.DataFrame({
-        "user_id": actions["userid"].to_numpy(),
-        "item_id": actions["feedid"].to_numpy(),
-        "timestamp": actions["timestamp"].to_numpy(),
-        "label": actions["label"].to_numpy().astype(np.int64),  # 0/1: integers write much faster than floats
-        "device": actions["device"].to_numpy(),
-    })
-    item = pd.DataFrame({
+    inter = {
+        "user_id": actions["userid"][order],
+        "item_id": actions["feedid"][order],
+        "timestamp": np.arange(len(order), dtype=np.int64),
+        "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
+        "device": actions["device"][order],
+    }
+    duration = pd.to_numeric(pd.Series(feeds.column("videoplayseconds").to_numpy()), errors="coerce")
+    item = {
         "item_id": item_ids,
-        "author_id": feeds["authorid"].to_numpy()[used],
-        "duration": pd.to_numeric(feeds["videoplayseconds"], errors="coerce").fillna(0).to_numpy()[used],
-    })
+        "author_id": feeds.column("authorid").to_numpy()[used],
+        "duration": duration.fillna(0).to_numpy(dtype=np.float64)[used],
+    }
     dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
     manifest = {
         "dataset": "wechat",
@@ -354,11 +432,11 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "settings": settings,
         "item_recipe": ITEM_RECIPES[settings["text_recipe"]],
         "text_recipe": settings["text_recipe"],
-        "rows": {"raw_actions": n_rows, "inter": len(inter), "items": len(item), "feeds_in_feed_info": len(feeds),
-                 "users": int(inter["user_id"].nunique())},
+        "rows": {"raw_actions": n_rows, "inter": len(order), "items": len(item_ids), "feeds_in_feed_info": len(feed_ids),
+                 "users": distinct_count(inter["user_id"])},
         "dropped": dropped,
         "label": label_name,
-        "label_rate": float(inter["label"].mean()) if len(inter) else 0.0,
+        "label_rate": float(inter["label"].mean()) if len(order) else 0.0,
         "action_rates": action_rates,
         "modality_dims": dims,
         "feed_embedding": embedding_counts,
@@ -373,8 +451,8 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
                                               **{name: matrix[used] for name, matrix in reduced.items()}})
         if oracle is not None:
             # kept rows only, in .inter order: the true probability of the chosen label
-            writer.write_array("wechat.oracle.npy", oracle[actions.index.to_numpy()].astype(np.float32))
+            writer.write_array("wechat.oracle.npy", oracle[order].astype(np.float32))
         manifest["seconds"] = round(time.time() - started, 2)
         writer.write_json("manifest.json", manifest)
-    log(f"wrote {out_dir} in {manifest['seconds']} s: {len(inter):,} interactions, {len(item):,} items, dims {dims}")
+    log(f"wrote {out_dir} in {manifest['seconds']} s: {len(order):,} interactions, {len(item_ids):,} items, dims {dims}")
     return manifest
