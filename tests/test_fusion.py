@@ -61,3 +61,18 @@ def test_unknown_fusion_and_missing_modality_are_clear_errors():
 def test_minmax_constant_column_is_zero():
     scaled = minmax_scale(np.array([[1.0, 5.0], [3.0, 5.0]]))
     np.testing.assert_allclose(scaled, [[0, 0], [1, 0]])
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 80)])
+def test_exact_pca_matches_scikit_learns_full_svd(shape):
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(4)
+    matrix = rng.random(shape) @ (rng.random((shape[1], shape[1])) ** 4)  # a decaying spectrum
+    for target in (0.5, 0.9, 7):
+        ours = pca_reduce(matrix, target)
+        reference = PCA(n_components=target, svd_solver="full").fit_transform(matrix)
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, atol=1e-5 * np.abs(reference).max())
+    copy = matrix.copy()
+    np.testing.assert_array_equal(pca_reduce(copy, 0.9, overwrite=True), pca_reduce(matrix, 0.9))

@@ -86,17 +86,36 @@ def replace_cell(text, line_number, column, value):
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace("favorite", "favourite", 1), r"user_action.csv, line 1: missing column\(s\) favorite"),
-    (lambda t: replace_cell(t, 5, "date_", "day3"), r"user_action.csv, line 5, field 'date_': expected an integer"),
-    (lambda t: replace_cell(t, 9, "like", "2"), r"user_action.csv, line 9, field 'like': expected 0 or 1"),
+@pytest.mark.parametrize("which, edit, message", [
+    ("actions", lambda t: t.replace("favorite", "favourite", 1), r"user_action.csv, line 1: missing column\(s\) favorite"),
+    ("actions", lambda t: replace_cell(t, 5, "date_", "day3"), r"user_action.csv, line 5, field 'date_': expected an integer"),
+    ("actions", lambda t: replace_cell(t, 9, "like", "2"), r"user_action.csv, line 9, field 'like': expected 0 or 1"),
+    ("actions", lambda t: replace_cell(t, 11, "userid", ""),
+     r"user_action.csv, line 11, field 'userid': expected an integer \(value ''\)"),
+    ("feeds", lambda t: "\n".join(line + ",x" if number == 6 else line for number, line in enumerate(t.split("\n"), 1)),
+     r"feed_info.csv: .*line 6"),
+    ("feeds", lambda t: duplicate_feed(t), r"feed_info.csv, line 9, field 'feedid': duplicate feed id"),
+    ("feeds", lambda t: replace_cell(t, 4, "feedid", "f12"), r"feed_info.csv, line 4, field 'feedid': expected an integer feed id"),
+    ("feeds", lambda t: replace_cell(t, 6, "bgm_song_id", "12.5"),
+     r"feed_info.csv, line 6, field 'bgm_song_id': expected an integer id"),
+    ("feeds", lambda t: replace_cell(t, 3, "videoplayseconds", "nan"),
+     r"feed_info.csv, line 3, field 'videoplayseconds': expected a finite number \(value 'nan'\)"),
+    ("feeds", lambda t: replace_cell(t, 8, "machine_tag_list", "12 0.5;13 high"), r"feed_info.csv, line 8, field 'machine_tag_list'"),
 ])
-def test_bad_actions_name_file_line_and_field(tiny_raw, tmp_path, edit, message):
-    folder = broken_copy(tiny_raw, tmp_path, edit_actions=edit)
+def test_bad_raw_files_name_file_line_and_field(tiny_raw, tmp_path, which, edit, message):
+    folder = broken_copy(tiny_raw, tmp_path, **{f"edit_{which}": edit})
     with pytest.raises(RawFormatError, match=message):
         convert(folder, tmp_path / "out", {"min_user_actions": 0})
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not list((tmp_path / "out").glob("*.tmp")) if (tmp_path / "out").exists() else True
+
+
+def duplicate_feed(text):
+    lines = text.split("\n")
+    cells = lines[8].split(",")
+    cells[0] = lines[1].split(",")[0]
+    lines[8] = ",".join(cells)
+    return "\n".join(lines)
 
 
 def test_bad_token_in_feed_info_names_line_and_field(tiny_raw, tmp_path):
@@ -108,6 +127,68 @@ def test_bad_token_in_feed_info_names_line_and_field(tiny_raw, tmp_path):
     folder = broken_copy(tiny_raw, tmp_path, edit_feeds=edit)
     with pytest.raises(RawFormatError, match=r"feed_info.csv, line 5, field 'description': expected integer ids"):
         convert(folder, tmp_path / "out", {"min_user_actions": 0})
+
+
+def bytes_copy(tiny_raw, tmp_path, name, edit):
+    """A copy of the tiny raw folder whose file ``name`` is replaced by ``edit(text) -> bytes``."""
+    folder = broken_copy(tiny_raw, tmp_path)
+    (folder / name).write_bytes(edit((tiny_raw / name).read_text()))
+    return folder
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("feed_info.csv", lambda t: replace_cell(t, 5, "description", "12 café 7").encode("latin-1"),
+     r"feed_info.csv, line 5, field 'description': not valid UTF-8 text \(byte 0xe9"),
+    ("feed_info.csv", lambda t: replace_cell(t, 3, "authorid", "作者").encode("gbk"),
+     r"feed_info.csv, line 3, field 'authorid': not valid UTF-8 text"),
+    ("user_action.csv", lambda t: replace_cell(t, 7, "device", "1é").encode("latin-1"),
+     r"user_action.csv, line 7, field 'device': not valid UTF-8 text"),
+    ("user_action.csv", lambda t: t.encode("utf-16"), r"user_action.csv, line 1: the file is UTF-16 text"),
+])
+def test_text_in_another_encoding_is_named_by_line_and_field(tiny_raw, tmp_path, name, edit, message):
+    folder = bytes_copy(tiny_raw, tmp_path, name, edit)
+    with pytest.raises(RawFormatError, match=message):
+        convert(folder, tmp_path / "out", {"min_user_actions": 0})
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tiny_raw, tiny_atomic, tmp_path):
+    folder = bytes_copy(tiny_raw, tmp_path, "user_action.csv", lambda t: t.encode("utf-8-sig"))
+    (folder / "feed_info.csv").write_bytes((tiny_raw / "feed_info.csv").read_text().encode("utf-8-sig"))
+    convert(folder, tmp_path / "out", {"min_user_actions": 0})
+    for name in ("wechat.inter", "wechat.item"):
+        assert (tmp_path / "out" / name).read_bytes() == (tiny_atomic[0] / name).read_bytes()
+
+
+def test_empty_token_fields_are_read_as_no_tokens_and_counted(tiny_raw, tmp_path):
+    def blank_visual(text):
+        for line in range(2, 12):  # ten feeds lose both visual sources
+            text = replace_cell(replace_cell(text, line, "ocr", ""), line, "ocr_char", "")
+        return text
+
+    folder = broken_copy(tiny_raw, tmp_path, edit_feeds=blank_visual)
+    manifest = convert(folder, tmp_path / "out", {"min_user_actions": 0})
+    feeds = pd.read_csv(folder / "feed_info.csv", dtype=str, keep_default_na=False)
+    used = feeds["feedid"].astype(int).isin(pd.read_csv(folder / "user_action.csv")["feedid"])
+    no_visual = used & (feeds["ocr"].str.strip() == "") & (feeds["ocr_char"].str.strip() == "")
+    counts = manifest["empty_token_fields"]
+    assert counts["items_without_visual_tokens"] == int(no_visual.sum()) >= 10
+    assert counts["fields"]["ocr"] == int((used & (feeds["ocr"].str.strip() == "")).sum())
+    with np.load(tmp_path / "out" / "wechat.mm.npz") as archive:
+        ids = archive["item_id"].astype(int)
+        visual = archive["visual"]
+    blank = np.isin(ids, feeds["feedid"].astype(int)[no_visual])
+    # no tokens = an all-zero padded row: after PCA and min-max every such item has the same vector
+    assert blank.sum() >= 10 and np.ptp(visual[blank], axis=0).max() == 0
+
+
+def test_atomic_writer_refuses_a_value_that_would_break_recboles_reader(tmp_path):
+    from recbole_mma4ctr.prepare.atomic import AtomicWriter
+
+    with pytest.raises(ValueError, match=r"wechat.item: cannot write a value"):
+        with AtomicWriter(tmp_path / "out") as writer:
+            writer.write_table("wechat.item", {"item_id": np.array(["1", "2\t3"])}, {"item_id": "token"})
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_failed_reconversion_leaves_the_previous_output_intact(tiny_raw, tmp_path):

@@ -227,15 +227,24 @@ def test_unchanged_inputs_skip_and_changed_settings_reconvert(raw, tmp_path):
 
 
 def broken_copy(raw_dir, tmp_path, name, edit):
-    """A raw folder whose file ``name`` is edited (``edit(text) -> text``, or None: deleted)."""
+    """A raw folder whose file ``name`` is edited (``edit(text) -> text or bytes``, or None: deleted)."""
     folder = tmp_path / "broken"
     folder.mkdir()
     for path in raw_dir.iterdir():
         if path.name != name:
             os.symlink(path, folder / path.name)
     if edit is not None:
-        (folder / name).write_text(edit((raw_dir / name).read_text()))
+        edited = edit((raw_dir / name).read_text())
+        if isinstance(edited, bytes):
+            (folder / name).write_bytes(edited)
+        else:
+            (folder / name).write_text(edited)
     return folder
+
+
+def latin1(edit):
+    """The edit, then the whole file saved as Latin-1 (only the edited text is not ASCII)."""
+    return lambda text: edit(text).encode("latin-1")
 
 
 def edit_line(number, change):
@@ -286,6 +295,10 @@ BAD_INPUTS = [
     (TITLE, edit_line(8, set_vector("title_features", lambda t: {**t, "w12": 1})),
      r"track1_title.txt, line 8, field 'title_features': expected integer word ids"),
     (AUDIO[2], None, r"track1_audio_features_part3.txt: file not found"),
+    (TRAIN, latin1(edit_line(8, set_cell("device", "1é"))),
+     r"final_track1_train.txt, line 8, field 'device': not valid UTF-8 text \(byte 0xe9"),
+    (TITLE, latin1(edit_line(4, lambda line: '{"source": "café", ' + line[1:])),
+     r"track1_title.txt, line 4: not valid UTF-8 text"),
 ]
 
 
@@ -328,8 +341,8 @@ def test_cli_exit_status(raw, tmp_path):
     assert json.loads(ok.stdout)["modality_dims"] == {"visual": 71, "acoustic": 10, "textual": 22}
     missing = prepare("tiktok", "--raw", tmp_path / "none", "--out", tmp_path / "out2")
     assert missing.returncode == 1 and "final_track1_train.txt: file not found" in missing.stderr
-    nobody = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out3")  # the paper's 4000 on a tiny sample
-    assert nobody.returncode == 1 and "no user has >= 4,000 rows" in nobody.stderr
+    nobody = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out3", "--min-user-interactions", 4000)
+    assert nobody.returncode == 1 and "no user has >= 4,000 rows" in nobody.stderr  # the paper's 4000, tiny sample
     assert prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out4", "--label", "comment").returncode == 2
     synth = prepare("synth", "tiktok", "--scale", "tiny", "--seed", 3, "--out", tmp_path / "synth")
     assert synth.returncode == 0, synth.stderr
@@ -357,10 +370,29 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     assert raw_source("tiktok", tmp_path / "dataset", tmp_path / "synthetic", "tiny", 4) == real
 
     config = build_config("MMa4CTR", "tiktok", overrides={"visual_dim": "71", "label_action": "finish"})
-    assert converter_settings(config) == {"label": "finish", "min_user_interactions": 50, "variance": 0.9,
+    assert converter_settings(config) == {"label": "finish", "variance": 0.9,
                                           "visual_dim": 71, "acoustic_dim": 10, "textual_dim": None}
+    assert converter_settings(build_config("MMa4CTR", "tiktok", overrides={"min_user_interactions": "7"}))[
+        "min_user_interactions"] == 7
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
     assert wechat == {"label": "weighted", "min_user_actions": 100, "variance": 0.9, "token_maxlen": 512}
+
+
+def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
+    generated = raw[0]
+    assert tiktok.user_filter(generated, None) == (50, "the generated sample's heavy-user threshold")
+    assert tiktok.user_filter(generated, 120) == (120, "as set")
+    real = tmp_path / "real"  # the same files without SYNTHETIC.json: the layout real data comes in
+    real.mkdir()
+    for path in generated.iterdir():
+        if path.name != "SYNTHETIC.json":
+            os.symlink(path, real / path.name)
+    assert tiktok.user_filter(real, None) == (4000, "the paper's, for real files")
+    manifest = tiktok.convert(generated, tmp_path / "out", {"min_user_interactions": None})
+    assert manifest["settings"]["min_user_interactions"] == 50
+    assert manifest["user_filter"] == "the generated sample's heavy-user threshold"
+    with pytest.raises(ValueError, match="no user has >= 4,000 rows"):  # the tiny sample has no such user
+        tiktok.convert(real, tmp_path / "out_real", {"min_user_interactions": None})
 
 
 # The paper's acoustic modality has 10 dims (PCA to 10): its profile is widened to L = 21 values

@@ -1,7 +1,7 @@
 """python -m recbole_mma4ctr.prepare: convert raw files, or generate a sample in the raw formats.
 
     python -m recbole_mma4ctr.prepare wechat --raw RAW_DIR --out OUT_DIR [--label weighted]
-    python -m recbole_mma4ctr.prepare tiktok --raw RAW_DIR --out OUT_DIR [--label like] [--min-user-interactions 4000]
+    python -m recbole_mma4ctr.prepare tiktok --raw RAW_DIR --out OUT_DIR [--label like] [--min-user-interactions N]
     python -m recbole_mma4ctr.prepare synth wechat --scale sample --seed 2024 --out RAW_DIR
     python -m recbole_mma4ctr.prepare synth tiktok --scale sample --seed 2024 --out RAW_DIR
 
@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     tiktok.add_argument("--raw", required=True, help="folder with final_track1_train.txt and the feature files")
     tiktok.add_argument("--out", required=True, help="output folder for tiktok.inter/.item/.mm.npz/manifest.json")
     tiktok.add_argument("--label", default="like", choices=["like", "finish"], help="like (the paper's) or finish")
-    tiktok.add_argument("--min-user-interactions", type=int, default=4000,
-                        help="drop users with fewer rows (paper: 4000 on the real file)")
+    tiktok.add_argument("--min-user-interactions", type=int, default=None,
+                        help="drop users with fewer rows (default: the paper's 4000 on real files; on a generated "
+                             "sample the threshold its heavy users were planted at)")
     tiktok.add_argument("--variance", type=float, default=0.9, help="PCA variance share kept (visual, textual)")
     for name, default in (("visual", 0), ("acoustic", 10), ("textual", 0)):
         tiktok.add_argument(f"--{name}-dim", type=int, default=default,

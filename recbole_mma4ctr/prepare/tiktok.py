@@ -64,7 +64,8 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale
-from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
+from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_json_or_none, read_manifest
+from .rawtext import decode_line
 from .tokens import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
@@ -83,7 +84,7 @@ PAPER_MIN_USER_INTERACTIONS = 4_000
 COVARIANCE_MAX_WORDS = 4_096
 DEFAULT_SETTINGS = {
     "label": "like",
-    "min_user_interactions": PAPER_MIN_USER_INTERACTIONS,
+    "min_user_interactions": None,  # by source: see user_filter
     "variance": 0.9,
     "visual_dim": None,
     "acoustic_dim": 10,
@@ -120,10 +121,11 @@ def _fail(path: Path, line: int, field: str, why: str, value=None) -> RawFormatE
 
 def _diagnose_train(path: Path, first_line: int, error: Exception) -> RawFormatError:
     """Find the first bad line at or after ``first_line`` (only runs when the fast reader failed)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, text in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
             if number < first_line:
                 continue
+            text = decode_line(path, number, raw, list(TRAIN_COLUMNS), b"\t")
             cells = text.rstrip("\r\n").split("\t")
             if len(cells) != len(TRAIN_COLUMNS):
                 return RawFormatError(f"{path}, line {number}: expected {len(TRAIN_COLUMNS)} tab-separated "
@@ -149,9 +151,12 @@ def train_chunks(path: Path, chunk_rows: int, columns=None):
     first = 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.ParserWarning)
-        reader = pd.read_csv(path, sep="\t", header=None, names=names, usecols=None if every else list(columns),
-                             dtype=dtype, index_col=False, chunksize=int(chunk_rows), skip_blank_lines=False,
-                             engine="c")
+        try:  # the reader parses its first buffer at once: bad bytes there fail here
+            reader = pd.read_csv(path, sep="\t", header=None, names=names, usecols=None if every else list(columns),
+                                 dtype=dtype, index_col=False, chunksize=int(chunk_rows), skip_blank_lines=False,
+                                 engine="c")
+        except (ValueError, pd.errors.ParserError) as error:
+            raise _diagnose_train(path, first, error) from None
         with reader:
             while True:
                 try:
@@ -248,10 +253,13 @@ def _json_lines(path: Path, field: str):
     """(line number, item id, value of ``field``) of every line, checked for shape."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found (expected the TikTok feature file {path.name})")
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
             try:
-                record = json.loads(text)
+                record = json.loads(raw)
+            except UnicodeDecodeError:  # json.loads decodes bytes itself; say where, not just what
+                decode_line(path, number, raw)
+                raise
             except json.JSONDecodeError as error:
                 raise RawFormatError(f"{path}, line {number}: malformed JSON ({error.msg}, column {error.colno})") from None
             if not isinstance(record, dict):
@@ -437,6 +445,20 @@ def reduce_modalities(raw: dict, settings: dict) -> tuple[dict[str, np.ndarray],
 # ----------------------------------------------------------------------------------------
 
 
+def user_filter(raw_dir: Path, asked) -> tuple[int, str]:
+    """(the user filter to apply, where it comes from). ``None`` means "the right one for these
+    files": the paper's 4,000 on real files; on a generated sample, the threshold its heavy users
+    were planted at (``heavy_min_rows`` in SYNTHETIC.json: 50 at tiny/sample scale, 4,000 at
+    full), so a filter keeps exactly the planted heavy users, as the paper's kept its 1,678."""
+    if asked is not None:
+        return int(asked), "as set"
+    info = read_json_or_none(Path(raw_dir) / "SYNTHETIC.json")
+    planted = (info or {}).get("params", {}).get("heavy_min_rows")
+    if planted is not None:
+        return int(planted), "the generated sample's heavy-user threshold"
+    return PAPER_MIN_USER_INTERACTIONS, "the paper's, for real files"
+
+
 def _checked_settings(settings: dict | None) -> dict:
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     if settings["label"] not in LABELS:
@@ -468,7 +490,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
 
     started = time.time()
     synthetic = (raw_dir / "SYNTHETIC.json").exists()
-    minimum = int(settings["min_user_interactions"])
+    minimum, minimum_source = user_filter(raw_dir, settings["min_user_interactions"])
+    settings = {**settings, "min_user_interactions": minimum}
+    log(f"min_user_interactions {minimum:,} ({minimum_source})")
     if not synthetic and minimum < PAPER_MIN_USER_INTERACTIONS:
         log(f"note: min_user_interactions {minimum} on real files (the paper kept users with >= "
             f"{PAPER_MIN_USER_INTERACTIONS:,}); a low filter keeps far more rows")
@@ -518,6 +542,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "synthetic": synthetic,
         "fingerprint": print_fp,
         "settings": settings,
+        "user_filter": minimum_source,
         "item_recipe": "paper: visual = video vector, acoustic = audio vector, textual = title word counts; "
                        "each -> PCA (variance share or fixed width) -> min-max",
         "modality_methods": methods,

@@ -157,6 +157,21 @@ def read_feeds(path: Path):
     return feeds, feed_ids
 
 
+def float_column(column, path: Path, field: str) -> np.ndarray:
+    """A string column of finite numbers to float64; the first other cell (empty, text, NaN,
+    inf) is named by line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    good = pc.match_substring_regex(column, tokens.FLOAT).to_numpy(zero_copy_only=False)
+    if not good.all():
+        row = int(np.argmin(good))
+        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': expected a finite number "
+                                    f"(value {column[row].as_py()!r})")
+    return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
 def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
     """Refuse a repeated id, naming the line of its second occurrence."""
     order = np.argsort(ids, kind="stable")
@@ -215,6 +230,26 @@ def _token_lists(feeds, settings: dict) -> tuple[dict[str, tokens.TokenLists], n
     return lists, np.hstack(music)
 
 
+TOKEN_FIELDS = ("description", "ocr", "asr", "machine_keyword_list", "machine_tag_list", "ocr_char", "asr_char")
+
+
+def empty_token_fields(feeds, used: np.ndarray) -> dict:
+    """How many kept items have each token field empty, and how many have no token at all for
+    a modality after the recipe's fallbacks (ocr -> ocr_char; asr_char -> asr): real WeChat rows
+    often have empty fields, which are read as no tokens (a zero padded row), not as errors."""
+    import pyarrow.compute as pc
+
+    empty = {field: pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(feeds.column(field))), 0)
+             .to_numpy(zero_copy_only=False) & used for field in TOKEN_FIELDS}
+    return {
+        "fields": {field: int(mask.sum()) for field, mask in empty.items()},
+        "items_without_visual_tokens": int((empty["ocr"] & empty["ocr_char"]).sum()),
+        "items_without_acoustic_tokens": int((empty["asr_char"] & empty["asr"]).sum()),
+        "items_without_textual_tokens": int((empty["description"] & empty["machine_keyword_list"]
+                                             & empty["machine_tag_list"]).sum()),
+    }
+
+
 def pa_bool(mask: np.ndarray):
     import pyarrow as pa
 
@@ -236,7 +271,7 @@ def paper_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
     return reduced
 
 
-def tfidf_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
+def tfidf_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
     """The ``tfidf`` recipe (prepare/text.py), min-max scaled. A fixed ``<modality>_dim`` is the
     final width: for acoustic, the SVD gets what the bgm embeddings leave (at least 1 column)."""
     lists, music = _token_lists(feeds, settings)
@@ -303,7 +338,7 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     return matrix, covered, unknown
 
 
-def build_modalities(feeds: pd.DataFrame, settings: dict) -> dict[str, np.ndarray]:
+def build_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
     recipe = settings["text_recipe"]
     if recipe == "tfidf":
         return tfidf_modalities(feeds, settings)
@@ -417,11 +452,11 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
         "device": actions["device"][order],
     }
-    duration = pd.to_numeric(pd.Series(feeds.column("videoplayseconds").to_numpy()), errors="coerce")
+    duration = float_column(feeds.column("videoplayseconds"), inputs[1], "videoplayseconds")
     item = {
         "item_id": item_ids,
         "author_id": feeds.column("authorid").to_numpy()[used],
-        "duration": duration.fillna(0).to_numpy(dtype=np.float64)[used],
+        "duration": duration[used],
     }
     dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
     manifest = {
@@ -440,6 +475,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         "action_rates": action_rates,
         "modality_dims": dims,
         "feed_embedding": embedding_counts,
+        "empty_token_fields": empty_token_fields(feeds, used),
         "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle is not None else []),
         "seconds": None,
     }

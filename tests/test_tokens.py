@@ -1,0 +1,61 @@
+"""Token-list parsing and padding (the paper's text input), on cells with known answers."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recbole_mma4ctr.prepare import tokens
+from recbole_mma4ctr.prepare.tokens import RawFormatError, TokenLists
+
+
+def as_lists(token_lists):
+    return [row.tolist() for row in token_lists.to_list()]
+
+
+def test_id_lists_split_on_any_whitespace_and_empty_cells_give_empty_rows():
+    cells = np.array([" 1 2  3 ", "", "4\t5", None, "7"], dtype=object)
+    assert as_lists(tokens.parse_id_list(cells, "f.csv", "ocr")) == [[1, 2, 3], [], [4, 5], [], [7]]
+    # pyarrow input (what the converter passes) gives the same
+    assert as_lists(tokens.parse_id_list(pa.array([" 1 2  3 ", "", "4\t5", None, "7"]), "f.csv", "ocr")) == \
+        [[1, 2, 3], [], [4, 5], [], [7]]
+
+
+def test_keyword_lists_use_semicolons_and_tags_keep_the_id_only():
+    keywords = tokens.parse_id_list(np.array(["1;2; 3;", "", ";;"], dtype=object), "f.csv", "kw", ";")
+    assert as_lists(keywords) == [[1, 2, 3], [], []]
+    tags = tokens.parse_tag_list(np.array(["5 0.3;6 1e-2;7", "", "8 .5 ;"], dtype=object), "f.csv", "tags")
+    assert as_lists(tags) == [[5, 6, 7], [], [8]]
+
+
+@pytest.mark.parametrize("cells, parse, message", [
+    (["1 2", "3 x"], lambda c: tokens.parse_id_list(c, "f.csv", "ocr"),
+     r"f.csv, line 3, field 'ocr': expected integer ids \(value '3 x'\)"),
+    (["1 2", "", "4 5.0"], lambda c: tokens.parse_id_list(c, "f.csv", "asr"), r"f.csv, line 4, field 'asr'"),
+    (["5 0.3;6 abc"], lambda c: tokens.parse_tag_list(c, "f.csv", "tags"),
+     r"f.csv, line 2, field 'tags': expected 'tag probability' pairs"),
+    (["5 0.3", "x 0.1"], lambda c: tokens.parse_tag_list(c, "f.csv", "tags"), r"f.csv, line 3, field 'tags'"),
+])
+def test_a_bad_cell_is_named_by_line_and_field(cells, parse, message):
+    with pytest.raises(RawFormatError, match=message):
+        parse(np.array(cells, dtype=object))
+
+
+def test_fallback_join_and_padding_match_the_row_wise_definitions():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 100, size=rng.integers(0, 9)) for _ in range(50)]
+    other = [rng.integers(1, 100, size=rng.integers(0, 4)) for _ in range(50)]
+    a, b = TokenLists.from_arrays(rows), TokenLists.from_arrays(other)
+    assert as_lists(tokens.first_non_empty(a, b)) == [(p if len(p) else f).tolist() for p, f in zip(rows, other)]
+    assert as_lists(tokens.join_lists(a, b, a)) == [np.concatenate([p, f, p]).tolist() for p, f in zip(rows, other)]
+    padded = tokens.pad_sequences(a, 5)
+    for row, sequence in zip(padded, rows):  # zeros in front; a long row keeps its last 5 ids
+        tail = sequence[-5:]
+        assert row.tolist() == [0] * (5 - len(tail)) + tail.tolist()
+
+
+def test_padding_width_extra_columns_and_all_empty_rows():
+    lists = TokenLists.from_arrays([np.arange(1, 8), np.array([5]), np.array([], int)])
+    np.testing.assert_array_equal(tokens.pad_sequences(lists), [[1, 2, 3, 4, 5, 6, 7], [0] * 6 + [5], [0] * 7])
+    with_extra = tokens.pad_sequences(lists, 3, extra=np.full((3, 2), 9.0))
+    np.testing.assert_array_equal(with_extra, [[5, 6, 7, 9, 9], [0, 0, 5, 9, 9], [0, 0, 0, 9, 9]])
+    np.testing.assert_array_equal(tokens.pad_sequences([np.array([], int)] * 2, 4), [[0], [0]])
