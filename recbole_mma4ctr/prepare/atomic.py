@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CONVERTER_VERSION = "2"
+CONVERTER_VERSION = "3"  # 3: manifest counts empty token fields; TikTok user filter by source
 
 
 def log(message: str) -> None:
