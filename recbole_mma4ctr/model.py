@@ -7,7 +7,8 @@ Reference:
     2024, 58(6): 1142-1152.
 
 The model is deliberately small: the user's multimodal profiles (``L + 1`` values per modality,
-train-only, see ``MMa4CTRDataset``) are concatenated with the item's fused multimodal vector and
+train-only; in training batches, by default, without the row being trained on: see
+``MMa4CTRDataset``, ``train_profile``) are concatenated with the item's fused multimodal vector and
 passed through an MLP ``in -> 128 -> 32 -> 4`` (Tanh after each layer), ``Linear(4, 1)`` and a
 sigmoid. With the paper's WeChat sizes (3 x 22 + 128 = 194 inputs) it has 29,225 trainable
 parameters, with TikTok's (3 x 22 + 103 = 169) 26,025.

@@ -36,6 +36,7 @@ def test_main_command_generates_converts_trains_and_records(main_run):
     assert record["features"]["input_dims"] == {"profile_visual": 22, "profile_acoustic": 22, "profile_textual": 22,
                                                 "item_mm": 128}
     assert record["protocol"] == "honest" and record["data"]["synthetic"] is True
+    assert (record["config"]["profile_source"], record["config"]["train_profile"]) == ("train", "leave_one_out")
     assert record["epochs_run"] == 10 and len(record["history"]) >= 10
     assert record["train_seconds"] > 0 and record["test_seconds"] > 0
     assert record["versions"]["recbole"] == "1.2.1"
