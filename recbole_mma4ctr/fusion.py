@@ -39,16 +39,28 @@ def fusion_modalities(fusion: str) -> list[str]:
 
 
 def minmax_scale(matrix: np.ndarray) -> np.ndarray:
-    """Scale each column to [0, 1]; a constant column becomes 0 (it carries no information)."""
-    matrix = np.asarray(matrix, dtype=np.float64)
+    """Scale each column to [0, 1]; a constant column becomes 0 (it carries no information).
+
+    Computed in float64, returned as float32, a block of rows at a time: whole-matrix float64
+    temporaries (150 MB for 100 k items x 180 columns) cost more in page faults than in
+    arithmetic on a small VM.
+    """
+    matrix = np.asarray(matrix)
+    if matrix.dtype.kind not in "f":
+        matrix = matrix.astype(np.float64)
+    out = np.empty(matrix.shape, dtype=np.float32)
     if matrix.shape[0] == 0:
-        return matrix.astype(np.float32)
-    low = matrix.min(axis=0)
-    span = matrix.max(axis=0) - low
-    safe_span = np.where(span > 0, span, 1.0)
-    scaled = (matrix - low) / safe_span
-    scaled[:, span <= 0] = 0.0
-    return scaled.astype(np.float32)
+        return out
+    low = matrix.min(axis=0).astype(np.float64)
+    span = matrix.max(axis=0).astype(np.float64) - low
+    constant = span <= 0
+    safe_span = np.where(constant, 1.0, span)
+    step = max(1, (1 << 19) // max(matrix.shape[1], 1))  # ~4 MB of float64 per block
+    for start in range(0, matrix.shape[0], step):
+        block = (matrix[start:start + step].astype(np.float64) - low) / safe_span
+        block[:, constant] = 0.0
+        out[start:start + step] = block
+    return out
 
 
 def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, overwrite: bool = False) -> np.ndarray:

@@ -182,12 +182,22 @@ def join_lists(*columns: TokenLists) -> TokenLists:
     return TokenLists(out, offsets)
 
 
-def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+def padded_width(sequences, maxlen: int | None = None) -> int:
+    """The width ``pad_sequences`` gives (at least 1)."""
+    lengths = TokenLists.from_arrays(sequences).lengths
+    longest = int(lengths.max()) if len(lengths) else 0
+    return max(longest if maxlen is None else min(longest, int(maxlen)), 1)
+
+
+def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None = None,
+                  buffer: np.ndarray | None = None) -> np.ndarray:
     """Zero-pad in front to a common length; longer sequences keep their last ``maxlen`` ids.
 
     ``extra`` (rows x k), when given, fills k more columns on the right, so a caller that needs
     ``[padded ids | extra]`` (the acoustic modality: ids, then the bgm embeddings) gets it
-    without a second full-size copy.
+    without a second full-size copy. ``buffer`` (flat float64, large enough) is reused for the
+    result instead of fresh memory: the converter pads three 100 k x 512 matrices in turn, and
+    re-zeroing one buffer is cheaper than faulting in new pages each time.
     """
     sequences = TokenLists.from_arrays(sequences)
     lengths = sequences.lengths
@@ -199,7 +209,11 @@ def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None
         lengths = sequences.lengths
     n_rows, extra_width = len(sequences), (0 if extra is None else extra.shape[1])
     stride = width + extra_width
-    padded = np.zeros(n_rows * stride, dtype=np.float64)
+    if buffer is None:
+        padded = np.zeros(n_rows * stride, dtype=np.float64)
+    else:
+        padded = buffer[:n_rows * stride]
+        padded.fill(0.0)
     # value i of row r lands at r * stride + (width - length_r) + (i - offsets_r)
     shift = np.arange(n_rows, dtype=np.int64) * stride + width - lengths - sequences.offsets[:-1]
     padded[np.arange(len(sequences.values), dtype=np.int64) + np.repeat(shift, lengths)] = sequences.values

@@ -34,6 +34,8 @@ weighted sum of seven actions / 13 >= 0.5) or any single action.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -257,17 +259,20 @@ def pa_bool(mask: np.ndarray):
 
 
 def paper_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
-    """The paper's recipe, one modality at a time (so only one padded matrix, 100 k x 512
-    float64 = 0.4 GB on the full data, exists at once): zero-padded ids (acoustic: plus the bgm
+    """The paper's recipe, one modality at a time in one reused buffer (one padded matrix, 100 k
+    x 512 float64 = 0.4 GB on the full data, at a time): zero-padded ids (acoustic: plus the bgm
     embeddings) -> PCA (variance share or fixed width) -> per-column min-max."""
     lists, music = _token_lists(feeds, settings)
+    widths = {name: tokens.padded_width(sequences, settings["token_maxlen"]) + (music.shape[1] if name == "acoustic" else 0)
+              for name, sequences in lists.items()}
+    buffer = np.empty(len(music) * max(widths.values()), dtype=np.float64)
     reduced = {}
     for name, sequences in lists.items():
-        matrix = tokens.pad_sequences(sequences, settings["token_maxlen"], extra=music if name == "acoustic" else None)
+        matrix = tokens.pad_sequences(sequences, settings["token_maxlen"], extra=music if name == "acoustic" else None,
+                                      buffer=buffer)
         target = settings.get(f"{name}_dim") or settings["variance"]
         # the padded matrix is ours and not needed afterwards: PCA may centre it in place
         reduced[name] = minmax_scale(pca_reduce(matrix, target, seed=settings["seed"], overwrite=True))
-        del matrix
     return reduced
 
 
@@ -345,6 +350,29 @@ def build_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
     return paper_modalities(feeds, settings)
 
 
+INTER_TYPES = {"user_id": "token", "item_id": "token", "timestamp": "float", "label": "float", "device": "float"}
+ITEM_TYPES = {"item_id": "token", "author_id": "token", "duration": "float"}
+
+
+@contextmanager
+def arrow_memory_pool():
+    """pyarrow's jemalloc pool while converting: token parsing makes millions of small strings,
+    and with the default (mimalloc) pool this VM spent ~1 s of system time returning and
+    re-faulting their pages. The previous default is restored afterwards."""
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc: keep the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 DENSE_ID_LIMIT = 50_000_000  # ids below this index a lookup table directly (real ids: < 300 k)
 
 
@@ -407,88 +435,86 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         return read_manifest(out_dir)
 
     started = time.time()
-    log(f"reading {inputs[0]}")
-    actions = read_actions(inputs[0])
-    n_rows = len(actions["userid"])
-    log(f"{n_rows:,} actions read")
-    weighted = weighted_label(actions)
-    labels = weighted if label_name == "weighted" else actions[label_name].astype(np.float32)
-    action_rates = {name: float(actions[name].mean()) if n_rows else 0.0 for name in ACTIONS}
-    action_rates["weighted"] = float(weighted.mean()) if n_rows else 0.0
+    # Three things overlap the modality work (one core each on a small machine): pyarrow's
+    # allocator, the .inter write in a background thread (pyarrow's writer releases the GIL),
+    # and the AtomicWriter, which only renames once that thread is done (the executor is left
+    # first, waiting for it). A failure anywhere discards every temporary file.
+    with AtomicWriter(out_dir) as writer, ThreadPoolExecutor(max_workers=1) as background, arrow_memory_pool():
+        log(f"reading {inputs[0]}")
+        actions = read_actions(inputs[0])
+        n_rows = len(actions["userid"])
+        log(f"{n_rows:,} actions read")
+        weighted = weighted_label(actions)
+        labels = weighted if label_name == "weighted" else actions[label_name].astype(np.float32)
+        action_rates = {name: float(actions[name].mean()) if n_rows else 0.0 for name in ACTIONS}
+        action_rates["weighted"] = float(weighted.mean()) if n_rows else 0.0
 
-    log(f"reading {inputs[1]}")
-    feeds, feed_ids = read_feeds(inputs[1])
-    oracle = read_oracle(oracle_path, n_rows, label_name)
+        log(f"reading {inputs[1]}")
+        feeds, feed_ids = read_feeds(inputs[1])
+        duration = float_column(feeds.column("videoplayseconds"), inputs[1], "videoplayseconds")
+        oracle = read_oracle(oracle_path, n_rows, label_name)
 
-    dropped = {}
-    feed_row = rows_in(actions["feedid"], feed_ids)
-    known = feed_row >= 0
-    dropped["feed_not_in_feed_info"] = int((~known).sum())
-    enough = per_value_counts(actions["userid"], known) >= settings["min_user_actions"]
-    dropped["user_below_min_actions"] = int((known & ~enough).sum())
-    order = chronological(np.flatnonzero(known & enough), actions["date_"])
-    log(f"{len(order):,} actions kept ({dropped})")
+        dropped = {}
+        feed_row = rows_in(actions["feedid"], feed_ids)
+        known = feed_row >= 0
+        dropped["feed_not_in_feed_info"] = int((~known).sum())
+        enough = per_value_counts(actions["userid"], known) >= settings["min_user_actions"]
+        dropped["user_below_min_actions"] = int((known & ~enough).sum())
+        order = chronological(np.flatnonzero(known & enough), actions["date_"])
+        log(f"{len(order):,} actions kept ({dropped})")
+        inter = {
+            "user_id": actions["userid"][order],
+            "item_id": actions["feedid"][order],
+            "timestamp": np.arange(len(order), dtype=np.int64),
+            "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
+            "device": actions["device"][order],
+        }
+        inter_written = background.submit(writer.write_table, "wechat.inter", inter, INTER_TYPES)
+        if oracle is not None:  # kept rows only, in .inter order: the true probability of the chosen label
+            writer.write_array("wechat.oracle.npy", oracle[order].astype(np.float32))
+        used = np.zeros(len(feed_ids), dtype=bool)
+        used[feed_row[order]] = True
+        item_ids = feed_ids[used]
+        del actions, labels, weighted, oracle
 
-    log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
-        f"keeping {settings['variance']:.0%} of the variance)")
-    reduced = build_modalities(feeds, settings)
-    embedding_counts = None
-    used = np.zeros(len(feed_ids), dtype=bool)
-    used[feed_row[order]] = True
-    item_ids = feed_ids[used]
-    if settings["feed_embedding"]:
-        log(f"reading {embedding_path}")
-        embeddings, covered, unknown = read_feed_embeddings(embedding_path, feed_ids)
-        target = settings.get("embedding_dim") or settings["variance"]
-        reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["seed"]))
-        embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
-                            "items_without_embedding": int((~covered[used]).sum()),
-                            "embeddings_of_unknown_feeds": unknown}
-
-    inter = {
-        "user_id": actions["userid"][order],
-        "item_id": actions["feedid"][order],
-        "timestamp": np.arange(len(order), dtype=np.int64),
-        "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
-        "device": actions["device"][order],
-    }
-    duration = float_column(feeds.column("videoplayseconds"), inputs[1], "videoplayseconds")
-    item = {
-        "item_id": item_ids,
-        "author_id": feeds.column("authorid").to_numpy()[used],
-        "duration": duration[used],
-    }
-    dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
-    manifest = {
-        "dataset": "wechat",
-        "source": str(raw_dir.resolve()),
-        "synthetic": (raw_dir / "SYNTHETIC.json").exists(),
-        "fingerprint": print_fp,
-        "settings": settings,
-        "item_recipe": ITEM_RECIPES[settings["text_recipe"]],
-        "text_recipe": settings["text_recipe"],
-        "rows": {"raw_actions": n_rows, "inter": len(order), "items": len(item_ids), "feeds_in_feed_info": len(feed_ids),
-                 "users": distinct_count(inter["user_id"])},
-        "dropped": dropped,
-        "label": label_name,
-        "label_rate": float(inter["label"].mean()) if len(order) else 0.0,
-        "action_rates": action_rates,
-        "modality_dims": dims,
-        "feed_embedding": embedding_counts,
-        "empty_token_fields": empty_token_fields(feeds, used),
-        "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle is not None else []),
-        "seconds": None,
-    }
-    with AtomicWriter(out_dir) as writer:
-        writer.write_table("wechat.inter", inter, {"user_id": "token", "item_id": "token", "timestamp": "float",
-                                                   "label": "float", "device": "float"})
-        writer.write_table("wechat.item", item, {"item_id": "token", "author_id": "token", "duration": "float"})
+        log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
+            f"keeping {settings['variance']:.0%} of the variance)")
+        reduced = build_modalities(feeds, settings)
+        embedding_counts = None
+        if settings["feed_embedding"]:
+            log(f"reading {embedding_path}")
+            embeddings, covered, unknown = read_feed_embeddings(embedding_path, feed_ids)
+            target = settings.get("embedding_dim") or settings["variance"]
+            reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["seed"]))
+            embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
+                                "items_without_embedding": int((~covered[used]).sum()),
+                                "embeddings_of_unknown_feeds": unknown}
+        writer.write_table("wechat.item", {"item_id": item_ids, "author_id": feeds.column("authorid").to_numpy()[used],
+                                           "duration": duration[used]}, ITEM_TYPES)
         writer.write_arrays("wechat.mm.npz", {"item_id": item_ids.astype(str),
                                               **{name: matrix[used] for name, matrix in reduced.items()}})
-        if oracle is not None:
-            # kept rows only, in .inter order: the true probability of the chosen label
-            writer.write_array("wechat.oracle.npy", oracle[order].astype(np.float32))
-        manifest["seconds"] = round(time.time() - started, 2)
+        dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
+        inter_written.result()
+        manifest = {
+            "dataset": "wechat",
+            "source": str(raw_dir.resolve()),
+            "synthetic": (raw_dir / "SYNTHETIC.json").exists(),
+            "fingerprint": print_fp,
+            "settings": settings,
+            "item_recipe": ITEM_RECIPES[settings["text_recipe"]],
+            "text_recipe": settings["text_recipe"],
+            "rows": {"raw_actions": n_rows, "inter": len(order), "items": len(item_ids),
+                     "feeds_in_feed_info": len(feed_ids), "users": distinct_count(inter["user_id"])},
+            "dropped": dropped,
+            "label": label_name,
+            "label_rate": float(inter["label"].mean()) if len(order) else 0.0,
+            "action_rates": action_rates,
+            "modality_dims": dims,
+            "feed_embedding": embedding_counts,
+            "empty_token_fields": empty_token_fields(feeds, used),
+            "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle_path.exists() else []),
+            "seconds": round(time.time() - started, 2),
+        }
         writer.write_json("manifest.json", manifest)
     log(f"wrote {out_dir} in {manifest['seconds']} s: {len(order):,} interactions, {len(item_ids):,} items, dims {dims}")
     return manifest
