@@ -59,3 +59,14 @@ def test_padding_width_extra_columns_and_all_empty_rows():
     with_extra = tokens.pad_sequences(lists, 3, extra=np.full((3, 2), 9.0))
     np.testing.assert_array_equal(with_extra, [[5, 6, 7, 9, 9], [0, 0, 5, 9, 9], [0, 0, 0, 9, 9]])
     np.testing.assert_array_equal(tokens.pad_sequences([np.array([], int)] * 2, 4), [[0], [0]])
+
+
+@pytest.mark.parametrize("high", [1_000, 10**12])  # counted, and sorted (ids too large to count)
+def test_token_columns_match_numpys_unique(high):
+    from recbole_mma4ctr.prepare.text import token_columns
+
+    values = np.random.default_rng(high % 97).integers(0, high, 5_000)
+    vocabulary, columns = token_columns(values)
+    expected_vocabulary, expected_columns = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(vocabulary, expected_vocabulary)
+    np.testing.assert_array_equal(columns, expected_columns.ravel())
