@@ -1,6 +1,6 @@
 """python -m recbole_mma4ctr.prepare: convert raw files, or generate a sample in the raw formats.
 
-    python -m recbole_mma4ctr.prepare wechat --raw RAW_DIR --out OUT_DIR [--label weighted]
+    python -m recbole_mma4ctr.prepare wechat --raw RAW_DIR --out OUT_DIR [--label weighted] [--text-recipe tfidf]
     python -m recbole_mma4ctr.prepare tiktok --raw RAW_DIR --out OUT_DIR [--label like] [--min-user-interactions N]
     python -m recbole_mma4ctr.prepare synth wechat --scale sample --seed 2024 --out RAW_DIR
     python -m recbole_mma4ctr.prepare synth tiktok --scale sample --seed 2024 --out RAW_DIR
@@ -18,6 +18,19 @@ import sys
 from .atomic import log
 
 
+MODALITIES = ("visual", "acoustic", "textual")
+
+
+def add_fixed_dims(command, defaults: dict) -> None:
+    for name in MODALITIES:
+        command.add_argument(f"--{name}-dim", type=int, default=defaults[name],
+                             help=f"fixed {name} width; 0: PCA keeping --variance (default {defaults[name]})")
+
+
+def fixed_dims(args) -> dict:
+    return {f"{name}_dim": getattr(args, f"{name}_dim") or None for name in MODALITIES}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recbole_mma4ctr.prepare", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     wechat.add_argument("--min-user-actions", type=int, default=100, help="drop users with fewer actions (paper: 100)")
     wechat.add_argument("--variance", type=float, default=0.9, help="PCA variance share kept per modality")
     wechat.add_argument("--token-maxlen", type=int, default=512, help="cap on padded token-id length")
+    wechat.add_argument("--text-recipe", default="paper", choices=["paper", "tfidf"],
+                        help="paper: padded token ids -> PCA; tfidf: bag of tokens -> TF-IDF -> truncated SVD")
+    wechat.add_argument("--text-max-dim", type=int, default=128, help="tfidf: cap on a modality's width")
+    wechat.add_argument("--feed-embedding", action="store_true",
+                        help="add feed_embeddings.csv's 512-d vectors as a fourth matrix, 'embedding'")
+    add_fixed_dims(wechat, {"visual": 0, "acoustic": 0, "textual": 0})
     wechat.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
     tiktok = commands.add_parser("tiktok", help="TikTok ICME 2019 track 1 raw files -> RecBole atomic files")
     tiktok.add_argument("--raw", required=True, help="folder with final_track1_train.txt and the feature files")
@@ -37,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="drop users with fewer rows (default: the paper's 4000 on real files; on a generated "
                              "sample the threshold its heavy users were planted at)")
     tiktok.add_argument("--variance", type=float, default=0.9, help="PCA variance share kept (visual, textual)")
-    for name, default in (("visual", 0), ("acoustic", 10), ("textual", 0)):
-        tiktok.add_argument(f"--{name}-dim", type=int, default=default,
-                            help=f"fixed {name} width; 0: PCA keeping --variance (default {default})")
+    add_fixed_dims(tiktok, {"visual": 0, "acoustic": 10, "textual": 0})
     tiktok.add_argument("--chunk-rows", type=int, default=1_000_000, help="train-file rows read at a time")
     tiktok.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
     synth = commands.add_parser("synth", help="write generated raw files in the real formats")
@@ -57,7 +74,10 @@ def main(argv=None) -> int:
             from .wechat import convert
 
             settings = {"label": args.label, "min_user_actions": args.min_user_actions,
-                        "variance": args.variance, "token_maxlen": args.token_maxlen}
+                        "variance": args.variance, "token_maxlen": args.token_maxlen,
+                        "text_recipe": args.text_recipe, "text_max_dim": args.text_max_dim,
+                        "feed_embedding": args.feed_embedding,
+                        **{key: value for key, value in fixed_dims(args).items() if value}}
             manifest = convert(args.raw, args.out, settings, force=args.force)
             summary = {k: manifest[k] for k in ("rows", "dropped", "label_rate", "modality_dims")}
             print(json.dumps(summary, indent=2))
@@ -65,9 +85,7 @@ def main(argv=None) -> int:
             from .tiktok import convert
 
             settings = {"label": args.label, "min_user_interactions": args.min_user_interactions,
-                        "variance": args.variance, "chunk_rows": args.chunk_rows,
-                        **{f"{name}_dim": getattr(args, f"{name}_dim") or None
-                           for name in ("visual", "acoustic", "textual")}}
+                        "variance": args.variance, "chunk_rows": args.chunk_rows, **fixed_dims(args)}
             manifest = convert(args.raw, args.out, settings, force=args.force)
             summary = {k: manifest[k] for k in ("rows", "dropped", "label_rate", "action_rates", "items_without",
                                                 "modality_dims")}
