@@ -68,6 +68,11 @@ class MMa4CTRDataset(Dataset):
         requested = config["train_profile"] or "leave_one_out"
         if requested not in TRAIN_PROFILES:
             raise ValueError(f"train_profile must be one of {TRAIN_PROFILES}, got {requested!r}")
+        sampling = (config["train_neg_sample_args"] or {}).get("distribution", "none") not in ("none", None)
+        if requested == "leave_one_out" and sampling and self.profile_source != "all":
+            # a sampled negative copies its positive row's (corrected) profile: that row is not left out of it
+            raise ValueError("train_profile leave_one_out assumes every training row is an observed interaction; "
+                             "with train_neg_sample_args set, use train_profile: inclusive (or switch sampling off)")
         effective = "inclusive" if self.profile_source == "all" else requested
         if effective != requested:
             self.logger.info("profile_source all (the paper's protocol): training rows keep inclusive profiles")

@@ -198,3 +198,12 @@ def test_inclusive_training_rows_see_the_stored_profiles(tiny_copy, tmp_path, se
 def test_unknown_train_profile_is_refused(tiny_copy, tmp_path):
     with pytest.raises(ValueError, match="train_profile"):
         build_profiles(tiny_copy, "tw", tmp_path, train_profile="exclusive")
+
+
+def test_leave_one_out_with_negative_sampling_is_refused(tiny_copy, tmp_path):
+    # a sampled negative would copy its positive row's corrected profile, which is not "without itself"
+    with pytest.raises(ValueError, match="train_profile: inclusive"):
+        build_profiles(tiny_copy, "tw", tmp_path, train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
+    dataset, _, _ = build_profiles(tiny_copy, "tw", tmp_path, train_profile="inclusive",
+                                   train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
+    assert dataset.config["train_profile"] == "inclusive"
