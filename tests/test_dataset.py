@@ -207,3 +207,27 @@ def test_leave_one_out_with_negative_sampling_is_refused(tiny_copy, tmp_path):
     dataset, _, _ = build_profiles(tiny_copy, "tw", tmp_path, train_profile="inclusive",
                                    train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
     assert dataset.config["train_profile"] == "inclusive"
+
+
+def test_atomic_files_read_with_the_c_engine_give_recboles_python_engine_frames(tiny_copy, tmp_path):
+    """The fast read (``utils.c_engine_atomic_reads``) changes nothing RecBole loads."""
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.dataset import MMa4CTRDataset
+    from recbole_mma4ctr.utils import _CEnginePandas, create_dataset
+
+    tricky = tmp_path / "tricky.inter"
+    tricky.write_text("user_id:token\titem_id:token\tscore:float\n007\t12\t0.1\n7\t\t1e-7\n"
+                      "x y\t3\t123456.789012345678\n8\t4\t\n")
+    dtype = {"user_id:token": str, "item_id:token": str, "score:float": np.float64}
+    python = pd.read_csv(tricky, delimiter="\t", dtype=dtype, engine="python")
+    fast = _CEnginePandas(pd).read_csv(tricky, delimiter="\t", dtype=dtype, engine="python")
+    pd.testing.assert_frame_equal(fast, python)  # tokens kept as text ("007"), floats bit-equal
+
+    config = build_config("MMa4CTR", "tw", None, run_settings(tmp_path, data_path=tiny_copy))
+    patched, plain = create_dataset(config), MMa4CTRDataset(config)
+    import recbole.data.dataset.dataset as recbole_dataset_module
+    assert recbole_dataset_module.pd is pd  # the swap is undone after the build
+    for ours, theirs in ((patched.inter_feat, plain.inter_feat), (patched.item_feat, plain.item_feat)):
+        assert set(ours.columns) == set(theirs.columns)
+        for column in ours.columns:
+            np.testing.assert_array_equal(np.asarray(ours[column]), np.asarray(theirs[column]), err_msg=column)
