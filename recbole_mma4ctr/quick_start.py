@@ -122,6 +122,7 @@ def _feature_summary(dataset_obj) -> dict | None:
         "fusion": dataset_obj.fusion,
         "profile_length": dataset_obj.profile_length,
         "profile_source": dataset_obj.profile_source,
+        "train_profile": dataset_obj.train_profile,
         "input_dims": {f: int(dataset_obj.field2seqlen[f]) for f in dataset_obj.mm_feature_fields},
         "items_without_features": dataset_obj.items_without_features,
     }

@@ -37,6 +37,7 @@ def test_main_command_generates_converts_trains_and_records(main_run):
                                                 "item_mm": 128}
     assert record["protocol"] == "honest" and record["data"]["synthetic"] is True
     assert (record["config"]["profile_source"], record["config"]["train_profile"]) == ("train", "leave_one_out")
+    assert record["features"]["train_profile"] == "leave_one_out" and record["features"]["fusion"] == "vat_concat"
     assert record["epochs_run"] == 10 and len(record["history"]) >= 10
     assert record["train_seconds"] > 0 and record["test_seconds"] > 0
     assert record["versions"]["recbole"] == "1.2.1"
