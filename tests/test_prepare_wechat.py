@@ -267,6 +267,24 @@ def test_truncated_svd_honours_fixed_widths_and_the_fewest_components_for_a_shar
     np.testing.assert_allclose(np.linalg.svd(projected, compute_uv=False), singular[:5], rtol=1e-4)
 
 
+def test_randomized_truncated_svd_agrees_with_the_exact_one(monkeypatch):
+    """Large matrices take the randomized (float32) path: its leading components match the exact ones."""
+    from recbole_mma4ctr.prepare import text
+
+    rng = np.random.default_rng(1)
+    topics = rng.integers(0, 6, 400)
+    lists = [np.concatenate([rng.integers(t * 50, t * 50 + 50, 12), rng.integers(0, 300, 4)]) for t in topics]
+    matrix = text.tfidf(lists)
+    exact = text.truncated_svd(matrix, 8).astype(np.float64)
+    monkeypatch.setattr(text, "EXACT_SVD_SIDE", 50)  # force the randomized branch
+    randomized = text.truncated_svd(matrix, 8).astype(np.float64)
+    found, expected = np.linalg.svd(randomized, compute_uv=False), np.linalg.svd(exact, compute_uv=False)
+    np.testing.assert_allclose(found[:6], expected[:6], rtol=1e-4)  # the six planted topics: exact
+    np.testing.assert_allclose(found, expected, rtol=2e-2)  # the flat tail: approximately
+    assert text.truncated_svd(matrix, 0.5, max_dim=40).shape[1] == text.fewest_components(
+        np.linalg.svd(matrix.toarray(), compute_uv=False)[:40], float(matrix.multiply(matrix).sum()), 0.5)
+
+
 def test_fixed_dims_under_both_recipes(tiny_raw, tmp_path):
     dims = {"visual_dim": 9, "acoustic_dim": 13, "textual_dim": 5}
     for recipe in ("paper", "tfidf"):
