@@ -102,14 +102,19 @@ def exact_pca(matrix: np.ndarray, target: float | int, overwrite: bool = False) 
         centred -= matrix.mean(axis=0)
     else:
         centred = matrix - matrix.mean(axis=0)
-    if n_cols <= n_rows:
-        eigenvalues, components = np.linalg.eigh(centred.T @ centred)
-    else:  # X X^T = U S^2 U^T, and V = X^T U / S
-        eigenvalues, left = np.linalg.eigh(centred @ centred.T)
-        components = centred.T @ left / np.sqrt(np.clip(eigenvalues, 1e-300, None))
+    tall = n_cols <= n_rows
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred if tall else centred @ centred.T)
     order = np.argsort(-eigenvalues, kind="stable")
     variances = np.clip(eigenvalues[order], 0.0, None)
-    components = components[:, order]
+    vectors = vectors[:, order]
+    if not tall:  # X X^T = U S^2 U^T: loadings V = X^T U / S where S > 0; centred data has rank < n_rows
+        singular = np.sqrt(variances)
+        real = singular > max(singular[0], 1.0) * 1e-10 * max(n_rows, n_cols)
+        variances = np.where(real, variances, 0.0)
+        scores_all = vectors * np.where(real, singular, 0.0)  # U S = X V, no division by ~0
+        vectors = centred.T @ vectors[:, real] / singular[real]
+        vectors = np.hstack([vectors, np.zeros((n_cols, int((~real).sum())))])
+    components = vectors
     if isinstance(target, float):
         total = variances.sum()
         if total <= 0:
@@ -120,8 +125,10 @@ def exact_pca(matrix: np.ndarray, target: float | int, overwrite: bool = False) 
         keep = min(int(target), len(variances))
     components = components[:, :keep]
     strongest = np.argmax(np.abs(components), axis=0)
-    components = components * np.sign(components[strongest, np.arange(keep)])
-    return (centred @ components).astype(np.float32)
+    signs = np.sign(components[strongest, np.arange(keep)])
+    signs[signs == 0] = 1.0
+    scores = centred @ components if tall else scores_all[:, :keep]
+    return (scores * signs).astype(np.float32)
 
 
 def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0) -> np.ndarray:

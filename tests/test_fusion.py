@@ -76,3 +76,19 @@ def test_exact_pca_matches_scikit_learns_full_svd(shape):
         np.testing.assert_allclose(ours, reference, atol=1e-5 * np.abs(reference).max())
     copy = matrix.copy()
     np.testing.assert_array_equal(pca_reduce(copy, 0.9, overwrite=True), pca_reduce(matrix, 0.9))
+
+
+def test_pca_of_wide_matrices_stays_finite_beyond_the_rank():
+    """Fewer items than columns: centred data has rank n_rows - 1, and asking for n_rows
+    components must give a zero last column, not a division by zero."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    wide = rng.random((20, 100))
+    ours = pca_reduce(wide, 20)
+    assert np.isfinite(ours).all() and ours.shape == (20, 20)
+    reference = PCA(n_components=19, svd_solver="full").fit_transform(wide)
+    np.testing.assert_allclose(ours[:, :19], reference, atol=1e-5 * np.abs(reference).max())
+    assert np.abs(ours[:, 19]).max() < 1e-6
+    parts = {name: minmax_scale(rng.random((20, 100))) for name in ("visual", "acoustic", "textual")}
+    assert np.isfinite(fuse(parts, "vat_concat")).all()

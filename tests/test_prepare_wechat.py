@@ -93,7 +93,18 @@ def replace_cell(text, line_number, column, value):
     ("actions", lambda t: replace_cell(t, 11, "userid", ""),
      r"user_action.csv, line 11, field 'userid': expected an integer \(value ''\)"),
     ("feeds", lambda t: "\n".join(line + ",x" if number == 6 else line for number, line in enumerate(t.split("\n"), 1)),
-     r"feed_info.csv: .*line 6"),
+     r"feed_info.csv, line 6: expected 15 comma-separated fields, found 16"),
+    ("feeds", lambda t: "\n".join(line.rsplit(",", 1)[0] if number == 7 else line
+                                  for number, line in enumerate(t.split("\n"), 1)),
+     r"feed_info.csv, line 7: expected 15 comma-separated fields, found 14"),
+    ("actions", lambda t: "\n".join(line + ",9" if number == 12 else line for number, line in enumerate(t.split("\n"), 1)),
+     r"user_action.csv, line 12: expected \d+ comma-separated fields, found \d+"),
+    ("actions", lambda t: replace_cell(t, 13, "like", "1.5"), r"user_action.csv, line 13, field 'like': expected an integer"),
+    ("actions", lambda t: replace_cell(t, 14, "userid", "inf"), r"user_action.csv, line 14, field 'userid': expected an integer"),
+    ("actions", lambda t: t.split("\n", 1)[0] + "\n", r"user_action.csv: no rows below the header"),
+    ("feeds", lambda t: t.split("\n", 1)[0] + "\n", r"feed_info.csv: no rows below the header"),
+    ("feeds", lambda t: replace_cell(t, 5, "videoplayseconds", "1e400"),
+     r"feed_info.csv, line 5, field 'videoplayseconds': expected a finite number"),
     ("feeds", lambda t: duplicate_feed(t), r"feed_info.csv, line 9, field 'feedid': duplicate feed id"),
     ("feeds", lambda t: replace_cell(t, 4, "feedid", "f12"), r"feed_info.csv, line 4, field 'feedid': expected an integer feed id"),
     ("feeds", lambda t: replace_cell(t, 6, "bgm_song_id", "12.5"),
@@ -108,6 +119,30 @@ def test_bad_raw_files_name_file_line_and_field(tiny_raw, tmp_path, which, edit,
         convert(folder, tmp_path / "out", {"min_user_actions": 0})
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not list((tmp_path / "out").glob("*.tmp")) if (tmp_path / "out").exists() else True
+
+
+def test_blank_lines_and_spaced_or_quoted_headers(tiny_raw, tiny_atomic, tmp_path):
+    """Readers skip blank lines, so errors count them to name the real line; header names may be
+    quoted or followed by spaces."""
+    def blank_then_bad(text):
+        lines = text.split("\n")
+        lines.insert(3, "")  # a blank line 4: what was line 9 is now line 10
+        return replace_cell("\n".join(lines), 10, "like", "2")
+
+    folder = broken_copy(tiny_raw, tmp_path, edit_actions=blank_then_bad)
+    with pytest.raises(RawFormatError, match=r"user_action.csv, line 10, field 'like': expected 0 or 1"):
+        convert(folder, tmp_path / "out", {"min_user_actions": 0})
+
+    def spaced_and_quoted(text):
+        head, body = text.split("\n", 1)
+        return ", ".join(f'"{name}"' for name in head.split(",")) + "\n" + body
+
+    folder = tmp_path / "headers"
+    folder.mkdir()
+    for name in ("user_action.csv", "feed_info.csv"):
+        (folder / name).write_text(spaced_and_quoted((tiny_raw / name).read_text()))
+    convert(folder, tmp_path / "out2", {"min_user_actions": 0})
+    assert (tmp_path / "out2" / "wechat.inter").read_bytes() == (tiny_atomic[0] / "wechat.inter").read_bytes()
 
 
 def duplicate_feed(text):
@@ -411,3 +446,14 @@ def test_yaml_keys_reach_the_converter_settings():
     assert settings["text_recipe"] == "tfidf" and settings["text_max_dim"] == 64
     assert settings["textual_dim"] == 12 and settings["feed_embedding"] is True
     assert "text_recipe" not in converter_settings(build_config("MMa4CTR", "wechat"))  # default: paper
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"visual_dim": -3}, "visual_dim must be a positive integer"),
+    ({"text_recipe": "tfidf", "text_max_dim": 0}, "text_max_dim must be a positive integer"),
+    ({"token_maxlen": 0}, "token_maxlen must be a positive integer"),
+])
+def test_widths_that_cannot_work_are_refused_up_front(tiny_raw, tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        convert(tiny_raw, tmp_path / "out", {"min_user_actions": 0, **settings})
+    assert not (tmp_path / "out").exists()

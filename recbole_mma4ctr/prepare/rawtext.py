@@ -13,6 +13,7 @@ other ids.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from .tokens import RawFormatError
@@ -48,14 +49,15 @@ def decode_line(path: Path, number: int, raw: bytes, header: list[str] | None = 
 
 
 def read_header(path: Path, separator: str = ",") -> list[str]:
-    """The column names on line 1 (a UTF-8 byte-order mark is skipped)."""
+    """The column names on line 1, parsed as CSV (quoted names allowed), stripped of spaces; a
+    UTF-8 byte-order mark is skipped."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
     with open(path, "rb") as handle:
         raw = handle.readline()
-    text = decode_line(path, 1, raw)
-    return [name.strip() for name in text.rstrip("\r\n").split(separator)]
+    text = decode_line(path, 1, raw).rstrip("\r\n")
+    return [name.strip() for name in next(csv.reader([text], delimiter=separator, skipinitialspace=True), [])]
 
 
 def check_header(path: Path, needed, what: str = "raw file") -> list[str]:
@@ -70,6 +72,24 @@ def check_header(path: Path, needed, what: str = "raw file") -> list[str]:
     return header
 
 
+def line_of(path: Path, row: int) -> int:
+    """The line number (1-based, as an editor shows it) of data row ``row`` (0-based, after the
+    header). CSV readers skip blank lines, so ``row + 2`` is only right without them; this counts
+    them, reading the file once, which only error messages pay for."""
+    path = Path(path)
+    if not path.is_file():
+        return row + 2
+    seen = -1
+    with open(path, "rb") as handle:
+        handle.readline()
+        for number, raw in enumerate(handle, 2):
+            if raw.strip(b"\r\n"):
+                seen += 1
+                if seen == row:
+                    return number
+    return row + 2
+
+
 def first_non_utf8(path: Path, header: list[str] | None = None, separator: bytes = b",") -> RawFormatError | None:
     """The error for the first line that is not UTF-8 text, or None when the whole file is."""
     with open(path, "rb") as handle:
@@ -81,37 +101,52 @@ def first_non_utf8(path: Path, header: list[str] | None = None, separator: bytes
     return None
 
 
-def read_table(path: Path, columns, types: dict):
-    """The named columns of a comma-separated file with a header, typed as ``types`` says
-    (pyarrow types; strings stay strings, empty cells empty, never null). Raises
-    ``FastReadFailed`` on anything unexpected, including a null in a typed column."""
+def read_table(path: Path, header: list[str], columns, types: dict):
+    """The named columns of a comma-separated file whose line 1 is ``header`` (as
+    ``read_header`` parsed it: the names used are those, spaces stripped), typed as ``types``
+    says (pyarrow types; strings stay strings, empty cells empty, never null). Raises
+    ``FastReadFailed`` on anything unexpected, including a null in a typed column. A file that
+    only reads with quoted newlines allowed (slower to parse) is read that way."""
     import pyarrow as pa
-    from pyarrow import csv
+    from pyarrow import csv as arrow_csv
 
-    try:
-        table = csv.read_csv(
+    def read(newlines_in_values: bool):
+        return arrow_csv.read_csv(
             path,
-            convert_options=csv.ConvertOptions(include_columns=list(columns), column_types=types,
-                                               strings_can_be_null=False),
+            read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=arrow_csv.ParseOptions(newlines_in_values=newlines_in_values),
+            convert_options=arrow_csv.ConvertOptions(include_columns=list(columns), column_types=types,
+                                                     strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
-        raise FastReadFailed(str(error)) from None
+
+    failures = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
+    try:
+        table = read(False)
+    except failures as error:
+        try:
+            table = read(True)
+        except failures:
+            raise FastReadFailed(str(error)) from None
     if any(table.column(name).null_count for name in columns):
         raise FastReadFailed("empty cells in a typed column")
     return table
 
 
 def diagnose_csv(path: Path, header: list[str], error: Exception | str) -> RawFormatError:
-    """Why a comma-separated file could not be read: bad encoding, else the field-count problem
-    pandas names by line, else pyarrow's own message. Cell-type problems are the caller's to
-    name (it knows the expected types)."""
-    import pandas as pd
+    """Why a comma-separated file could not be read: bad encoding, else the first line whose
+    number of fields differs from the header's, else the reader's own message. Cell-type
+    problems are the caller's to name (it knows the expected types)."""
+    return (first_non_utf8(path, header) or field_count_problem(path, header)
+            or RawFormatError(f"{path}: cannot be read ({error})"))
 
-    found = first_non_utf8(path, header)
-    if found is not None:
-        return found
-    try:
-        pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
-    except pd.errors.ParserError as parse_error:
-        return RawFormatError(f"{path}: {str(parse_error).strip()}")
-    return RawFormatError(f"{path}: cannot be read ({error})")
+
+def field_count_problem(path: Path, header: list[str]) -> RawFormatError | None:
+    """The error for the first line whose number of fields differs from the header's, or None."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for fields in reader:
+            if fields and len(fields) != len(header):
+                return RawFormatError(f"{path}, line {reader.line_num}: expected {len(header)} comma-separated "
+                                      f"fields, found {len(fields)}")
+    return None

@@ -77,7 +77,7 @@ def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
     column = f"p_{label_name}"
     header = rawtext.check_header(path, (column,), "oracle file")
     try:
-        values = rawtext.read_table(path, (column,), {column: pa.float64()}).column(column).to_numpy()
+        values = rawtext.read_table(path, header, (column,), {column: pa.float64()}).column(column).to_numpy()
     except rawtext.FastReadFailed as error:
         raise rawtext.diagnose_csv(path, header, error) from None
     if len(values) != n_rows:
@@ -107,38 +107,42 @@ def read_actions(path: Path) -> dict[str, np.ndarray]:
     try:
         # actions as int8 (a value beyond int8 fails over to the checked reader, which names it)
         types = {column: pa.int8() if column in ACTIONS else pa.int64() for column in ACTION_COLUMNS}
-        table = rawtext.read_table(path, ACTION_COLUMNS, types)
+        table = rawtext.read_table(path, header, ACTION_COLUMNS, types)
         out = {column: table.column(column).to_numpy() for column in ACTION_COLUMNS}
     except rawtext.FastReadFailed as error:
         out = _read_actions_checked(path, header, error)
+    if not len(out["userid"]):
+        raise tokens.RawFormatError(f"{path}: no rows below the header")
     for name in ACTIONS:
         bad = (out[name] != 0) & (out[name] != 1)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{name}': expected 0 or 1 (value {out[name][row]})")
+            raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{name}': "
+                                        f"expected 0 or 1 (value {out[name][row]})")
     return out
 
 
 def _read_actions_checked(path: Path, header: list[str], error) -> dict[str, np.ndarray]:
-    """The slow reader, run only when the fast one failed: names the encoding problem, the
-    malformed line, or the first non-integer cell by line and field."""
-    problem = rawtext.first_non_utf8(path, header)
-    if problem is not None:
+    """The slow reader, run only when the fast one failed: names the encoding problem, the line
+    with the wrong number of fields, or the first cell that is not an integer, by line and field."""
+    problem = rawtext.first_non_utf8(path, header) or rawtext.field_count_problem(path, header)
+    if problem is not None:  # a line with too many or too few fields is named, never realigned
         raise problem
     try:
-        frame = pd.read_csv(path, usecols=list(ACTION_COLUMNS), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as parse_error:
-        raise tokens.RawFormatError(f"{path}: {str(parse_error).strip()}") from None
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, header=0, names=header)
+    except pd.errors.ParserError:
+        raise rawtext.diagnose_csv(path, header, error) from None
     out = {}
     for column in ACTION_COLUMNS:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna().to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+        text = frame[column].fillna("").str.strip()
+        good = text.str.fullmatch(tokens.INTEGER).to_numpy(dtype=bool)
+        if not good.all():
+            row = int(np.argmin(good))
             raise tokens.RawFormatError(
-                f"{path}, line {row + 2}, field '{column}': expected an integer (value {frame[column].iat[row]!r})"
+                f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected an integer "
+                f"(value {text.iat[row]!r})"
             )
-        out[column] = values.to_numpy(dtype=np.int64)
+        out[column] = text.astype(np.int64).to_numpy()
         if column in ACTIONS and ((out[column] == 0) | (out[column] == 1)).all():
             out[column] = out[column].astype(np.int8)
     return out
@@ -151,9 +155,11 @@ def read_feeds(path: Path):
 
     header = rawtext.check_header(path, FEED_COLUMNS, "WeChat raw file")
     try:
-        feeds = rawtext.read_table(path, FEED_COLUMNS, {column: pa.string() for column in FEED_COLUMNS})
+        feeds = rawtext.read_table(path, header, FEED_COLUMNS, {column: pa.string() for column in FEED_COLUMNS})
     except rawtext.FastReadFailed as error:
         raise rawtext.diagnose_csv(path, header, error) from None
+    if not feeds.num_rows:
+        raise tokens.RawFormatError(f"{path}: no rows below the header")
     feed_ids = integer_column(feeds.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
     check_unique(feed_ids, path, "feedid")
     return feeds, feed_ids
@@ -169,9 +175,14 @@ def float_column(column, path: Path, field: str) -> np.ndarray:
     good = pc.match_substring_regex(column, tokens.FLOAT).to_numpy(zero_copy_only=False)
     if not good.all():
         row = int(np.argmin(good))
-        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': expected a finite number "
+        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite number "
                                     f"(value {column[row].as_py()!r})")
-    return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if not np.isfinite(values).all():  # e.g. 1e400, which reads as inf
+        row = int(np.argmin(np.isfinite(values)))
+        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite "
+                                    f"number (value {column[row].as_py()!r})")
+    return values
 
 
 def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
@@ -180,7 +191,7 @@ def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if len(repeated):
         row = int(order[repeated + 1].min())
-        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': duplicate feed id {ids[row]}")
+        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': duplicate feed id {ids[row]}")
 
 
 def integer_column(column, path, field: str, why: str, allow_empty: bool = True) -> np.ndarray:
@@ -194,7 +205,7 @@ def integer_column(column, path, field: str, why: str, allow_empty: bool = True)
     good = pc.match_substring_regex(column, tokens.INTEGER).to_numpy(zero_copy_only=False) | (empty & allow_empty)
     if not good.all():
         row = int(np.argmin(good))
-        raise tokens.RawFormatError(f"{path}, line {row + 2}, field '{field}': "
+        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': "
                                     f"{why} (value {column[row].as_py()!r})")
     values = pc.if_else(pc.equal(pc.utf8_length(column), 0), "-1", column)
     return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -208,11 +219,11 @@ ITEM_RECIPES = {
 }
 
 
-def _token_lists(feeds, settings: dict) -> tuple[dict[str, tokens.TokenLists], np.ndarray]:
+def _token_lists(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, tokens.TokenLists], np.ndarray]:
     """Each modality's per-feed token ids, and the bgm singer/song random embeddings (acoustic)."""
     import pyarrow.compute as pc
 
-    name = FEED_FILE
+    name = str(source)  # errors name the file, and its lines when it is there to count
     ids = {field: tokens.parse_id_list(feeds.column(field), name, field) for field in ("description", "ocr", "asr_char")}
     # the fallbacks are parsed only where the primary field is empty (blank elsewhere, so line numbers hold)
     for fallback, primary in (("ocr_char", "ocr"), ("asr", "asr_char")):
@@ -258,11 +269,11 @@ def pa_bool(mask: np.ndarray):
     return pa.array(mask, type=pa.bool_())
 
 
-def paper_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
+def paper_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
     """The paper's recipe, one modality at a time in one reused buffer (one padded matrix, 100 k
     x 512 float64 = 0.4 GB on the full data, at a time): zero-padded ids (acoustic: plus the bgm
     embeddings) -> PCA (variance share or fixed width) -> per-column min-max."""
-    lists, music = _token_lists(feeds, settings)
+    lists, music = _token_lists(feeds, settings, source)
     widths = {name: tokens.padded_width(sequences, settings["token_maxlen"]) + (music.shape[1] if name == "acoustic" else 0)
               for name, sequences in lists.items()}
     buffer = np.empty(len(music) * max(widths.values()), dtype=np.float64)
@@ -276,10 +287,10 @@ def paper_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
     return reduced
 
 
-def tfidf_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
+def tfidf_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
     """The ``tfidf`` recipe (prepare/text.py), min-max scaled. A fixed ``<modality>_dim`` is the
     final width: for acoustic, the SVD gets what the bgm embeddings leave (at least 1 column)."""
-    lists, music = _token_lists(feeds, settings)
+    lists, music = _token_lists(feeds, settings, source)
     reduced = {}
     for name, sequences in lists.items():
         fixed = settings.get(f"{name}_dim")
@@ -308,14 +319,15 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     path = Path(path)
     header = rawtext.check_header(path, ("feedid", "feed_embedding"), "WeChat raw file")
     try:
-        table = rawtext.read_table(path, ("feedid", "feed_embedding"), {"feedid": pa.string(), "feed_embedding": pa.string()})
+        table = rawtext.read_table(path, header, ("feedid", "feed_embedding"),
+                                 {"feedid": pa.string(), "feed_embedding": pa.string()})
     except rawtext.FastReadFailed as error:
         raise rawtext.diagnose_csv(path, header, error) from None
     ids = integer_column(table.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
     check_unique(ids, path, "feedid")
 
     def fail(row: int, why: str) -> tokens.RawFormatError:
-        return tokens.RawFormatError(f"{path}, line {row + 2}, field 'feed_embedding': {why}")
+        return tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field 'feed_embedding': {why}")
 
     pieces = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(table.column("feed_embedding").combine_chunks()))
     counts = pc.list_value_length(pieces).to_numpy(zero_copy_only=False)
@@ -343,11 +355,11 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     return matrix, covered, unknown
 
 
-def build_modalities(feeds, settings: dict) -> dict[str, np.ndarray]:
+def build_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
     recipe = settings["text_recipe"]
     if recipe == "tfidf":
-        return tfidf_modalities(feeds, settings)
-    return paper_modalities(feeds, settings)
+        return tfidf_modalities(feeds, settings, source)
+    return paper_modalities(feeds, settings, source)
 
 
 INTER_TYPES = {"user_id": "token", "item_id": "token", "timestamp": "float", "label": "float", "device": "float"}
@@ -363,10 +375,10 @@ def arrow_memory_pool():
 
     previous = pa.default_memory_pool()
     try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc: keep the default
-        yield
-        return
+        pool = previous
+    pa.set_memory_pool(pool)
     try:
         yield
     finally:
@@ -378,6 +390,8 @@ DENSE_ID_LIMIT = 50_000_000  # ids below this index a lookup table directly (rea
 
 def rows_in(ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
     """The row of each id in ``table_ids`` (distinct), -1 where absent."""
+    if not len(table_ids):
+        return np.full(len(ids), -1, dtype=np.int64)
     if len(table_ids) and table_ids.min() >= 0 and table_ids.max() < DENSE_ID_LIMIT:
         lookup = np.full(int(table_ids.max()) + 1, -1, dtype=np.int64)
         lookup[table_ids] = np.arange(len(table_ids))
@@ -420,6 +434,11 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         raise ValueError(f"label must be 'weighted' or one of {', '.join(ACTIONS)}; got {label_name!r}")
     if settings["text_recipe"] not in TEXT_RECIPES:
         raise ValueError(f"text_recipe must be one of {', '.join(TEXT_RECIPES)}; got {settings['text_recipe']!r}")
+    for name in ("visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "text_max_dim", "token_maxlen"):
+        value = settings.get(name)
+        if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive integer{'' if name in ('text_max_dim', 'token_maxlen') else ' or None (PCA keeping the variance share)'}; "
+                             f"got {value!r}")
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
@@ -435,11 +454,10 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         return read_manifest(out_dir)
 
     started = time.time()
-    # Three things overlap the modality work (one core each on a small machine): pyarrow's
-    # allocator, the .inter write in a background thread (pyarrow's writer releases the GIL),
-    # and the AtomicWriter, which only renames once that thread is done (the executor is left
-    # first, waiting for it). A failure anywhere discards every temporary file.
-    with AtomicWriter(out_dir) as writer, ThreadPoolExecutor(max_workers=1) as background, arrow_memory_pool():
+    # The .inter is written in a background thread (pyarrow's writer releases the GIL) while the
+    # modalities are built. The executor is left first, waiting for that thread, then pyarrow's
+    # default pool is restored, then the AtomicWriter renames (or, on any failure, discards).
+    with AtomicWriter(out_dir) as writer, arrow_memory_pool(), ThreadPoolExecutor(max_workers=1) as background:
         log(f"reading {inputs[0]}")
         actions = read_actions(inputs[0])
         n_rows = len(actions["userid"])
@@ -479,7 +497,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
 
         log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
             f"keeping {settings['variance']:.0%} of the variance)")
-        reduced = build_modalities(feeds, settings)
+        reduced = build_modalities(feeds, settings, inputs[1])
         embedding_counts = None
         if settings["feed_embedding"]:
             log(f"reading {embedding_path}")
