@@ -457,3 +457,11 @@ def test_widths_that_cannot_work_are_refused_up_front(tiny_raw, tmp_path, settin
     with pytest.raises(ValueError, match=message):
         convert(tiny_raw, tmp_path / "out", {"min_user_actions": 0, **settings})
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["", "nan", "high"])
+def test_a_bad_oracle_cell_is_named(tiny_raw, tmp_path, value):
+    folder = broken_copy(tiny_raw, tmp_path)
+    (folder / "oracle_prob.csv").write_text(replace_cell((tiny_raw / "oracle_prob.csv").read_text(), 6, "p_weighted", value))
+    with pytest.raises(RawFormatError, match=rf"oracle_prob.csv, line 6, field 'p_weighted': expected a probability"):
+        convert(folder, tmp_path / "out", {"min_user_actions": 0})

@@ -79,7 +79,15 @@ def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
     try:
         values = rawtext.read_table(path, header, (column,), {column: pa.float64()}).column(column).to_numpy()
     except rawtext.FastReadFailed as error:
-        raise rawtext.diagnose_csv(path, header, error) from None
+        problem = rawtext.first_non_utf8(path, header) or rawtext.field_count_problem(path, header)
+        if problem is None:  # then a cell: empty, text or NaN (pyarrow reads "nan" as a missing value)
+            text = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
+            numbers = pd.to_numeric(text, errors="coerce").to_numpy()
+            row = int(np.argmin(np.isfinite(numbers)))
+            problem = tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected a "
+                                            f"probability (value {text.iat[row]!r})") if not np.isfinite(numbers).all() \
+                else rawtext.diagnose_csv(path, header, error)
+        raise problem from None
     if len(values) != n_rows:
         raise tokens.RawFormatError(f"{path}: {len(values)} rows, but {ACTION_FILE} has {n_rows}")
     return values
