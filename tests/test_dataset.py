@@ -210,10 +210,11 @@ def test_leave_one_out_with_negative_sampling_is_refused(tiny_copy, tmp_path):
 
 
 def test_atomic_files_read_with_the_c_engine_give_recboles_python_engine_frames(tiny_copy, tmp_path):
-    """The fast read (``utils.c_engine_atomic_reads``) changes nothing RecBole loads."""
+    """The fast read (``compat.c_engine_atomic_reads``) changes nothing RecBole loads."""
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.dataset import MMa4CTRDataset
-    from recbole_mma4ctr.utils import _CEnginePandas, create_dataset
+    from recbole_mma4ctr.compat import _CEnginePandas
+    from recbole_mma4ctr.utils import create_dataset
 
     tricky = tmp_path / "tricky.inter"
     tricky.write_text("user_id:token\titem_id:token\tscore:float\n007\t12\t0.1\n7\t\t1e-7\n"
