@@ -202,20 +202,27 @@ def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
         raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': duplicate feed id {ids[row]}")
 
 
+def empty_cells(column) -> np.ndarray:
+    """Which cells of a string column are empty or only spaces."""
+    import pyarrow.compute as pc
+
+    return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
+
+
 def integer_column(column, path, field: str, why: str, allow_empty: bool = True) -> np.ndarray:
-    """A string column of integers to int64 (empty cells -1 when allowed); the first bad cell is
-    named by line."""
+    """A string column of integers to int64 (empty cells 0 when allowed: ``empty_cells`` tells
+    them apart); the first bad cell is named by line."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     column = pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-    empty = pc.equal(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+    empty = empty_cells(column)
     good = pc.match_substring_regex(column, tokens.INTEGER).to_numpy(zero_copy_only=False) | (empty & allow_empty)
     if not good.all():
         row = int(np.argmin(good))
         raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': "
                                     f"{why} (value {column[row].as_py()!r})")
-    values = pc.if_else(pc.equal(pc.utf8_length(column), 0), "-1", column)
+    values = pc.if_else(pa.array(empty, type=pa.bool_()), "0", column)
     return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
@@ -242,7 +249,7 @@ def _token_lists(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, tok
     music = []
     for offset, field in enumerate(("bgm_singer_id", "bgm_song_id")):
         values = integer_column(feeds.column(field), name, field, "expected an integer id")
-        music.append(tokens.random_id_embedding(np.maximum(values, 0), values < 0, settings["seed"] + offset))
+        music.append(tokens.random_id_embedding(values, empty_cells(feeds.column(field)), settings["seed"] + offset))
     lists = {
         "visual": tokens.first_non_empty(ids["ocr"], ids["ocr_char"]),
         "acoustic": tokens.first_non_empty(ids["asr_char"], ids["asr"]),
@@ -258,10 +265,7 @@ def empty_token_fields(feeds, used: np.ndarray) -> dict:
     """How many kept items have each token field empty, and how many have no token at all for
     a modality after the recipe's fallbacks (ocr -> ocr_char; asr_char -> asr): real WeChat rows
     often have empty fields, which are read as no tokens (a zero padded row), not as errors."""
-    import pyarrow.compute as pc
-
-    empty = {field: pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(feeds.column(field))), 0)
-             .to_numpy(zero_copy_only=False) & used for field in TOKEN_FIELDS}
+    empty = {field: empty_cells(feeds.column(field)) & used for field in TOKEN_FIELDS}
     return {
         "fields": {field: int(mask.sum()) for field, mask in empty.items()},
         "items_without_visual_tokens": int((empty["ocr"] & empty["ocr_char"]).sum()),
