@@ -67,10 +67,14 @@ def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, ove
     """PCA to a fixed width (int) or to the fewest components keeping a variance share (float < 1).
 
     A fixed width larger than the data allows (rows or columns) is clipped to what exists; a
-    matrix already narrower than a fixed width is returned unchanged. ``seed`` is accepted for
-    callers' symmetry only: the result is exact and deterministic (``exact_pca``). ``overwrite``
-    lets a float64 input be centred in place (a caller that no longer needs it saves a copy).
+    matrix already narrower than a fixed width is returned unchanged. Exact and deterministic:
+    tall matrices (100 k feeds x <= 600 columns) use scikit-learn's ``covariance_eigh`` solver
+    (one d x d product and a small eigendecomposition, several times faster than the full SVD it
+    equals), wide ones the full SVD. ``seed`` is accepted for callers' symmetry only;
+    ``overwrite`` lets scikit-learn work on a caller's float64 matrix without copying it.
     """
+    from sklearn.decomposition import PCA
+
     matrix = np.asarray(matrix, dtype=np.float64)
     n_rows, n_cols = matrix.shape
     if isinstance(n_components, float) and not 0.0 < n_components <= 1.0:
@@ -80,55 +84,12 @@ def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, ove
     if isinstance(n_components, (int, np.integer)):
         if n_components >= n_cols:
             return matrix.astype(np.float32)
-        return exact_pca(matrix, int(min(n_components, n_rows)), overwrite)
-    if n_rows < 2:
+        n_components = int(min(n_components, n_rows))
+    elif n_rows < 2:
         return matrix.astype(np.float32)
-    return exact_pca(matrix, float(n_components), overwrite)
-
-
-def exact_pca(matrix: np.ndarray, target: float | int, overwrite: bool = False) -> np.ndarray:
-    """Exact PCA scores: the leading eigenvectors of the covariance matrix (a fixed count, or the
-    fewest whose explained variance exceeds ``target``, scikit-learn's rule).
-
-    Item matrices are tall (100 k feeds x <= 600 columns): the d x d covariance costs one BLAS
-    product and a small eigendecomposition, several times faster than the full SVD of the data
-    and exact, where randomized solvers are approximate. Wide matrices use the n x n Gram matrix
-    instead. Signs follow scikit-learn's convention (each component's largest-magnitude loading
-    is positive), so results match ``sklearn.decomposition.PCA`` up to rounding.
-    """
-    n_rows, n_cols = matrix.shape
-    if overwrite and matrix.dtype == np.float64:
-        centred = matrix
-        centred -= matrix.mean(axis=0)
-    else:
-        centred = matrix - matrix.mean(axis=0)
-    tall = n_cols <= n_rows
-    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred if tall else centred @ centred.T)
-    order = np.argsort(-eigenvalues, kind="stable")
-    variances = np.clip(eigenvalues[order], 0.0, None)
-    vectors = vectors[:, order]
-    if not tall:  # X X^T = U S^2 U^T: loadings V = X^T U / S where S > 0; centred data has rank < n_rows
-        singular = np.sqrt(variances)
-        real = singular > max(singular[0], 1.0) * 1e-10 * max(n_rows, n_cols)
-        variances = np.where(real, variances, 0.0)
-        scores_all = vectors * np.where(real, singular, 0.0)  # U S = X V, no division by ~0
-        vectors = centred.T @ vectors[:, real] / singular[real]
-        vectors = np.hstack([vectors, np.zeros((n_cols, int((~real).sum())))])
-    components = vectors
-    if isinstance(target, float):
-        total = variances.sum()
-        if total <= 0:
-            return np.zeros((n_rows, 1), dtype=np.float32)
-        keep = int(np.searchsorted(np.cumsum(variances) / total, target, side="right")) + 1
-        keep = min(keep, len(variances))
-    else:
-        keep = min(int(target), len(variances))
-    components = components[:, :keep]
-    strongest = np.argmax(np.abs(components), axis=0)
-    signs = np.sign(components[strongest, np.arange(keep)])
-    signs[signs == 0] = 1.0
-    scores = centred @ components if tall else scores_all[:, :keep]
-    return (scores * signs).astype(np.float32)
+    solver = "covariance_eigh" if n_cols <= n_rows else "full"
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant matrix: 0/0 variance shares, one zero column
+        return PCA(n_components=n_components, svd_solver=solver, copy=not overwrite).fit_transform(matrix).astype(np.float32)
 
 
 def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0) -> np.ndarray:
