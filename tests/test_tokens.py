@@ -62,11 +62,9 @@ def test_padding_width_extra_columns_and_all_empty_rows():
 
 
 @pytest.mark.parametrize("high", [1_000, 10**12])  # counted, and sorted (ids too large to count)
-def test_token_columns_match_numpys_unique(high):
-    from recbole_mma4ctr.prepare.text import token_columns
-
+def test_dense_codes_match_numpys_unique(high):
     values = np.random.default_rng(high % 97).integers(0, high, 5_000)
-    vocabulary, columns = token_columns(values)
+    vocabulary, columns = tokens.dense_codes(values)
     expected_vocabulary, expected_columns = np.unique(values, return_inverse=True)
     np.testing.assert_array_equal(vocabulary, expected_vocabulary)
     np.testing.assert_array_equal(columns, expected_columns.ravel())

@@ -226,17 +226,26 @@ def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None
     return padded
 
 
+def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, each value's index among them), as ``np.unique(return_inverse)``
+    gives, but by counting when the values are small non-negative integers (ids and tokens are:
+    ~20 M tokens sort in seconds, count in a fraction of one)."""
+    if len(values) and values.min() >= 0 and values.max() < 4 * len(values) + 1_000_000:
+        present = np.bincount(values) > 0
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[values]
+    distinct, codes = np.unique(values, return_inverse=True)
+    return distinct, codes.ravel()
+
+
 def random_id_embedding(ids: np.ndarray, missing: np.ndarray, seed: int, max_dim: int = 64) -> np.ndarray:
     """Fixed random embeddings of categorical ids (the paper's bgm singer/song treatment).
 
     Dimension = (number of distinct ids) ** 0.25, rounded, between 1 and ``max_dim``; missing
     ids get a zero vector. The same id always gets the same vector for a given seed.
     """
-    present = ids[~missing]
-    distinct = np.unique(present)
+    distinct, codes = np.unique(ids[~missing], return_inverse=True)
     dim = int(min(max_dim, max(1, round(len(distinct) ** 0.25)))) if len(distinct) else 1
     table = np.random.default_rng(seed).standard_normal((len(distinct), dim))
     out = np.zeros((len(ids), dim))
-    if len(distinct):
-        out[~missing] = table[np.searchsorted(distinct, present)]
+    out[~missing] = table[codes.ravel()]
     return out

@@ -404,29 +404,24 @@ def rows_in(ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
     """The row of each id in ``table_ids`` (distinct), -1 where absent."""
     if not len(table_ids):
         return np.full(len(ids), -1, dtype=np.int64)
-    if len(table_ids) and table_ids.min() >= 0 and table_ids.max() < DENSE_ID_LIMIT:
+    if table_ids.min() >= 0 and table_ids.max() < DENSE_ID_LIMIT:
         lookup = np.full(int(table_ids.max()) + 1, -1, dtype=np.int64)
         lookup[table_ids] = np.arange(len(table_ids))
         inside = (ids >= 0) & (ids < len(lookup))
         return np.where(inside, lookup[np.where(inside, ids, 0)], -1)
     order = np.argsort(table_ids, kind="stable")
-    position = np.searchsorted(table_ids[order], ids).clip(max=max(len(table_ids) - 1, 0))
-    found = table_ids[order][position] == ids if len(table_ids) else np.zeros(len(ids), dtype=bool)
-    return np.where(found, order[position], -1)
+    position = np.searchsorted(table_ids[order], ids).clip(max=len(table_ids) - 1)
+    return np.where(table_ids[order][position] == ids, order[position], -1)
 
 
 def per_value_counts(values: np.ndarray, counted: np.ndarray) -> np.ndarray:
     """For each row, how many ``counted`` rows share its value."""
-    if len(values) and values.min() >= 0 and values.max() < DENSE_ID_LIMIT:
-        return np.bincount(values, weights=counted, minlength=int(values.max()) + 1).astype(np.int64)[values]
-    distinct, inverse = np.unique(values, return_inverse=True)
-    return np.bincount(inverse.ravel(), weights=counted, minlength=len(distinct)).astype(np.int64)[inverse.ravel()]
+    _, codes = tokens.dense_codes(values)
+    return np.bincount(codes, weights=counted).astype(np.int64)[codes]
 
 
 def distinct_count(values: np.ndarray) -> int:
-    if len(values) and values.min() >= 0 and values.max() < DENSE_ID_LIMIT:
-        return int(np.count_nonzero(np.bincount(values)))
-    return int(len(np.unique(values)))
+    return len(tokens.dense_codes(values)[0])
 
 
 def chronological(rows: np.ndarray, days: np.ndarray) -> np.ndarray:
