@@ -80,14 +80,16 @@ def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
         values = rawtext.read_table(path, header, (column,), {column: pa.float64()}).column(column).to_numpy()
     except rawtext.FastReadFailed as error:
         problem = rawtext.first_non_utf8(path, header) or rawtext.field_count_problem(path, header)
-        if problem is None:  # then a cell: empty, text or NaN (pyarrow reads "nan" as a missing value)
-            text = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
-            numbers = pd.to_numeric(text, errors="coerce").to_numpy()
-            row = int(np.argmin(np.isfinite(numbers)))
-            problem = tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected a "
-                                            f"probability (value {text.iat[row]!r})") if not np.isfinite(numbers).all() \
-                else rawtext.diagnose_csv(path, header, error)
-        raise problem from None
+        if problem is not None:
+            raise problem from None
+        # then a cell: empty, text or NaN (pyarrow reads "nan" as a missing value)
+        text = pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
+        finite = np.isfinite(pd.to_numeric(text, errors="coerce").to_numpy())
+        if finite.all():
+            raise rawtext.diagnose_csv(path, header, error) from None
+        row = int(np.argmin(finite))
+        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected a "
+                                    f"probability (value {text.iat[row]!r})") from None
     if len(values) != n_rows:
         raise tokens.RawFormatError(f"{path}: {len(values)} rows, but {ACTION_FILE} has {n_rows}")
     return values
@@ -173,13 +175,21 @@ def read_feeds(path: Path):
     return feeds, feed_ids
 
 
+def trimmed(column):
+    """A string column (chunked or not) as one array, cells stripped of surrounding spaces."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+
+
 def float_column(column, path: Path, field: str) -> np.ndarray:
     """A string column of finite numbers to float64; the first other cell (empty, text, NaN,
     inf) is named by line."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    column = trimmed(column)
     good = pc.match_substring_regex(column, tokens.FLOAT).to_numpy(zero_copy_only=False)
     if not good.all():
         row = int(np.argmin(good))
@@ -206,7 +216,7 @@ def empty_cells(column) -> np.ndarray:
     """Which cells of a string column are empty or only spaces."""
     import pyarrow.compute as pc
 
-    return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0).to_numpy(zero_copy_only=False)
+    return pc.equal(pc.utf8_length(trimmed(column)), 0).to_numpy(zero_copy_only=False)
 
 
 def integer_column(column, path, field: str, why: str, allow_empty: bool = True) -> np.ndarray:
@@ -215,14 +225,14 @@ def integer_column(column, path, field: str, why: str, allow_empty: bool = True)
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pc.utf8_trim_whitespace(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    column = trimmed(column)
     empty = empty_cells(column)
     good = pc.match_substring_regex(column, tokens.INTEGER).to_numpy(zero_copy_only=False) | (empty & allow_empty)
     if not good.all():
         row = int(np.argmin(good))
         raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': "
                                     f"{why} (value {column[row].as_py()!r})")
-    values = pc.if_else(pa.array(empty, type=pa.bool_()), "0", column)
+    values = pc.if_else(pa_bool(empty), "0", column)
     return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
@@ -341,10 +351,9 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     def fail(row: int, why: str) -> tokens.RawFormatError:
         return tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field 'feed_embedding': {why}")
 
-    pieces = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(table.column("feed_embedding").combine_chunks()))
-    counts = pc.list_value_length(pieces).to_numpy(zero_copy_only=False)
-    counts = np.where(pc.equal(pc.utf8_length(table.column("feed_embedding").combine_chunks()), 0)
-                      .to_numpy(zero_copy_only=False), 0, counts)
+    cells = trimmed(table.column("feed_embedding"))
+    pieces = pc.utf8_split_whitespace(cells)
+    counts = np.where(empty_cells(cells), 0, pc.list_value_length(pieces).to_numpy(zero_copy_only=False))
     if len(counts) and (counts != EMBEDDING_DIM).any():
         row = int(np.argmax(counts != EMBEDDING_DIM))
         raise fail(row, f"expected {EMBEDDING_DIM} space-separated floats, got {counts[row]}")
@@ -442,10 +451,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     if settings["text_recipe"] not in TEXT_RECIPES:
         raise ValueError(f"text_recipe must be one of {', '.join(TEXT_RECIPES)}; got {settings['text_recipe']!r}")
     for name in ("visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "text_max_dim", "token_maxlen"):
-        value = settings.get(name)
+        value = settings.get(name)  # None: a width from the variance share (the *_dim settings)
         if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{name} must be a positive integer{'' if name in ('text_max_dim', 'token_maxlen') else ' or None (PCA keeping the variance share)'}; "
-                             f"got {value!r}")
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
@@ -471,8 +479,8 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         log(f"{n_rows:,} actions read")
         weighted = weighted_label(actions)
         labels = weighted if label_name == "weighted" else actions[label_name].astype(np.float32)
-        action_rates = {name: float(actions[name].mean()) if n_rows else 0.0 for name in ACTIONS}
-        action_rates["weighted"] = float(weighted.mean()) if n_rows else 0.0
+        action_rates = {name: float(actions[name].mean()) for name in ACTIONS}  # n_rows > 0: read_actions checks
+        action_rates["weighted"] = float(weighted.mean())
 
         log(f"reading {inputs[1]}")
         feeds, feed_ids = read_feeds(inputs[1])
