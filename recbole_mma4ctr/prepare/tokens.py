@@ -47,7 +47,7 @@ class TokenLists:
             return sequences
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
         values = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if lengths.sum() else EMPTY
-        return cls(values, np.concatenate([[0], np.cumsum(lengths)]))
+        return cls(values, _offsets(lengths))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -204,9 +204,8 @@ def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None
     """
     sequences = TokenLists.from_arrays(sequences)
     lengths = sequences.lengths
-    longest = int(lengths.max()) if len(lengths) else 0
-    width = max(longest if maxlen is None else min(longest, int(maxlen)), 1)
-    if longest > width:  # keep each row's last ``width`` ids
+    width = padded_width(sequences, maxlen)
+    if len(lengths) and lengths.max() > width:  # keep each row's last ``width`` ids
         sequences = _gather(sequences.values, sequences.offsets[1:] - np.minimum(lengths, width),
                             np.minimum(lengths, width))
         lengths = sequences.lengths
