@@ -2,34 +2,82 @@
 
 Order (later wins): ``properties/overall.yaml`` < ``properties/dataset/<dataset>.yaml`` <
 ``properties/model/<model>.yaml`` < user ``--config_files`` < ``--key=value`` overrides.
-Overrides are passed to RecBole as ``config_dict`` strings, so RecBole converts them exactly as
-it converts its own command line; RecBole's own reading of ``sys.argv`` is switched off so a
-program embedding this (pytest, Ray workers) never leaks its arguments into the config.
+
+Nothing a user writes is executed. RecBole 1.2.1 ``eval()``s every string value of a
+``config_dict`` (and of its own command line) and reads YAML with PyYAML's FullLoader, which
+builds Python objects from ``!!python/name:`` tags. ``MMa4CTRConfig`` replaces both: strings are
+read as Python literals (``ast.literal_eval``) or YAML scalars/collections (safe loader), else
+kept as text; files are read with the safe loader. RecBole's own reading of ``sys.argv`` is
+switched off, so a program embedding this (pytest, Ray workers) never leaks its arguments.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
+import yaml
 from recbole.config import Config
 
-PROPERTIES = Path(__file__).resolve().parent.parent / "properties"
+from .defaults import SettingError, properties_dir
+
+# RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class SafeSettingsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus RecBole's float resolver."""
+
+
+SafeSettingsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+PLAIN_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
+
+
+def typed_value(text):
+    """A setting given as text -> its value, as RecBole would type it, without running it.
+
+    ``'[128,32,4]'`` -> list, ``'0.001'`` -> float, ``'True'``/``'true'`` -> True, ``'None'``/``'~'``
+    -> None, ``"{'split': {'RS': [0.8, 0.1, 0.1]}}"`` -> dict, ``'vat_concat'`` -> the same text.
+    Anything that is not a literal (a call, a name lookup) stays the text it was."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        value = yaml.load(text, Loader=SafeSettingsLoader)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, PLAIN_TYPES) else text
 
 
 class MMa4CTRConfig(Config):
-    """RecBole's Config, minus its implicit parsing of ``sys.argv``."""
+    """RecBole's Config that never executes a setting and never reads ``sys.argv``."""
 
     def _load_cmd_line(self):
         return {}
 
+    def _build_yaml_loader(self):
+        return SafeSettingsLoader
+
+    def _convert_config_dict(self, config_dict):
+        for key in config_dict:
+            config_dict[key] = typed_value(config_dict[key])
+        return config_dict
+
 
 def property_files(model_name: str, dataset: str) -> list[str]:
-    candidates = [
-        PROPERTIES / "overall.yaml",
-        PROPERTIES / "dataset" / f"{dataset}.yaml",
-        PROPERTIES / "model" / f"{model_name}.yaml",
-    ]
-    return [str(path) for path in candidates if path.exists()]
+    """overall.yaml (required) plus the dataset's and the model's files where they exist."""
+    folder = properties_dir()
+    optional = [folder / "dataset" / f"{dataset}.yaml", folder / "model" / f"{model_name}.yaml"]
+    return [str(folder / "overall.yaml")] + [str(path) for path in optional if path.is_file()]
 
 
 def parse_overrides(arguments: list[str]) -> dict[str, str]:
@@ -61,4 +109,8 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
         from .utils import get_model
 
         model = get_model(model)
-    return MMa4CTRConfig(model=model, dataset=dataset, config_file_list=files, config_dict=dict(overrides or {}))
+    values = {key: typed_value(value) for key, value in dict(overrides or {}).items()}
+    return MMa4CTRConfig(model=model, dataset=dataset, config_file_list=files, config_dict=values)
+
+
+__all__ = ["MMa4CTRConfig", "SettingError", "build_config", "parse_overrides", "property_files", "typed_value"]

@@ -35,17 +35,16 @@ import re
 import time
 from pathlib import Path
 
-from .config import PROPERTIES
+from .defaults import properties_dir
 from .tune import (TuneError, absolute_settings, check_local_resources, error_line, exit_status, markdown, parse_resources,
                    prepare_in_driver, results_folder, say, start_ray, stop_ray, trial_device, trial_params, worker_setup)
 
-STUDIES = PROPERTIES / "studies"
 STUDY_OPTIONS = ("grid", "model", "cpus_per_trial", "gpus_per_trial", "ray_address", "ray_tmp")
 REQUIRED = ("parameter", "grid")
 
 
 def available_studies() -> list[str]:
-    return sorted(path.stem for path in STUDIES.glob("*.yaml"))
+    return sorted(path.stem for path in (properties_dir() / "studies").glob("*.yaml"))
 
 
 def load_study(name: str) -> dict:
@@ -54,7 +53,7 @@ def load_study(name: str) -> dict:
 
     path = Path(name)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
-        path = STUDIES / f"{name}.yaml"
+        path = properties_dir() / "studies" / f"{name}.yaml"
     if not path.exists():
         raise TuneError(f"no study {name!r}; studies: {', '.join(available_studies())} (or a path to a study YAML file)")
     study = yaml.safe_load(path.read_text()) or {}

@@ -71,7 +71,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROPERTIES
+from .defaults import properties_dir
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -219,8 +219,8 @@ def trial_value(value, whole: bool = False):
 
 
 def default_params_file(model: str) -> Path:
-    own = PROPERTIES / "hyper" / f"{model}.hyper"
-    return own if own.exists() else PROPERTIES / "hyper" / "default.hyper"
+    own = properties_dir() / "hyper" / f"{model}.hyper"
+    return own if own.exists() else properties_dir() / "hyper" / "default.hyper"
 
 
 # ---- resources and Ray -----------------------------------------------------------------------------
