@@ -71,7 +71,7 @@ class Capture:
 
 @pytest.fixture(scope="module")
 def runs(tiny_atomic, tmp_path_factory):
-    from recbole_mma4ctr import quick_start
+    from recbole_mma4ctr import run as quick_start
 
     source, _ = tiny_atomic
     root = tmp_path_factory.mktemp("baselines")

@@ -46,7 +46,7 @@ def byo_settings(tmp_path, **extra):
 
 
 def test_byo_dataset_runs_mma4ctr_and_a_baseline_end_to_end(tmp_path):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     write_byo(tmp_path / "data")
     record = run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path))
@@ -62,7 +62,7 @@ def test_byo_dataset_runs_mma4ctr_and_a_baseline_end_to_end(tmp_path):
 
 
 def test_a_missing_modality_file_is_named(tmp_path):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     folder = write_byo(tmp_path / "data", name="nofeatures", with_npz=False)
     with pytest.raises(FileNotFoundError, match="modality file not found") as raised:

@@ -9,7 +9,7 @@ from conftest import copy_atomic, run_settings
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_atomic, tmp_path_factory):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     tmp = tmp_path_factory.mktemp("report")
     source, _ = tiny_atomic

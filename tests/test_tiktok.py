@@ -399,7 +399,7 @@ def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
 # by adaptive average pooling (profiles.average_pool).
 def test_run_on_the_sample_with_the_papers_widths(tmp_path):
     """The README-style run on the generated sample: 71/10/22 dims -> 169 inputs, 26,025 parameters."""
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     settings = run_settings(tmp_path, data_path=tmp_path / "dataset_atomic", raw_root=tmp_path / "dataset",
                             synthetic_root=tmp_path / "dataset" / "synthetic", epochs=3, visual_dim=71,

@@ -142,7 +142,7 @@ def test_study_plans_and_cut_downs():
 
 
 def test_cli_does_not_import_ray():
-    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.quick_start; "
+    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.run; "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

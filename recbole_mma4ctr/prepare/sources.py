@@ -90,3 +90,19 @@ def ensure_dataset(config) -> dict | None:
     raw_dir = raw_source(name, config["raw_root"], config["synthetic_root"],
                          str(config["synthetic_scale"]), int(config["synthetic_seed"]))
     return CONVERTERS[name].convert(raw_dir, atomic_dir, converter_settings(config))
+
+
+def prepared_manifest(config) -> dict | None:
+    """The manifest of data the driver prepared for this run; never generates or converts.
+
+    A cell on a Ray worker reads the atomic folder it was given. For a converted dataset
+    (wechat, tiktok) a missing manifest means the data did not arrive: an error, not a
+    reason to generate a sample of its own."""
+    atomic_dir = Path(config["data_path"])
+    manifest = read_json_or_none(atomic_dir / "manifest.json")
+    if manifest is None and config["dataset"] in CONVERTERS:
+        raise FileNotFoundError(f"{atomic_dir}/manifest.json: the prepared {config['dataset']} data are not there "
+                                f"(a cell never prepares data itself; the driver ships them)")
+    if manifest is None and not atomic_dir.exists():
+        raise FileNotFoundError(f"{atomic_dir}: no atomic dataset folder for {config['dataset']!r}")
+    return manifest
