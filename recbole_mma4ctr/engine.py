@@ -383,10 +383,14 @@ def cell_trainable(params: dict, setup: dict) -> None:
         if progress["test"]:
             report.update({f"test_{k}": v for k, v in progress["test"].items() if isinstance(v, float)})
         sink.report = {"epoch": progress["epoch"], "entry": entry}
+        if progress["epoch"] >= progress["epochs"]:
+            final["report"] = report    # reported after the record is safe: a scheduler stops a trial
+            return False                # at its last rung, which would cut the final test short
         if metric is None or metric in report:
             session.report(report)
         return False
 
+    final: dict = {}
     started = time.time()
     try:
         record, predictions = run_cell(cell, on_epoch=on_epoch, checkpoints=sink)
@@ -396,6 +400,8 @@ def cell_trainable(params: dict, setup: dict) -> None:
         session.report({"failed": 1, "epoch": 0, "cell_key": key, **({metric: float("nan")} if metric else {})})
         return
     ray.get(ledger.finish.remote(key, record, predictions))
+    if final and (metric is None or metric in final["report"]):
+        session.report(final["report"])
 
 
 def _trial_cell(params: dict, setup: dict) -> dict:

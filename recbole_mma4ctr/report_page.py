@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import figures
 from .evaluation import weighted_auc
