@@ -44,6 +44,8 @@ class RecordError(ValueError):
 
 def plain(value):
     """A JSON-safe copy of a config value (enums, devices, tuples, numpy scalars...)."""
+    if isinstance(value, np.generic):       # np.float64 is a float subclass: unwrap it first
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Enum):
