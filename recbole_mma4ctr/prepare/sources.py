@@ -15,32 +15,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..defaults import setting
 from . import tiktok, wechat
-from .atomic import log, read_json_or_none
+from .atomic import folder_lock, log, read_json_or_none
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
-# Config key (properties/dataset/<name>.yaml) -> converter setting, per dataset.
-SETTING_KEYS = {
-    "wechat": {"label_action": "label", "min_user_actions": "min_user_actions", "pca_variance": "variance",
-               "token_maxlen": "token_maxlen", "text_recipe": "text_recipe", "text_max_dim": "text_max_dim",
-               "visual_dim": "visual_dim", "acoustic_dim": "acoustic_dim", "textual_dim": "textual_dim",
-               "feed_embedding": "feed_embedding"},
-    "tiktok": {"label_action": "label", "min_user_interactions": "min_user_interactions", "pca_variance": "variance",
-               "visual_dim": "visual_dim", "acoustic_dim": "acoustic_dim", "textual_dim": "textual_dim",
-               "chunk_rows": "chunk_rows"},
-}
-# Settings whose explicit ``~`` means something (PCA keeping the variance share instead of a width).
-NULLABLE_SETTINGS = {"visual_dim", "acoustic_dim", "textual_dim"}
 
 
 def converter_settings(config) -> dict:
-    """The converter settings a Config carries for its dataset (keys in properties/dataset/<name>.yaml)."""
-    settings = {}
-    for key, name in SETTING_KEYS.get(config["dataset"], SETTING_KEYS["wechat"]).items():
-        if config[key] is not None or (name in NULLABLE_SETTINGS and key in config.final_config_dict):
-            settings[name] = config[key]
-    return settings
+    """The converter settings a Config carries for its dataset: the converter's ``SETTINGS``,
+    keys of properties/dataset/<name>.yaml, under the same names (a missing one is an error)."""
+    name = config["dataset"]
+    return {key: setting(config, key, f"properties/dataset/{name}.yaml") for key in CONVERTERS[name].SETTINGS}
 
 
 def generator(name: str):
@@ -70,11 +57,12 @@ def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed:
         log(f"using the raw {name} files in {real}")
         return real
     sample = Path(synthetic_root) / name
-    if not (converter.has_raw_files(sample) and synthetic_matches(sample, scale, seed, name)):
-        log(f"no raw {name} files in {real}: generating a {scale}-scale sample (seed {seed}) in {sample}")
-        generator(name)[0](sample, scale=scale, seed=seed)
-    else:
-        log(f"no raw {name} files in {real}: using the generated {scale} sample in {sample}")
+    with folder_lock(sample):  # a second run wanting the same sample waits, then uses it
+        if not (converter.has_raw_files(sample) and synthetic_matches(sample, scale, seed, name)):
+            log(f"no raw {name} files in {real}: generating a {scale}-scale sample (seed {seed}) in {sample}")
+            generator(name)[0](sample, scale=scale, seed=seed)
+        else:
+            log(f"no raw {name} files in {real}: using the generated {scale} sample in {sample}")
     return sample
 
 
