@@ -16,3 +16,7 @@ class InputError(ValueError):
 
 class UsageError(InputError):
     """A setting or command-line argument whose value cannot work (exit status 2)."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file the input needs is not there (still a ``FileNotFoundError`` for callers that ask)."""

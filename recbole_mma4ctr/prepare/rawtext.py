@@ -23,6 +23,7 @@ import io
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import MissingInputError
 from .tokens import RawFormatError
 
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
@@ -89,7 +90,7 @@ def read_header(path: Path, separator: str = ",") -> list[str]:
     UTF-8 byte-order mark is skipped."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingInputError(f"{path}: file not found")
     with open(path, "rb") as handle:
         raw = handle.readline()
     text = decode_line(path, 1, raw).rstrip("\r\n")
@@ -101,7 +102,7 @@ def check_header(path: Path, needed, what: str = "raw file") -> list[str]:
     """Line 1's column names, or a clear error naming the missing ones."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected the {what} {path.name})")
+        raise MissingInputError(f"{path}: file not found (expected the {what} {path.name})")
     header = read_header(path)
     missing = [column for column in needed if column not in header]
     if missing:
@@ -138,6 +139,24 @@ def first_non_utf8(path: Path, header: list[str] | None = None, separator: bytes
     return None
 
 
+def arrow_read(path: Path, read_options: dict, parse_options, convert_options):
+    """pyarrow's ``read_csv``; a line longer than the read block (pyarrow: "straddling object")
+    is read again with a block that holds the longest line, so a valid long line reads."""
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+
+    def read(block_size: int):
+        return arrow_csv.read_csv(path, read_options=arrow_csv.ReadOptions(**read_options, block_size=block_size),
+                                  parse_options=parse_options, convert_options=convert_options)
+
+    try:
+        return read(BLOCK_SIZE)
+    except pa.ArrowInvalid as error:
+        if "straddl" not in str(error):
+            raise
+    return read(max(BLOCK_SIZE, 2 * longest_line(path) + 1024))
+
+
 def read_table(path: Path, header: list[str], columns, types: dict):
     """The named columns of a comma-separated file whose line 1 is ``header`` (as
     ``read_header`` parsed it: the names used are those, spaces stripped), typed as ``types``
@@ -148,31 +167,20 @@ def read_table(path: Path, header: list[str], columns, types: dict):
     import pyarrow as pa
     from pyarrow import csv as arrow_csv
 
-    def read(newlines_in_values: bool, block_size: int = BLOCK_SIZE):
-        return arrow_csv.read_csv(
-            path,
-            read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=1, block_size=block_size),
-            parse_options=arrow_csv.ParseOptions(newlines_in_values=newlines_in_values),
-            convert_options=arrow_csv.ConvertOptions(include_columns=list(columns), column_types=types,
-                                                     strings_can_be_null=False),
-        )
+    def read(newlines_in_values: bool):
+        return arrow_read(path, dict(column_names=header, skip_rows=1),
+                          arrow_csv.ParseOptions(newlines_in_values=newlines_in_values),
+                          arrow_csv.ConvertOptions(include_columns=list(columns), column_types=types,
+                                                   strings_can_be_null=False))
 
     failures = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
-    table = first_error = None
-    for newlines_in_values in (False, True):
+    try:
+        table = read(False)
+    except failures as error:
         try:
-            table = read(newlines_in_values)
-            break
-        except failures as error:
-            first_error = first_error or error
-            if "straddl" in str(error):  # a line longer than the read block: read with one that holds it
-                try:
-                    table = read(newlines_in_values, max(BLOCK_SIZE, 2 * longest_line(path) + 1024))
-                    break
-                except failures:
-                    pass
-    if table is None:
-        raise FastReadFailed(str(first_error))
+            table = read(True)
+        except failures:
+            raise FastReadFailed(str(error)) from None
     if any(table.column(name).null_count for name in columns):
         raise FastReadFailed("empty cells in a typed column")
     return table

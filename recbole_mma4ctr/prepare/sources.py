@@ -7,7 +7,8 @@ folder name differs from the dataset name); otherwise a generated sample in
 what it is; regenerated when its scale, seed or generator version differ from the config). The
 atomic files land in ``<data_path>/<name>/`` and are rebuilt only when the inputs or settings
 change (manifest fingerprint). Any other dataset name is taken as a RecBole atomic dataset
-already in ``<data_path>/<name>/``.
+already in ``<data_path>/<name>/``, whose files are checked first (``byo``: encoding, field
+counts, labels) so RecBole never trains on a malformed one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import json
 from pathlib import Path
 
 from ..defaults import setting
-from . import tiktok, wechat
+from ..errors import MissingInputError
+from . import byo, tiktok, wechat
 from .atomic import folder_lock, log, read_json_or_none
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
@@ -66,13 +68,28 @@ def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed:
     return sample
 
 
+def check_atomic_files(config, folder: Path, name: str) -> None:
+    """A bring-your-own dataset's atomic files, checked before RecBole reads them (``byo``):
+    ``<name>.inter`` (required; labels 0/1), ``.item`` and ``.user`` where present."""
+    separator = setting(config, "field_separator", "RecBole's properties")
+    label = setting(config, "LABEL_FIELD")
+    inter = folder / f"{name}.inter"
+    if not inter.is_file():
+        raise MissingInputError(f"{inter}: file not found (a dataset needs its interactions, {name}.inter)")
+    byo.check_atomic_file(inter, label, separator)
+    for suffix in ("item", "user"):
+        if (folder / f"{name}.{suffix}").is_file():
+            byo.check_atomic_file(folder / f"{name}.{suffix}", None, separator)
+
+
 def ensure_dataset(config) -> dict | None:
     """Make ``<data_path>/<dataset>/`` ready for RecBole; returns its manifest when we built it."""
     name = config["dataset"]
     atomic_dir = Path(config["data_path"])
     if name not in CONVERTERS:
         if not atomic_dir.exists():
-            raise FileNotFoundError(f"{atomic_dir}: no atomic dataset folder for {name!r}")
+            raise MissingInputError(f"{atomic_dir}: no atomic dataset folder for {name!r}")
+        check_atomic_files(config, atomic_dir, name)
         manifest = atomic_dir / "manifest.json"
         return json.loads(manifest.read_text()) if manifest.exists() else None
     raw_dir = raw_source(name, config["raw_root"], config["synthetic_root"],

@@ -67,7 +67,7 @@ from ..fusion import minmax_scale
 from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
                      read_json_or_none, read_manifest, require)
 from .rawtext import decode_line
-from ..errors import InputError
+from ..errors import InputError, MissingInputError
 from .tokens import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
@@ -250,7 +250,7 @@ def keep_rows(path: Path, kept_users: np.ndarray, n_kept: int, settings: dict, o
 def _json_lines(path: Path, field: str):
     """(line number, item id, value of ``field``) of every line, checked for shape."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected the TikTok feature file {path.name})")
+        raise MissingInputError(f"{path}: file not found (expected the TikTok feature file {path.name})")
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
             try:
@@ -479,7 +479,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: file not found (expected the TikTok raw file {path.name})")
+            raise MissingInputError(f"{path}: file not found (expected the TikTok raw file {path.name})")
     oracle_path = raw_dir / ORACLE_FILE
     oracle_path = oracle_path if oracle_path.exists() else None
     effective = {k: v for k, v in settings.items() if k not in _NO_EFFECT_SETTINGS}

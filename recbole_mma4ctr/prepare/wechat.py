@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError, MissingInputError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
 from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
@@ -459,10 +460,10 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: file not found (expected the WeChat raw file {path.name})")
+            raise MissingInputError(f"{path}: file not found (expected the WeChat raw file {path.name})")
     embedding_path = raw_dir / EMBEDDING_FILE
     if settings["feed_embedding"] and not embedding_path.exists():
-        raise FileNotFoundError(f"{embedding_path}: file not found (feed_embedding is on; expected {EMBEDDING_FILE})")
+        raise MissingInputError(f"{embedding_path}: file not found (feed_embedding is on; expected {EMBEDDING_FILE})")
     oracle_path = raw_dir / ORACLE_FILE
     print_fp = fingerprint(inputs + ([embedding_path] if settings["feed_embedding"] else [])
                            + ([oracle_path] if oracle_path.exists() else []), settings)
@@ -475,8 +476,6 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
 
 def no_rows_left(path: Path, n_rows: int, dropped: dict, minimum: int, most: int):
     """The error for filters that keep no row (the old output stays: nothing is committed)."""
-    from ..errors import InputError
-
     if dropped["feed_not_in_feed_info"] == n_rows:
         return InputError(f"{path}: no rows left after the feed filter: none of the {n_rows:,} actions has a feedid "
                           f"listed in {FEED_FILE}")
