@@ -27,7 +27,7 @@ from ..errors import InputError
 from . import rawtext
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
-BINARY = r"^\s*[-+]?(0|1)(\.0*)?\s*$"
+BINARY = r"^\s*(0|1)(\.0*)?\s*$"  # 0, 1, 0.0, 1.0 (pandas writes floats so)
 
 
 def check_atomic_file(path, label_field: str | None = None, separator: str = "\t") -> int:
