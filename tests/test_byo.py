@@ -189,13 +189,13 @@ def test_a_good_archive_loads_as_strings_and_float32(tmp_path):
 
 def test_a_label_of_2_stops_the_run_before_training(tmp_path):
     from recbole_mma4ctr.errors import InputError
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     folder = write_byo(tmp_path / "data")
     edit_line(folder / "byo.inter", 30, 3, "2")
     with pytest.raises(InputError, match=r"byo.inter, line 30, field 'label': expected a label of 0 or 1"):
         run_recbole_mma4ctr("BPR", "byo", None, byo_settings(tmp_path, epochs=1))
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "saved").exists()  # stopped before a trainer existed
 
 
 @pytest.mark.parametrize("kept, ids_as, message", [
@@ -204,7 +204,7 @@ def test_a_label_of_2_stops_the_run_before_training(tmp_path):
 ])
 def test_too_few_interacted_items_with_vectors_is_refused(tmp_path, kept, ids_as, message):
     from recbole_mma4ctr.errors import InputError
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     folder = write_byo(tmp_path / "data")
     with np.load(folder / "byo.mm.npz") as archive:
@@ -221,7 +221,7 @@ def test_too_few_interacted_items_with_vectors_is_refused(tmp_path, kept, ids_as
 
 
 def test_the_coverage_threshold_is_a_setting(tmp_path):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     folder = write_byo(tmp_path / "data")
     with np.load(folder / "byo.mm.npz") as archive:

@@ -106,8 +106,8 @@ def prepared_manifest(config) -> dict | None:
     atomic_dir = Path(config["data_path"])
     manifest = read_json_or_none(atomic_dir / "manifest.json")
     if manifest is None and config["dataset"] in CONVERTERS:
-        raise FileNotFoundError(f"{atomic_dir}/manifest.json: the prepared {config['dataset']} data are not there "
+        raise MissingInputError(f"{atomic_dir}/manifest.json: the prepared {config['dataset']} data are not there "
                                 f"(a cell never prepares data itself; the driver ships them)")
     if manifest is None and not atomic_dir.exists():
-        raise FileNotFoundError(f"{atomic_dir}: no atomic dataset folder for {config['dataset']!r}")
+        raise MissingInputError(f"{atomic_dir}: no atomic dataset folder for {config['dataset']!r}")
     return manifest
