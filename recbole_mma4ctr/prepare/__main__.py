@@ -7,6 +7,7 @@
 
 Every converter flag is a key of properties/dataset/<name>.yaml, which holds its default (the
 run path reads the same keys); a value is read as YAML (``~`` for none, ``true``, ``0.8``).
+``synth`` takes its defaults from ``synthetic_scale`` / ``synthetic_seed`` in overall.yaml.
 Exit status 0 on success, 1 on bad input, 2 on bad arguments, with one line ``error: ...``
 naming file, line and field. Conversion is skipped when OUT_DIR's manifest shows the same
 inputs and settings.
@@ -44,6 +45,12 @@ def yaml_value(text: str):
     return value if isinstance(value, (str, int, float, bool, type(None))) else text
 
 
+def seed_value(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
 def add_settings(command, dataset: str, names) -> None:
     """One flag per converter setting, named as its yaml key; no default here (the yaml's applies)."""
     defaults = dataset_defaults(dataset, names)
@@ -53,6 +60,7 @@ def add_settings(command, dataset: str, names) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ..defaults import properties_dir, read_yaml, setting
     from . import tiktok, wechat
 
     parser = OneLineParser(prog="python -m recbole_mma4ctr.prepare", description=__doc__.split("\n\n")[0],
@@ -65,10 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--out", required=True, help=f"output folder for {name}.inter/.item/.mm.npz/manifest.json")
         command.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
         add_settings(command, name, module.SETTINGS)
-    synth = commands.add_parser("synth", help="write generated raw files in the real formats")
+    overall = read_yaml(properties_dir() / "overall.yaml")
+    synth = commands.add_parser("synth", help="write generated raw files in the real formats", allow_abbrev=False)
     synth.add_argument("dataset", choices=["wechat", "tiktok"])
-    synth.add_argument("--scale", default="sample", choices=["tiny", "sample", "full"])
-    synth.add_argument("--seed", type=int, default=2024)
+    synth.add_argument("--scale", default=setting(overall, "synthetic_scale"), choices=["tiny", "sample", "full"],
+                       help="default: synthetic_scale in properties/overall.yaml (%(default)s)")
+    synth.add_argument("--seed", type=seed_value, default=setting(overall, "synthetic_seed"),
+                       help="default: synthetic_seed in properties/overall.yaml (%(default)s)")
     synth.add_argument("--out", required=True, help="raw folder to write")
     return parser
 
