@@ -134,6 +134,18 @@ def test_a_generation_killed_midway_is_not_taken_as_a_sample(tmp_path):
     assert not [p for p in sample.iterdir() if p.name.endswith(".tmp")]  # the dead one's files are gone
 
 
+def test_two_conversions_of_one_folder_share_the_result(tiny_raw, tmp_path):
+    code = ("import sys; from recbole_mma4ctr.prepare.wechat import convert; "
+            "print(convert(sys.argv[1], sys.argv[2], {'min_user_actions': 0})['fingerprint'])")
+    runs = [child(code, tiny_raw, tmp_path / "wechat") for _ in range(2)]
+    results = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    logs = "".join(err for _, err in results)
+    assert logs.count("is up to date") == 1 and logs.count("wrote ") == 1  # one converted, the other waited
+    assert results[0][0] == results[1][0]
+    assert not [p for p in (tmp_path / "wechat").iterdir() if p.name.endswith(".tmp")]
+
+
 # ------------------------------------------------------------------ item 9: leftovers of dead processes
 
 
