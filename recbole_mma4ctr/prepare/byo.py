@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, MissingInputError
 from . import rawtext
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -39,7 +39,7 @@ def check_atomic_file(path, label_field: str | None = None, separator: str = "\t
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
+        raise MissingInputError(f"{path}: file not found")
     header = _typed_header(path, separator)
     names = [name for name, _ in header]
     kept = label_field if label_field in names else names[0]  # pyarrow counts every line's fields anyway
