@@ -21,12 +21,15 @@ METRICS = ("auc", "gauc", "uauc", "logloss")
 
 
 def oracle_probabilities(record: dict, predictions: dict) -> np.ndarray | None:
-    """The generator's true probabilities of the scored test pairs, when the data has them."""
+    """The generator's true probabilities of the scored test pairs, when the data has them: only
+    a sidecar the dataset's manifest lists counts (real data's folder may hold an older one)."""
+    from .prepare.atomic import listed_file
+
     config = record.get("config") or {}
-    path = Path(str(config.get("data_path", ""))) / f"{record['dataset']}.oracle.npy"
-    if not path.exists():
+    path = listed_file(str(config.get("data_path", "")), f"{record['dataset']}.oracle.npy")
+    if path is None:
         return None
-    oracle = np.load(path)
+    oracle = np.load(path, allow_pickle=False)
     rows = np.rint(predictions["timestamp"]).astype(np.int64)
     if rows.min(initial=0) < 0 or rows.max(initial=-1) >= len(oracle):
         return None
