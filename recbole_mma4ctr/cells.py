@@ -12,10 +12,11 @@ from pathlib import Path
 
 from .config import typed_value
 from .defaults import SettingError, properties_dir, read_yaml
+from .errors import UsageError
 from .record import NAME, new_run_id
 
 
-class CellError(ValueError):
+class CellError(UsageError):
     """A usage error in what a cell asks for (unknown model, bad name, missing file)."""
 
 

@@ -42,20 +42,20 @@ def main(argv: list[str]) -> int:
 
 
 def _is_usage(error: Exception) -> bool:
-    from .cells import CellError
-    from .tune import TuneError
+    from .errors import UsageError
 
-    return isinstance(error, (CellError, TuneError))
+    return isinstance(error, UsageError)
 
 
 def _one_line(error: Exception) -> str:
+    """The error's own first line for bad input and settings; type and a hint for anything else."""
     from .defaults import SettingError
-    from .record import RecordError
+    from .errors import InputError
 
-    text = str(error) if isinstance(error, (ValueError, SettingError, RecordError, FileNotFoundError)) \
-        else f"{type(error).__name__}: {error}"
+    expected = isinstance(error, (InputError, SettingError, FileNotFoundError))
+    text = str(error) if expected else f"{type(error).__name__}: {error}"
     lines = [line for line in text.splitlines() if line.strip()] or [type(error).__name__]
-    return lines[0] + ("" if isinstance(error, (ValueError, FileNotFoundError)) else " (--debug shows the traceback)")
+    return lines[0] + ("" if expected else " (--debug shows the traceback)")
 
 
 def _stop_on_sigterm() -> None:

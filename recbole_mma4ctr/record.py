@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 SCHEMA = 2
 STATUSES = ("ok", "failed", "stopped")
 REQUIRED = ("schema", "run_id", "status", "model", "dataset", "kind", "key", "started_at", "finished_at", "where")
@@ -38,7 +40,7 @@ PREDICTION_COLUMNS = ("user", "item", "timestamp", "label", "score")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # what a model or dataset name may be
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that does not hold what the schema promises (named by file and field)."""
 
 

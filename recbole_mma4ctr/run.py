@@ -31,6 +31,7 @@ from time import time
 import numpy as np
 
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, versions, where
+from .utils import create_dataset, get_model, get_trainer
 
 HIDDEN_SAMPLE_ROWS = 20_000
 
@@ -49,7 +50,6 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     from .config import build_config
     from .prepare.sources import ensure_dataset, prepared_manifest
     from .resume_key import cell_key
-    from .utils import create_dataset, get_model, get_trainer
 
     run_id, started_at = cell.get("run_id") or new_run_id(), now_iso()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .defaults import properties_dir
+from .errors import UsageError
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -69,7 +70,7 @@ UNTUNABLE = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_sc
 TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduction_factor": "2", "params_file": None}
 
 
-class TuneError(ValueError):
+class TuneError(UsageError):
     """A usage error reported as ``error: ...`` with exit status 2."""
 
 

@@ -19,7 +19,7 @@ def two_runs(tiny_atomic, tmp_path_factory):
     folder = tmp / "results"
     for model in ("MMa4CTR", "FM"):
         run_recbole_mma4ctr(model, "tw", None, run_settings(tmp, data_path=tmp / "data", results_dir=folder, epochs=2,
-                                                             profile_length=5), record_stem=model)
+                                                             profile_length=5))
     return folder
 
 
