@@ -51,7 +51,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     from .prepare.sources import ensure_dataset, prepared_manifest
     from .resume_key import cell_key
 
-    run_id, started_at = cell.get("run_id") or new_run_id(), now_iso()
+    run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
     settings = dict(cell.get("settings") or {})
     if marks:
@@ -125,6 +125,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "epochs_run": trainer.epochs_run, "history": trainer.history, "interrupts": trainer.interrupts,
         "train_seconds": round(trainer.train_seconds, 3), "valid_seconds": round(trainer.valid_seconds, 3),
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
+        "cell_seconds": round(time() - cell_begun, 3),     # the whole cell: config, data, model, fit, test
         "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
         "resumed_from_epoch": state["resumed_from_epoch"],
         "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
