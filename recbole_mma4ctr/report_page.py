@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def _maps_section(page: Page, folder: Path, dataset: str, records: list[dict]) -
         if predictions is None or "hidden" not in predictions:
             continue
         labels = predictions["label"][predictions["sample_index"]]
-        stem = Path(record["record_path"]).stem
+        stem = re.sub(r"[^A-Za-z0-9._+-]", "_", str(record.get("cell") or record["model"]))
         hidden, method = figures.map_figure(predictions["hidden"], labels, folder / f"map_hidden_{stem}.png",
                                             f"{record['model']}: last hidden layer ({predictions['hidden'].shape[1]} units)")
         raw, _ = figures.map_figure(predictions["raw_input"], labels, folder / f"map_input_{stem}.png",
