@@ -32,7 +32,9 @@ from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
+from .defaults import setting
 from .fusion import fuse, fusion_modalities
+from .paper_split import PositionalSplit
 from .profiles import FittedProfiles, fit_user_profiles, label_signs, leave_one_out, removal_terms
 
 ITEM_FIELD = "item_mm"
@@ -43,7 +45,7 @@ def profile_field(modality: str) -> str:
     return f"profile_{modality}"
 
 
-class MMa4CTRDataset(Dataset):
+class MMa4CTRDataset(PositionalSplit, Dataset):
     """A RecBole Dataset whose users carry train-only multimodal profiles and items a fused vector."""
 
     def __init__(self, config):
@@ -114,7 +116,8 @@ class MMa4CTRDataset(Dataset):
 
     def _fuse_items(self) -> np.ndarray:
         parts = {name: self.modality_matrices[name][1:] for name in self.fused_modalities}
-        fused = fuse(parts, self.fusion, max_dim=int(self.config["fusion_max_dim"] or 128), seed=int(self.config["seed"] or 0))
+        fused = fuse(parts, self.fusion, max_dim=int(self.config["fusion_max_dim"] or 128), seed=int(self.config["seed"] or 0),
+                     modality_max_dim=setting(self.config, "fusion_modality_max_dim", "properties/model/MMa4CTR.yaml"))
         return np.vstack([np.zeros((1, fused.shape[1]), dtype=np.float32), fused.astype(np.float32)])
 
     def build(self):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CONVERTER_VERSION = "3"  # 3: manifest counts empty token fields; TikTok user filter by source
+CONVERTER_VERSION = "4"  # 4: the authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings
 
 
 def log(message: str) -> None:
