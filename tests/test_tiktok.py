@@ -375,7 +375,8 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     assert converter_settings(build_config("MMa4CTR", "tiktok", overrides={"min_user_interactions": "7"}))[
         "min_user_interactions"] == 7
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
-    assert wechat == {"label": "weighted", "min_user_actions": 100, "variance": 0.9, "token_maxlen": 512}
+    assert wechat == {"label": "weighted", "min_user_actions": 100, "variance": 0.9, "token_maxlen": 512,
+                      "dedupe": "none", "row_order": "chronological", "device_choice": "row"}
 
 
 def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
