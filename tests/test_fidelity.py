@@ -282,6 +282,6 @@ def test_the_paper_protocol_file_sets_every_step():
     assert paper["profile_source"] == "all" and paper["fusion_modality_max_dim"] == 128
     assert {k: v for k, v in converter_settings(paper).items() if k in PAPER_ROWS} == PAPER_ROWS
     honest = build_config("MMa4CTR", "wechat", [str(protocols / "honest.yaml")])
-    assert honest["protocol"] == "honest" and honest["split_rule"] == "recbole"
+    assert honest["split_rule"] == "recbole" and honest["eval_args"]["order"] == "TO"
     assert honest["profile_source"] == "train" and honest["fusion_modality_max_dim"] is None
     assert converter_settings(honest)["row_order"] == "chronological"
