@@ -285,3 +285,21 @@ def test_the_paper_protocol_file_sets_every_step():
     assert honest["split_rule"] == "recbole" and honest["eval_args"]["order"] == "TO"
     assert honest["profile_source"] == "train" and honest["fusion_modality_max_dim"] is None
     assert converter_settings(honest)["row_order"] == "chronological"
+
+
+def test_the_converter_cli_reaches_the_row_settings(tiny_raw, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from recbole_mma4ctr.prepare.wechat import convert
+
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "recbole_mma4ctr.prepare", "wechat", "--raw", str(tiny_raw), "--out",
+                           str(out), "--min-user-actions", "0", "--dedupe", "user_feed_label", "--row-order", "authors",
+                           "--device-choice", "last_pair"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: manifest["settings"][k] for k in PAPER_ROWS} == PAPER_ROWS
+    again = convert(tiny_raw, out, {"min_user_actions": 0, **PAPER_ROWS})  # the run path's keys: up to date
+    assert again["fingerprint"] == manifest["fingerprint"] and again["seconds"] == manifest["seconds"]

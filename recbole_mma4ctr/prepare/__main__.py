@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     wechat.add_argument("--feed-embedding", action="store_true",
                         help="add feed_embeddings.csv's 512-d vectors as a fourth matrix, 'embedding'")
     add_fixed_dims(wechat, {"visual": 0, "acoustic": 0, "textual": 0})
+    from .wechat import DEFAULT_SETTINGS, ROW_CHOICES
+
+    for name, choices in ROW_CHOICES.items():  # the paper protocol's row settings (wechat.py)
+        wechat.add_argument(f"--{name.replace('_', '-')}", default=DEFAULT_SETTINGS[name], choices=list(choices))
     wechat.add_argument("--force", action="store_true", help="convert even if the manifest says up to date")
     tiktok = commands.add_parser("tiktok", help="TikTok ICME 2019 track 1 raw files -> RecBole atomic files")
     tiktok.add_argument("--raw", required=True, help="folder with final_track1_train.txt and the feature files")
@@ -76,7 +80,8 @@ def main(argv=None) -> int:
             settings = {"label": args.label, "min_user_actions": args.min_user_actions,
                         "variance": args.variance, "token_maxlen": args.token_maxlen,
                         "text_recipe": args.text_recipe, "text_max_dim": args.text_max_dim,
-                        "feed_embedding": args.feed_embedding,
+                        "feed_embedding": args.feed_embedding, "dedupe": args.dedupe, "row_order": args.row_order,
+                        "device_choice": args.device_choice,
                         **{key: value for key, value in fixed_dims(args).items() if value}}
             manifest = convert(args.raw, args.out, settings, force=args.force)
             summary = {k: manifest[k] for k in ("rows", "dropped", "label_rate", "modality_dims")}
