@@ -48,16 +48,16 @@ def test_fallback_join_and_padding_match_the_row_wise_definitions():
     assert as_lists(tokens.first_non_empty(a, b)) == [(p if len(p) else f).tolist() for p, f in zip(rows, other)]
     assert as_lists(tokens.join_lists(a, b, a)) == [np.concatenate([p, f, p]).tolist() for p, f in zip(rows, other)]
     padded = tokens.pad_sequences(a, 5)
-    for row, sequence in zip(padded, rows):  # zeros at the end (the authors'); a long row keeps its last 5 ids
-        tail = sequence[-5:]
-        assert row.tolist() == tail.tolist() + [0] * (5 - len(tail))
+    for row, sequence in zip(padded, rows):  # zeros at the end (the authors'); a long row keeps its first 5 ids
+        head = sequence[:5]
+        assert row.tolist() == head.tolist() + [0] * (5 - len(head))
 
 
 def test_padding_width_truncation_and_all_empty_rows():
     lists = TokenLists.from_arrays([np.arange(1, 8), np.array([5]), np.array([], int)])
     np.testing.assert_array_equal(tokens.pad_sequences(lists), [[1, 2, 3, 4, 5, 6, 7], [5] + [0] * 6, [0] * 7])
     buffer = np.full(100, 7.0)  # a reused buffer is zeroed first
-    np.testing.assert_array_equal(tokens.pad_sequences(lists, 3, buffer=buffer), [[5, 6, 7], [5, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(tokens.pad_sequences(lists, 3, buffer=buffer), [[1, 2, 3], [5, 0, 0], [0, 0, 0]])
     np.testing.assert_array_equal(tokens.pad_sequences([np.array([], int)] * 2, 4), [[0], [0]])
 
 

@@ -2,9 +2,10 @@
 
 WeChat's description / ocr / asr fields are space-separated integer ids, its keyword lists are
 ``;``-separated ids and its machine tags are ``;``-separated ``tag prob`` pairs. The authors pad
-each item's id sequence with zeros AT THE END (Keras ``pad_sequences(padding='post')``; a
-too-long sequence keeps its last ``maxlen`` ids, Keras' default ``truncating='pre'``) and feed
-the padded ids straight into PCA.
+each item's id sequence with zeros AT THE END (Keras ``pad_sequences(padding='post')``) to the
+longest sequence and feed the padded ids straight into PCA. Ours caps the width at ``maxlen``
+(the converter's ``token_maxlen``): a longer sequence keeps its FIRST ``maxlen`` ids, so the
+columns kept are exactly the first ``maxlen`` columns of the authors' uncapped matrix.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def padded_width(sequences, maxlen: int | None = None) -> int:
 
 def pad_sequences(sequences, maxlen: int | None = None, buffer: np.ndarray | None = None) -> np.ndarray:
     """Zero-pad at the end to a common length (the authors' ``padding='post'``); longer sequences
-    keep their last ``maxlen`` ids.
+    keep their first ``maxlen`` ids (module docstring).
 
     ``buffer`` (flat float64, large enough) is reused for the result instead of fresh memory: the
     converter pads three 100 k x 512 matrices in turn, and re-zeroing one buffer is cheaper than
@@ -204,9 +205,8 @@ def pad_sequences(sequences, maxlen: int | None = None, buffer: np.ndarray | Non
     sequences = TokenLists.from_arrays(sequences)
     lengths = sequences.lengths
     width = padded_width(sequences, maxlen)
-    if len(lengths) and lengths.max() > width:  # keep each row's last ``width`` ids
-        sequences = _gather(sequences.values, sequences.offsets[1:] - np.minimum(lengths, width),
-                            np.minimum(lengths, width))
+    if len(lengths) and lengths.max() > width:  # keep each row's first ``width`` ids
+        sequences = _gather(sequences.values, sequences.offsets[:-1], np.minimum(lengths, width))
         lengths = sequences.lengths
     n_rows = len(sequences)
     if buffer is None:

@@ -33,7 +33,7 @@ token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``
 
 Each modality is then min-max scaled per column; the manifest's ``modality_parts`` gives each
 part's width. A fixed ``<modality>_dim`` is the modality's final width: the PCA part gets what the
-unreduced parts leave (at least 1 column). ``text_recipe: tfidf`` treats each modality's token
+unreduced parts leave (a width they alone fill is refused). ``text_recipe: tfidf`` treats each modality's token
 parts as one bag instead: TF-IDF, then truncated SVD to the fewest components holding
 ``variance`` of the energy (capped at ``text_max_dim``) or to a fixed width, then min-max
 (prepare/text.py); the bgm embeddings still join acoustic unreduced.
@@ -41,7 +41,7 @@ parts as one bag instead: TF-IDF, then truncated SVD to the fewest components ho
 Rows (``settings``; the paper protocol sets the authors' choices, properties/protocol/paper.yaml):
 ``dedupe: user_feed_label`` keeps one row per distinct (user, feed, label) triple, as the authors'
 set does (``none``: every row); ``row_order: authors`` writes the rows in the authors' order
-(``paper_split.py``: grouped by user, in the order of their Python set) instead of
+(``prepare/authors_order.py``: grouped by user, in the order of their Python set) instead of
 ``chronological``; ``device_choice: last_pair`` gives each user the device of the (user, device)
 pair their set lists last, on every row, instead of each row's own (``row``). The user filter
 counts the rows left after the dedupe, as theirs does.
