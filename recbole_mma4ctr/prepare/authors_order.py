@@ -6,7 +6,9 @@ through a Python ``set``, lists the set in its iteration order and groups that l
 pairs lists last. ``recbole_mma4ctr/paper_split.py`` says how the split then uses this order.
 
 Python's set order is deterministic for tuples of ints (their hash does not depend on
-``PYTHONHASHSEED``); it is the order of CPython >= 3.8 (tuple hashing changed in 3.8).
+``PYTHONHASHSEED``); this is the order CPython >= 3.8 gives, the one their code gives when run
+here. Their README names Python 3.7.12, whose tuple hash was different (3.8 changed it), so the
+order of their own run differed; the rule (user-grouped rows, cut by position) is the same.
 """
 
 from __future__ import annotations
