@@ -1,86 +1,130 @@
-"""Argument handling for run_recbole_mma4ctr.py (kept apart so it can be tested).
+"""Argument handling for ``run_recbole_mma4ctr.py`` / ``python -m recbole_mma4ctr`` (kept apart so it can be tested).
 
-    --model=M --dataset=D [--key=value ...]            one run (RecBole settings as --key=value)
-    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50] [--protocol=honest|paper]
-    --tune --model=M --dataset=D [--params_file=properties/hyper/M.hyper] [--num_samples=8]
-           [--cpus_per_trial=1] [--gpus_per_trial=0] [--metric=auc] [--ray_address=auto]   (tune.py)
-    --study=NAME --dataset=D [--grid=a,b] [--marks=10,30] [--cpus_per_trial=1] ...        (studies.py)
+    --model=M --dataset=D [--protocol=honest|paper] [--key=value ...]   one run (RecBole settings as --key=value)
+    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50] [--seeds=2024,7] [--protocol=honest|paper]
+    --tune --model=M --dataset=D [--params_file=...] [--num_samples=8] [--metric=auc]            (tune.py)
+    --study=NAME --dataset=D [--grid=a,b] [--marks=10,30]                                         (studies.py)
     --report=RESULTS_FOLDER                            report.md + report.html from its records
 
-Flags without a value (``--compare``, ``--tune``) select a mode; every other argument is
-``--key=value``. Only the --tune and --study modes import ray.
+--compare, --tune and --study run their cells on Ray (engine.py) and share: --cpus_per_run=1,
+--gpus_per_run=0 (fractions allowed), --ray_address=HOST:PORT (else RAY_ADDRESS, else a local
+cluster on 127.0.0.1), --max_failures=2, --ray_tmp=DIR. A single run never imports ray.
+
+Flags without a value (``--compare``, ``--tune``, ``--debug``) select a mode; every other argument
+is ``--key=value``, and no value is ever executed (``config.typed_value``). Errors are one line:
+``error: ...`` with exit status 2 for usage errors and 1 for bad input or a failed run;
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from .config import parse_overrides
 
 MODES = ("--compare", "--tune")
+FLAGS = MODES + ("--debug",)
 
 
 def main(argv: list[str]) -> int:
+    debug = "--debug" in argv
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume (finished cells are kept)", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every error becomes one line unless --debug
+        if debug:
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2 if _is_usage(error) else 1
+
+
+def _is_usage(error: Exception) -> bool:
+    from .errors import UsageError
+
+    return isinstance(error, UsageError)
+
+
+def _one_line(error: Exception) -> str:
+    """The error's own first line for bad input and settings; type and a hint for anything else."""
+    from .defaults import SettingError
+    from .errors import InputError
+
+    expected = isinstance(error, (InputError, SettingError, FileNotFoundError))
+    text = str(error) if expected else f"{type(error).__name__}: {error}"
+    lines = [line for line in text.splitlines() if line.strip()] or [type(error).__name__]
+    return lines[0] + ("" if expected else " (--debug shows the traceback)")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the command like Ctrl-C: the Ray cluster it started is stopped on the way out."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _dispatch(argv: list[str]) -> int:
+    from .cells import CellError, check_name
+
     modes = {arg for arg in argv if arg in MODES}
     try:
-        overrides = parse_overrides([arg for arg in argv if arg not in MODES])
+        overrides = parse_overrides([arg for arg in argv if arg not in FLAGS])
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CellError(str(error)) from None
     if "report" in overrides:
         from .report_page import write_report
 
         try:
             md_path, html_path = write_report(overrides.pop("report"))
         except FileNotFoundError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            raise CellError(str(error)) from None
         print(md_path, flush=True)
         print(html_path, flush=True)
         return 0
-    dataset = overrides.pop("dataset", "wechat")
+    dataset = check_name("dataset", overrides.pop("dataset", "wechat"))
     config_files = overrides.pop("config_files", None)
     marks = overrides.pop("marks", None)
+    protocol = overrides.pop("protocol", None)
     if len(modes) + ("study" in overrides) > 1:
-        print("error: --compare, --tune and --study are separate modes; give one", file=sys.stderr)
-        return 2
+        raise CellError("--compare, --tune and --study are separate modes; give one")
     if "--tune" in modes and marks is not None:
-        print("error: --marks is for --compare and --study; --tune trains up to --epochs", file=sys.stderr)
-        return 2
+        raise CellError("--marks is for --compare and --study; --tune trains up to --epochs")
+    if modes or "study" in overrides:
+        _stop_on_sigterm()
     if "--compare" in modes:
-        from .compare import parse_marks, parse_models, run_comparison
+        from .compare import parse_marks, parse_models, parse_seeds, run_comparison
+        from .engine import pop_options
 
-        try:
-            models = parse_models(overrides.pop("models", "all"))
-            protocol = overrides.pop("protocol", "honest")
-            results_dir = overrides.pop("results_dir", "results")
-            folder = run_comparison(models, dataset, parse_marks(marks), protocol, results_dir, config_files, overrides)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        options = pop_options(overrides)
+        models = parse_models(overrides.pop("models", "all"))
+        seeds = parse_seeds(overrides.pop("seeds", None))
+        folder, failed = run_comparison(models, dataset, parse_marks(marks), protocol or "honest", config_files,
+                                        overrides, seeds, options)
         print(folder / "comparison.md", flush=True)
+        if failed:
+            print(f"error: {len(failed)} cell(s) failed: {', '.join(failed)} (their records say why)", file=sys.stderr)
+            return 1
         return 0
-
     if "--tune" in modes:
         from .tune import main as tune_main
 
-        return tune_main(overrides.pop("model", "MMa4CTR"), dataset, config_files, overrides)
+        return tune_main(overrides.pop("model", "MMa4CTR"), dataset, config_files, overrides, protocol)
     if "study" in overrides:
         from .studies import main as study_main
 
-        return study_main(overrides.pop("study"), dataset, config_files, marks, overrides)
+        return study_main(overrides.pop("study"), dataset, config_files, marks, overrides, protocol)
 
     model = overrides.pop("model", "MMa4CTR")
-    record_stem = overrides.pop("record_stem", None)
-    comparison_key = overrides.pop("comparison_key", None)
-    from .quick_start import run_recbole_mma4ctr
+    from .run import run_recbole_mma4ctr
 
     parsed_marks = None
     if marks is not None:
         from .compare import parse_marks
 
         parsed_marks = parse_marks(marks)
-    record = run_recbole_mma4ctr(model, dataset, config_files, overrides, marks=parsed_marks, record_stem=record_stem,
-                                 extra_record={"comparison_key": comparison_key} if comparison_key else None)
+    record = run_recbole_mma4ctr(model, dataset, config_files, overrides, marks=parsed_marks, protocol=protocol)
     print(record["record_path"], flush=True)
     return 0

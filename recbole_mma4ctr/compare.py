@@ -1,40 +1,32 @@
 """One command for the paper's comparison: every model, one split, one set of metrics.
 
-``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50]``
+``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50]
+[--seeds=2024,7,11] [--protocol=honest|paper] [--cpus_per_run=1] [--gpus_per_run=0.5]
+[--ray_address=HOST:PORT] [--max_failures=2]``
 
-Each model runs in its own process (``run_recbole_mma4ctr.py --model=M --marks=...``), so one
-model running out of memory or hitting a RecBole error is recorded as failed and the others
-still run. Results go to ``<results_dir>/compare-<dataset>-<protocol>/``: one record and one
-predictions file per model, the child's log, then ``comparison.{md,csv,json}`` and plots. A
-rerun with the same settings skips models whose record is complete, so an interrupted
-comparison resumes; failed models are tried again.
-
-Protocols: ``honest`` (default: chronological 8:1:1 over all interactions, MMa4CTR's profiles
-from the training split) and ``paper`` (the authors': rows grouped by user and split 8:1:1 by
-position, MMa4CTR's profiles from all interactions, test labels included).
+Every (model, seed) is one cell (``run.run_cell``), scheduled by the engine on Ray: a local
+127.0.0.1 cluster by default, or a cluster you name. The driver prepares the data once; cells
+run in parallel as resources allow; each cell's record and predictions come back through Ray
+into ``<results_dir>/compare-<dataset>-<protocol>/``, then ``comparison.{md,csv,json}`` and
+plots are made from those records. A rerun with the same settings skips cells whose record
+has the same resume key (content of the settings, data and code; never file names or the
+GPU), so an interrupted comparison resumes; failed cells are tried again. The command exits 1
+when any cell failed, naming them.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from .cells import CellError, make_cell
+
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 DEFAULT_MARKS = [10, 20, 30, 50]
-RUN_SCRIPT = Path(__file__).resolve().parent.parent / "run_recbole_mma4ctr.py"
 
-PROTOCOLS = {
-    "honest": {},
-    "paper": {
-        "profile_source": "all",
-        "eval_args": "{'split': {'RS': [0.8, 0.1, 0.1]}, 'order': 'TO', 'group_by': 'user', 'mode': 'labeled'}",
-    },
-}
+
+def say(message: str) -> None:
+    print(message, flush=True)
 
 
 def parse_models(text: str) -> list[str]:
@@ -42,108 +34,81 @@ def parse_models(text: str) -> list[str]:
         return list(ALL_MODELS)
     models = [m.strip() for m in text.split(",") if m.strip()]
     if not models:
-        raise ValueError("--models needs 'all' or a comma-separated list, e.g. MMa4CTR,DIN")
+        raise CellError("--models needs 'all' or a comma-separated list, e.g. MMa4CTR,DIN")
+    if len(set(models)) != len(models):
+        raise CellError(f"--models names a model twice: {text!r}")
     return models
 
 
 def parse_marks(text) -> list[int]:
     if text is None:
         return list(DEFAULT_MARKS)
-    marks = sorted({int(m) for m in str(text).replace(" ", "").split(",") if m})
+    try:
+        marks = sorted({int(m) for m in str(text).replace(" ", "").split(",") if m})
+    except ValueError:
+        raise CellError(f"--marks needs positive epoch numbers, e.g. 10,20,30,50; got {text!r}") from None
     if not marks or marks[0] < 1:
-        raise ValueError(f"--marks needs positive epoch numbers, e.g. 10,20,30,50; got {text!r}")
+        raise CellError(f"--marks needs positive epoch numbers, e.g. 10,20,30,50; got {text!r}")
     return marks
 
 
-def settings_key(dataset, marks, protocol, config_files, overrides) -> str:
-    payload = json.dumps([dataset, marks, protocol, config_files, sorted(overrides.items())], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def finished(folder: Path, model: str, key: str) -> bool:
-    path = folder / f"{model}.json"
-    if not path.exists():
-        return False
+def parse_seeds(text) -> list[int] | None:
+    if text is None:
+        return None
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    return record.get("status") == "ok" and record.get("comparison_key") == key
+        seeds = [int(s) for s in str(text).replace(" ", "").split(",") if s]
+    except ValueError:
+        raise CellError(f"--seeds needs whole numbers, e.g. 2024,7,11; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CellError(f"--seeds needs distinct whole numbers, e.g. 2024,7,11; got {text!r}")
+    return seeds
 
 
-def run_one(model: str, dataset: str, marks, folder: Path, config_files, overrides, key: str) -> dict:
-    """Run one model in a child process, stream its output, and return its record (or a failure)."""
-    command = [sys.executable, str(RUN_SCRIPT), f"--model={model}", f"--dataset={dataset}",
-               f"--marks={','.join(map(str, marks))}", f"--record_stem={model}", f"--results_dir={folder}",
-               f"--comparison_key={key}"]
-    if config_files:
-        command.append(f"--config_files={config_files}")
-    command += [f"--{k}={v}" for k, v in overrides.items()]
-    tail = collections.deque(maxlen=40)
-    started = time.time()
-    with open(folder / f"{model}.log", "w") as log_file:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in child.stdout:
-            log_file.write(line)
-            tail.append(line.rstrip())
-            if _worth_showing(line):
-                print(f"  [{model}] {line.rstrip()}", flush=True)
-        returncode = child.wait()
-    record_path = folder / f"{model}.json"
-    if returncode == 0 and record_path.exists():
-        return json.loads(record_path.read_text())
-    failure = {
-        "status": "failed",
-        "model": model,
-        "dataset": dataset,
-        "returncode": returncode,
-        "error": _last_error(tail),
-        "log": str(folder / f"{model}.log"),
-        "seconds": round(time.time() - started, 1),
-        "comparison_key": key,
-    }
-    record_path.write_text(json.dumps(failure, indent=2))
-    return failure
+def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
+    """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds."""
+    cells = []
+    for model in models:
+        for seed in seeds or [None]:
+            settings = dict(overrides) if seed is None else {**overrides, "seed": seed}
+            name = model if seed is None else f"{model}-seed{seed}"
+            cells.append(make_cell(model, dataset, config_files, settings, marks=marks, kind="compare",
+                                   protocol=protocol, name=name, extra={"seed_of_cell": seed}, prepare=False))
+    return cells
 
 
-def _worth_showing(line: str) -> bool:
-    """Per-epoch progress without RecBole's full log: training, validation and test lines."""
-    return any(marker in line for marker in ("training [time", "evaluating [time", "test after epoch", "Error", "error:",
-                                             "[prepare", "trainable parameters"))
-
-
-def _last_error(tail) -> str:
-    lines = [line for line in tail if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "error" in line or "Killed" in line:
-            return line.strip()[:500]
-    return (lines[-1] if lines else "no output (killed?)")[:500]
-
-
-def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", results_dir="results",
-                   config_files=None, overrides=None) -> Path:
-    """Run every model (skipping finished ones), then write the tables and plots; returns the folder."""
+def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", config_files=None, overrides=None,
+                   seeds=None, options=None) -> tuple[Path, list[str]]:
+    """Run every cell not finished earlier, then write the tables; returns (folder, failed cells)."""
+    from . import engine
+    from .record import latest_by_key, records_in
     from .report import write_comparison
+    from .resume_key import cell_key
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"--protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     marks = parse_marks(marks) if not isinstance(marks, list) else marks
-    overrides = {**PROTOCOLS[protocol], **(overrides or {})}
-    folder = Path(results_dir) / f"compare-{dataset}-{protocol}"
-    folder.mkdir(parents=True, exist_ok=True)
-    key = settings_key(dataset, marks, protocol, config_files, overrides)
+    engine_options = engine.parse_options(options)
+    engine.check_local_resources(engine_options)
+    cells = plan_cells(models, dataset, marks, protocol, config_files, dict(overrides or {}), seeds)
+    config, manifest = engine.prepare_in_driver(cells[0])
+    for cell in cells:
+        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
+    folder = engine.results_folder(config, f"compare-{config['dataset']}-{protocol}")
+    done = {key: r for key, r in latest_by_key(records_in(folder, {c["key"] for c in cells})).items() if r["status"] == "ok"}
+    pending = [cell for cell in cells if cell["key"] not in done]
+    for index, cell in enumerate(cells, 1):
+        if cell["key"] in done:
+            say(f"[compare {index}/{len(cells)}] {cell['cell']}: finished earlier with the same settings, skipped")
     started = time.time()
-    for index, model in enumerate(models, 1):
-        if finished(folder, model, key):
-            print(f"[compare {index}/{len(models)}] {model}: finished earlier with the same settings, skipped", flush=True)
-            continue
-        print(f"[compare {index}/{len(models)}] {model}: training {max(marks)} epochs, testing at {marks}", flush=True)
-        record = run_one(model, dataset, marks, folder, config_files, overrides, key)
-        if record.get("status") == "ok":
-            print(f"[compare {index}/{len(models)}] {model}: done, test AUC {record['test'].get('auc')}", flush=True)
-        else:
-            print(f"[compare {index}/{len(models)}] {model}: FAILED ({record['error']}); going on", flush=True)
-    table = write_comparison(folder, models, marks, protocol)
-    print(table, flush=True)
-    print(f"comparison of {len(models)} models in {time.time() - started:.0f} s", flush=True)
-    return folder
+    if pending:
+        say(f"[compare] {len(pending)} cell(s) to run: {', '.join(c['cell'] for c in pending)}; "
+            f"{max(marks)} epochs each, tested at {marks}")
+        records, _ = engine.run_cells("compare", pending, config, folder, engine_options)
+        done.update(records)
+    outcomes = [(cell, done.get(cell["key"])) for cell in cells]
+    table = write_comparison(folder, outcomes, marks, protocol)
+    say(table)
+    failed = [cell["cell"] for cell, record in outcomes if record is None or record["status"] != "ok"]
+    for cell, record in outcomes:
+        if record is not None and record["status"] != "ok":
+            say(f"[compare] {cell['cell']} FAILED: {record.get('error')}")
+    say(f"[compare] {len(cells)} cell(s), {len(failed)} failed; {time.time() - started:.0f} s")
+    return folder, failed

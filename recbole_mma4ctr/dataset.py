@@ -33,12 +33,15 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from .defaults import setting
+from .errors import InputError, MissingInputError, UsageError
 from .fusion import fuse, fusion_modalities
 from .paper_split import PositionalSplit
+from .prepare.byo import check_modality_archive, coverage_problem
 from .profiles import FittedProfiles, fit_user_profiles, label_signs, leave_one_out, removal_terms
 
 ITEM_FIELD = "item_mm"
 TRAIN_PROFILES = ("leave_one_out", "inclusive")
+MODEL_YAML = "properties/model/MMa4CTR.yaml"
 
 
 def profile_field(modality: str) -> str:
@@ -50,12 +53,12 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
 
     def __init__(self, config):
         super().__init__(config)
-        self.fusion = config["fusion"] or "vat_concat"
+        self.fusion = setting(config, "fusion", MODEL_YAML)
         self.fused_modalities = fusion_modalities(self.fusion)
-        self.profile_length = int(config["profile_length"] if config["profile_length"] is not None else 21)
-        self.profile_source = config["profile_source"] or "train"
+        self.profile_length = int(setting(config, "profile_length", MODEL_YAML))
+        self.profile_source = setting(config, "profile_source", MODEL_YAML)
         if self.profile_source not in ("train", "all"):
-            raise ValueError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
+            raise UsageError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
         self.train_profile = self._resolve_train_profile(config)
         self.leave_one_out_terms = None  # set on the training split only, by build()
         self.modality_matrices, self.items_without_features = self._load_modalities()
@@ -67,13 +70,13 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
 
         The effective value is written back into the config so the run record states what ran.
         """
-        requested = config["train_profile"] or "leave_one_out"
+        requested = setting(config, "train_profile", MODEL_YAML)
         if requested not in TRAIN_PROFILES:
-            raise ValueError(f"train_profile must be one of {TRAIN_PROFILES}, got {requested!r}")
-        sampling = (config["train_neg_sample_args"] or {}).get("distribution", "none") not in ("none", None)
+            raise UsageError(f"train_profile must be one of {TRAIN_PROFILES}, got {requested!r}")
+        sampling = (setting(config, "train_neg_sample_args") or {}).get("distribution", "none") not in ("none", None)
         if requested == "leave_one_out" and sampling and self.profile_source != "all":
             # a sampled negative copies its positive row's (corrected) profile: that row is not left out of it
-            raise ValueError("train_profile leave_one_out assumes every training row is an observed interaction; "
+            raise UsageError("train_profile leave_one_out assumes every training row is an observed interaction; "
                              "with train_neg_sample_args set, use train_profile: inclusive (or switch sampling off)")
         effective = "inclusive" if self.profile_source == "all" else requested
         if effective != requested:
@@ -82,23 +85,25 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
         return effective
 
     def _modality_file(self) -> str:
-        name = self.config["mm_file"] or f"{self.dataset_name}.mm.npz"
+        name = setting(self.config, "mm_file") or f"{self.dataset_name}.mm.npz"  # ~: the dataset's own
         return name if os.path.isabs(name) else os.path.join(self.dataset_path, name)
 
     def _load_modalities(self):
-        """Per-modality matrices indexed by internal item id (row 0, RecBole's padding, is zeros)."""
+        """Per-modality matrices indexed by internal item id (row 0, RecBole's padding, is zeros).
+
+        The archive is checked first (``prepare.byo.check_modality_archive``: string ids, distinct,
+        one finite row per id); then fewer than ``min_item_feature_coverage`` of the interacted
+        items with a vector is an error (ids that match no item would train on zeros)."""
         path = self._modality_file()
         if not os.path.exists(path):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{path}: modality file not found. MMa4CTR needs per-modality item matrices; "
                 f"run `python -m recbole_mma4ctr.prepare` for this dataset first"
             )
-        with np.load(path, allow_pickle=False) as archive:
-            raw_ids = archive["item_id"].astype(str)
-            matrices = {name: archive[name] for name in archive.files if name != "item_id"}
+        raw_ids, matrices = check_modality_archive(path)
         missing = [m for m in self.fused_modalities if m not in matrices]
         if missing:
-            raise ValueError(f"{path}: fusion {self.fusion!r} needs modalities {missing}; the file has {sorted(matrices)}")
+            raise InputError(f"{path}: fusion {self.fusion!r} needs modalities {missing}; the file has {sorted(matrices)}")
         token_to_id = self.field2token_id[self.iid_field]
         internal = np.array([token_to_id.get(token, -1) for token in raw_ids], dtype=np.int64)
         known = internal >= 0
@@ -109,6 +114,11 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
             aligned[name] = table
         covered = np.zeros(self.item_num, dtype=bool)
         covered[internal[known]] = True
+        interacted = np.unique(np.asarray(self.inter_feat[self.iid_field]))  # a DataFrame until build()
+        problem = coverage_problem(path, int(covered[interacted].sum()), len(interacted),
+                                   float(setting(self.config, "min_item_feature_coverage")))
+        if problem is not None:
+            raise problem
         without = int((~covered[1:]).sum())
         if without:
             self.logger.warning(f"{without} of {self.item_num - 1} items have no modality vectors; they get zeros")
@@ -116,8 +126,9 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
 
     def _fuse_items(self) -> np.ndarray:
         parts = {name: self.modality_matrices[name][1:] for name in self.fused_modalities}
-        fused = fuse(parts, self.fusion, max_dim=int(self.config["fusion_max_dim"] or 128), seed=int(self.config["seed"] or 0),
-                     modality_max_dim=setting(self.config, "fusion_modality_max_dim", "properties/model/MMa4CTR.yaml"))
+        fused = fuse(parts, self.fusion, max_dim=int(setting(self.config, "fusion_max_dim", MODEL_YAML)),
+                     seed=int(setting(self.config, "seed")),
+                     modality_max_dim=setting(self.config, "fusion_modality_max_dim", MODEL_YAML))
         return np.vstack([np.zeros((1, fused.shape[1]), dtype=np.float32), fused.astype(np.float32)])
 
     def build(self):
@@ -142,7 +153,7 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
         users = interactions[self.uid_field].numpy()
         items = interactions[self.iid_field].numpy()
         labels = interactions[self.label_field].numpy()
-        device_field = self.config["profile_device_field"]
+        device_field = setting(self.config, "profile_device_field", MODEL_YAML)
         devices = interactions[device_field].numpy() if device_field and device_field in interactions else None
         return {
             profile_field(m): fit_user_profiles(users, items, labels, self.modality_matrices[m], self.user_num,

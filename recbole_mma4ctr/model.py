@@ -95,7 +95,7 @@ class MMa4CTR(ContextRecommender):
         if not fields:
             raise TypeError(
                 "MMa4CTR needs an MMa4CTRDataset (user profiles and fused item vectors); "
-                "create the dataset with recbole_mma4ctr.quick_start.create_dataset"
+                "create the dataset with recbole_mma4ctr.utils.create_dataset"
             )
         self.LABEL = config["LABEL_FIELD"]
         self.device = config["device"]

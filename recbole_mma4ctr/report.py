@@ -1,7 +1,7 @@
 """Comparison tables and plots, made from result records and saved predictions only (never logs).
 
-``write_comparison(folder, models, marks, protocol)`` reads ``<model>.json`` and
-``<model>.predictions.npz`` in a comparison folder and writes ``comparison.json``,
+``write_comparison(folder, outcomes, marks, protocol)`` reads each cell's record and predictions
+(``record.read_predictions``) and writes ``comparison.json``,
 ``comparison.csv``, ``comparison.md``, ``test_auc_by_epoch.png`` and ``loss_curves.png``.
 """
 
@@ -15,30 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import summarize
+from .record import read_predictions
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
 
 
-def load_record(folder: Path, model: str) -> dict | None:
-    path = Path(folder) / f"{model}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def load_predictions(record: dict) -> dict | None:
-    path = record.get("predictions")
-    if not path or not Path(path).exists():
-        return None
-    with np.load(path) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
 def oracle_probabilities(record: dict, predictions: dict) -> np.ndarray | None:
-    """The generator's true probabilities of the scored test pairs, when the data has them."""
+    """The generator's true probabilities of the scored test pairs, when the data has them: only
+    a sidecar the dataset's manifest lists counts (real data's folder may hold an older one)."""
+    from .prepare.atomic import listed_file
+
     config = record.get("config") or {}
-    path = Path(str(config.get("data_path", ""))) / f"{record['dataset']}.oracle.npy"
-    if not path.exists():
+    path = listed_file(str(config.get("data_path", "")), f"{record['dataset']}.oracle.npy")
+    if path is None:
         return None
-    oracle = np.load(path)
+    oracle = np.load(path, allow_pickle=False)
     rows = np.rint(predictions["timestamp"]).astype(np.int64)
     if rows.min(initial=0) < 0 or rows.max(initial=-1) >= len(oracle):
         return None
@@ -49,14 +40,15 @@ def model_row(model: str, record: dict | None, marks) -> dict:
     if record is None:
         return {"model": model, "status": "not run"}
     if record.get("status") != "ok":
-        return {"model": model, "status": "failed", "error": record.get("error")}
-    row = {"model": model, "status": "ok"}
+        return {"model": model, "status": record.get("status"), "error": record.get("error"), "record": record.get("record_path")}
+    row = {"model": model, "status": "ok", "record": record.get("record_path"), "run_id": record.get("run_id"),
+           "where": record.get("where")}
     by_epoch = {entry["epoch"]: entry for entry in record.get("test_by_epoch") or []}
     for mark in marks:
         entry = by_epoch.get(mark, {})
         for metric in METRICS:
             row[f"{metric}@{mark}"] = entry.get(metric)
-    predictions = load_predictions(record)
+    predictions = read_predictions(record)
     if predictions is not None and len(predictions["score"]):
         squashed = record.get("logloss_on") == "sigmoid(score)"
         summary = summarize(predictions["score"], predictions["label"], predictions["user"], probabilities=True)
@@ -78,7 +70,7 @@ def model_row(model: str, record: dict | None, marks) -> dict:
 def oracle_row(records: dict) -> dict | None:
     for record in records.values():
         if record and record.get("status") == "ok":
-            predictions = load_predictions(record)
+            predictions = read_predictions(record)
             if predictions is None:
                 continue
             oracle = oracle_probabilities(record, predictions)
@@ -122,10 +114,11 @@ def markdown_table(rows, marks) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(folder, models, marks, protocol: str) -> str:
+def write_comparison(folder, outcomes, marks, protocol: str) -> str:
+    """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
-    records = {model: load_record(folder, model) for model in models}
-    rows = [model_row(model, records[model], marks) for model in models]
+    records = {cell["cell"]: record for cell, record in outcomes}
+    rows = [model_row(name, record, marks) for name, record in records.items()]
     oracle = oracle_row(records)
     scored = [row["_timestamps"] for row in rows if "_timestamps" in row]
     same_pairs = all(len(t) == len(scored[0]) and np.array_equal(t, scored[0]) for t in scored) if scored else None

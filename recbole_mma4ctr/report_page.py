@@ -15,34 +15,21 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import figures
 from .evaluation import weighted_auc
+from .record import read_predictions, records_in
 
 SPLIT = (0.8, 0.1, 0.1)
 
 
 def load_records(folder: Path) -> list[dict]:
-    records = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "model" in record and "status" in record:
-            record["_path"] = path
-            records.append(record)
-    return records
+    """The folder's valid records (``record.records_in``): names checked, so paths stay inside."""
+    return records_in(folder)
 
 
 def _predictions(record: dict, folder: Path):
-    candidates = [record.get("predictions"), folder / f"{record['_path'].stem}.predictions.npz"]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            with np.load(candidate) as archive:
-                return {name: archive[name] for name in archive.files}
-    return None
+    return read_predictions(record)
 
 
 def split_sizes(n: int) -> tuple[int, int, int]:
@@ -209,7 +196,7 @@ def _roc_section(page: Page, folder: Path, dataset: str, records: list[dict]) ->
         if predictions is None or not len(predictions["score"]):
             missing.append(record["model"])
             continue
-        name = record["model"] if record["model"] not in curves else record["_path"].stem
+        name = record["model"] if record["model"] not in curves else Path(record["record_path"]).stem
         curves[name] = (predictions["score"], predictions["label"], weighted_auc(predictions["score"], predictions["label"]))
     if curves:
         path = figures.roc_figure(curves, folder / f"roc_{dataset}.png", f"Test ROC, {dataset}")
@@ -226,7 +213,7 @@ def _maps_section(page: Page, folder: Path, dataset: str, records: list[dict]) -
         if predictions is None or "hidden" not in predictions:
             continue
         labels = predictions["label"][predictions["sample_index"]]
-        stem = record["_path"].stem
+        stem = Path(record["record_path"]).stem
         hidden, method = figures.map_figure(predictions["hidden"], labels, folder / f"map_hidden_{stem}.png",
                                             f"{record['model']}: last hidden layer ({predictions['hidden'].shape[1]} units)")
         raw, _ = figures.map_figure(predictions["raw_input"], labels, folder / f"map_input_{stem}.png",

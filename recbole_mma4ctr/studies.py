@@ -3,12 +3,12 @@
 ``python run_recbole_mma4ctr.py --study=<name> --dataset=wechat [--grid=a,b] [--marks=10,30]``
 
 A study (``properties/studies/<name>.yaml``, or a path to such a file) is a grid over one
-setting; every grid point is one run of ``run_recbole_mma4ctr(..., marks=...)``, which trains
-max(marks) epochs and tests after every epoch. Grid points are Ray trials, so they run in
-parallel (``--cpus_per_trial``, ``--gpus_per_trial``, ``--ray_address``, ``--ray_tmp`` as in
-``tune.py``). Studies: ``epochs`` (4.x.1), ``learning_rate`` (4.x.2), ``batch_size`` (4.x.3),
+setting; every grid point trains max(marks) epochs and tests after every epoch. Studies: ``epochs`` (4.x.1), ``learning_rate`` (4.x.2), ``batch_size`` (4.x.3),
 ``fusion`` (5.x.1-5.x.4, eleven variants), ``profile_length`` (5.x.5), ``lr_schedule`` (5.x.6,
 validation interrupt and learning-rate halving with and without).
+
+Every grid point is a cell (``run.run_cell``) scheduled by ``engine.py`` like comparison cells
+(``--cpus_per_run``, ``--gpus_per_run``, ``--ray_address``, ``--max_failures``, ``--ray_tmp``).
 
 Cut-downs: ``--grid=0.001,0.0001`` keeps those values (any value the setting takes, not only the
 file's), ``--marks=1,2`` tests at those epochs (and trains max of them). In the ``epochs`` study
@@ -31,15 +31,13 @@ skips the points already done (a failed point is tried again).
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
 
 from .defaults import properties_dir
-from .tune import (TuneError, absolute_settings, check_local_resources, error_line, exit_status, markdown, parse_resources,
-                   prepare_in_driver, results_folder, say, start_ray, stop_ray, trial_device, trial_params, worker_setup)
+from .tune import TuneError, markdown, say
 
-STUDY_OPTIONS = ("grid", "model", "cpus_per_trial", "gpus_per_trial", "ray_address", "ray_tmp")
+STUDY_OPTIONS = ("grid", "model")
 REQUIRED = ("parameter", "grid")
 
 
@@ -127,10 +125,6 @@ def point_settings(study: dict, value) -> dict:
     return {study["parameter"]: value}
 
 
-def stem_of(label: str) -> str:
-    return "point-" + re.sub(r"[^A-Za-z0-9._-]", "_", label)
-
-
 def paper_values(study: dict, dataset: str, value) -> list:
     table = (study.get("paper") or {}).get(dataset) or {}
     for key, values in table.items():
@@ -139,113 +133,66 @@ def paper_values(study: dict, dataset: str, value) -> list:
     return []
 
 
-# ---- one grid point ----------------------------------------------------------------------------------
-def study_trial(params: dict, setup: dict) -> None:
-    """Ray trainable: one grid point = one run with test metrics after every epoch; returns nothing."""
-    worker_setup(setup["cpus_per_trial"])
-    from ray.air import session
-
-    from .quick_start import run_recbole_mma4ctr
-
-    point = setup["points"][params["point"]]
-    overrides = {**setup["overrides"], **point["settings"]}
-    overrides["checkpoint_dir"] = str(Path(session.get_trial_dir()) / "saved")
-    overrides["gpu_id"] = trial_device(setup["gpus_per_trial"])
-    record = run_recbole_mma4ctr(setup["model"], setup["dataset"], setup["config_files"], overrides, marks=setup["marks"],
-                                 record_stem=point["stem"], extra_record={"comparison_key": point["key"],
-                                                                          "study": setup["study"], "point": params["point"]})
-    last = (record.get("test_by_epoch") or [{}])[-1]
-    session.report({"test_auc": float(last.get("auc", float("nan"))), "epochs_run": int(record.get("epochs_run") or 0)})
-
-
 # ---- the study ---------------------------------------------------------------------------------------
-def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=None, options=None) -> Path:
+def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=None, options=None,
+              protocol=None) -> Path:
     """Run (or resume) one study; returns its results folder."""
-    from .compare import finished, settings_key
-    from .record import write_record
+    from . import engine
+    from .cells import make_cell
+    from .record import latest_by_key, records_in
+    from .resume_key import cell_key
 
     options = dict(options or {})
+    engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     overrides = dict(overrides or {})
     study = load_study(name)
     grid, marks = study_plan(study, options.get("grid"), marks)
     model = options.get("model") or study.get("model") or "MMa4CTR"
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
-    resources = parse_resources(options)
-    check_local_resources(resources)
+    engine.check_local_resources(engine_options)
     fixed = {**(study.get("settings") or {}), **overrides}
-    config = prepare_in_driver(model, dataset, config_files, fixed)
-    folder = results_folder(config, f"study-{study['name']}-{config['dataset']}")
-    files, settings = absolute_settings(config, config_files, fixed)
-    settings.update({"show_progress": "False", "results_dir": str(folder)})
-    points = {}
-    for value in grid:
-        label = label_of(value)
-        extra = point_settings(study, value)
-        key = settings_key(dataset, marks, f"study:{study['name']}:{label}", files,
-                           {**settings, **{k: str(v) for k, v in extra.items()}})
-        points[label] = {"value": value, "settings": extra, "stem": stem_of(label), "key": key}
-    pending = [label for label, point in points.items() if not finished(folder, point["stem"], point["key"])]
+    cells = [make_cell(model, dataset, config_files, {**fixed, **point_settings(study, value)}, marks=marks,
+                       kind="study", protocol=protocol, name=label_of(value), prepare=False,
+                       extra={"study": study["name"], "point": label_of(value)}) for value in grid]
+    config, manifest = engine.prepare_in_driver(cells[0])
+    for cell in cells:
+        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
+    folder = engine.results_folder(config, f"study-{study['name']}-{config['dataset']}")
+    done = {k: r for k, r in latest_by_key(records_in(folder, {c["key"] for c in cells})).items() if r["status"] == "ok"}
+    pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[study] {study['title']} ({study['name']}, paper {study.get('paper_section', '?')}): {model} on {dataset}, "
-        f"{len(points)} point(s) {list(points)}, test AUC at epochs {marks}; {len(points) - len(pending)} done earlier, "
-        f"{len(pending)} to run with {resources.cpus_per_trial:g} CPU(s) and {resources.gpus_per_trial:g} GPU(s) each")
+        f"{len(cells)} point(s) {[c['cell'] for c in cells]}, test AUC at epochs {marks}; {len(cells) - len(pending)} "
+        f"done earlier, {len(pending)} to run")
     started = time.time()
     if pending:
-        setup = {"model": model, "dataset": dataset, "config_files": files, "overrides": settings, "marks": marks,
-                 "study": study["name"], "points": {label: points[label] for label in pending},
-                 "cpus_per_trial": resources.cpus_per_trial, "gpus_per_trial": resources.gpus_per_trial}
-        try:
-            say(f"[study] {start_ray(folder, resources)}")
-            grid_results = _fit(setup, pending, folder)
-        finally:
-            stop_ray()
-        for result in grid_results:
-            label = trial_params(result).get("point")
-            if label in points and result.error is not None:
-                point = points[label]
-                write_record({"status": "failed", "model": model, "dataset": dataset, "study": study["name"],
-                              "point": label, "error": error_line(result.error), "log": str(result.path or ""),
-                              "comparison_key": point["key"]}, folder, point["stem"])
-    rows = study_rows(study, points, marks, folder, dataset)
+        records, _ = engine.run_cells("study", pending, config, folder, engine_options)
+        done.update(records)
+    points = {cell["cell"]: (value, done.get(cell["key"])) for cell, value in zip(cells, grid)}
+    rows = study_rows(study, points, marks, dataset)
     table = write_study(folder, study, rows, marks, model, dataset)
     say(table)
     failed = [row["label"] for row in rows if row["status"] != "ok"]
     say(f"[study] {len(points)} run(s), {len(failed)} failed{' ' + str(failed) if failed else ''}; "
         f"{time.time() - started:.0f} s")
     if len(failed) == len(rows):
-        raise RuntimeError(f"every point of the study failed; see {folder / 'study.md'} and the logs in {folder / 'ray'}")
+        raise RuntimeError(f"every point of the study failed; see {folder / 'study.md'} and the records in {folder}")
     return folder
 
 
-def _fit(setup, labels, folder):
-    from ray import air, tune
-
-    trainable = tune.with_resources(tune.with_parameters(study_trial, setup=setup),
-                                    {"cpu": setup["cpus_per_trial"], "gpu": setup["gpus_per_trial"]})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"point": tune.grid_search(labels)},
-        tune_config=tune.TuneConfig(num_samples=1),
-        run_config=air.RunConfig(name=f"points-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(folder / "ray"),
-                                 log_to_file=True, verbose=1, failure_config=air.FailureConfig(max_failures=0)),
-    )
-    return tuner.fit()
-
-
 # ---- table and plot ------------------------------------------------------------------------------------
-def study_rows(study, points, marks, folder: Path, dataset: str) -> list[dict]:
-    """One row per grid point (the epochs study: one row per mark), from the records only."""
-    from .report import load_record
-
+def study_rows(study, points, marks, dataset: str) -> list[dict]:
+    """One row per grid point (the epochs study: one row per mark), from the records only;
+    ``points``: label -> (value, record or None)."""
     rows = []
-    for label, point in points.items():
-        record = load_record(folder, point["stem"]) or {"status": "not run"}
+    for label, (value, record) in points.items():
+        record = record or {"status": "not run"}
         ok = record.get("status") == "ok"
         by_epoch = {entry["epoch"]: entry for entry in record.get("test_by_epoch") or []} if ok else {}
         dims = ((record.get("features") or {}).get("input_dims") or {}) if ok else {}
         base = {"input_width": sum(dims.values()) if dims else None, "epochs_run": record.get("epochs_run"),
                 "train_seconds": record.get("train_seconds"), "status": record.get("status"),
-                "error": record.get("error") or "", "record": str(folder / f"{point['stem']}.json"),
+                "error": record.get("error") or "", "record": record.get("record_path"),
                 "curve": [(e["epoch"], e.get("auc")) for e in record.get("test_by_epoch") or []],
                 "valid_curve": [(h["epoch"] + 1, (h.get("valid") or {}).get("auc")) for h in record.get("history") or []
                                 if not h.get("interrupted")]}
@@ -255,7 +202,7 @@ def study_rows(study, points, marks, folder: Path, dataset: str) -> list[dict]:
                 rows.append({"label": str(mark), "value": mark, **base, "auc": entry.get("auc"), "gauc": entry.get("gauc"),
                              "logloss": entry.get("logloss"), "paper": paper_values(study, dataset, mark)})
             continue
-        row = {"label": label, "value": point["value"], **base, "paper": paper_values(study, dataset, point["value"])}
+        row = {"label": label, "value": value, **base, "paper": paper_values(study, dataset, value)}
         for mark in marks:
             entry = by_epoch.get(mark, {})
             for metric in ("auc", "gauc", "logloss"):
@@ -376,7 +323,17 @@ def plot_study(folder: Path, study, rows, marks, model: str, dataset: str) -> No
     plt.close(figure)
 
 
-def main(name: str, dataset: str, config_files, marks, overrides: dict) -> int:
+def main(name: str, dataset: str, config_files, marks, overrides: dict, protocol=None) -> int:
     """The ``--study=`` command: pops the study options from ``overrides``; returns an exit status."""
-    options = {key: overrides.pop(key) for key in list(overrides) if key in STUDY_OPTIONS}
-    return exit_status(lambda: run_study(name, dataset, config_files, marks, overrides, options), "study.md")
+    import sys
+
+    from .engine import ENGINE_OPTIONS
+
+    options = {key: overrides.pop(key) for key in list(overrides) if key in STUDY_OPTIONS or key in ENGINE_OPTIONS}
+    try:
+        folder = run_study(name, dataset, config_files, marks, overrides, options, protocol)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(folder / "study.md", flush=True)
+    return 0

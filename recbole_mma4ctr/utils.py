@@ -8,9 +8,49 @@ Importing this module never imports ray (``recbole.quick_start`` would).
 from __future__ import annotations
 
 
+OWN_MODELS = ("MMa4CTR",)
+RECBOLE_MODEL_KINDS = ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                       "knowledge_aware_recommender", "exlib_recommender")
+EXTERNAL_LIBRARIES = {"lightgbm": "lightgbm", "xgboost": "xgboost"}
+
+
+def recbole_model_files() -> dict[str, str]:
+    """RecBole's model module names (lower-case model names) -> their kind, found without
+    importing them (importing ``exlib_recommender`` needs lightgbm and xgboost)."""
+    import importlib.util
+    import os
+
+    root = importlib.util.find_spec("recbole.model").submodule_search_locations[0]
+    found = {}
+    for kind in RECBOLE_MODEL_KINDS:
+        folder = os.path.join(root, kind)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.endswith(".py") and not name.startswith("_"):
+                found.setdefault(name[:-3], kind)
+    return found
+
+
+def check_model(model_name: str) -> str:
+    """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so."""
+    if model_name in OWN_MODELS:
+        return model_name
+    kind = recbole_model_files().get(model_name.lower())
+    if kind is None:
+        raise ValueError(f"unknown model {model_name!r}: not {', '.join(OWN_MODELS)} and not a RecBole 1.2.1 model "
+                         f"(e.g. BPR, FPMC, NGCF, LightGCN, BERT4Rec, GCSAN, DIN, DIEN, DeepFM)")
+    library = EXTERNAL_LIBRARIES.get(model_name.lower())
+    if kind == "exlib_recommender" and library:
+        import importlib.util
+
+        if importlib.util.find_spec(library) is None:
+            raise ValueError(f"model {model_name!r} needs the {library} package: pip install {library}")
+    return model_name
+
+
 def get_model(model_name: str):
     from .baselines import switch_off_anomaly_detection
 
+    check_model(model_name)
     model_class = _get_model(model_name)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
     switch_off_anomaly_detection()
@@ -26,9 +66,14 @@ def _get_model(model_name: str):
         from .baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
 
         return GCSAN
-    from recbole.utils import get_model as recbole_get_model
+    import importlib
 
-    return recbole_get_model(model_name)
+    module = importlib.import_module(f"recbole.model.{recbole_model_files()[model_name.lower()]}.{model_name.lower()}")
+    if not hasattr(module, model_name):
+        spelled = [name for name in dir(module) if name.lower() == model_name.lower()]
+        raise ValueError(f"unknown model {model_name!r}" + (f": model names are case-sensitive, did you mean {spelled[0]}?"
+                                                            if spelled else ""))
+    return getattr(module, model_name)
 
 
 def create_dataset(config):

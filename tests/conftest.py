@@ -47,3 +47,19 @@ def run_settings(tmp_path: Path, **extra) -> dict:
     }
     settings.update({k: str(v) for k, v in extra.items()})
     return settings
+
+
+def remove_ray_temp(folder: Path):
+    """Pytest's folders are too deep for Ray's sockets, so <folder>/rt links to /tmp/rmc-<hash>
+    (engine.ray_temp_dir), or the folder itself is a short /tmp one: remove what Ray left there."""
+    import time
+
+    link = Path(folder) / "rt"
+    target = link.resolve() if link.is_symlink() else Path(folder) if Path(folder).name.startswith("rmc-") else None
+    if target is None:
+        return
+    for _ in range(5):      # Ray's helper processes may still be writing their last logs
+        shutil.rmtree(target, ignore_errors=True)
+        if not target.exists():
+            break
+        time.sleep(1)

@@ -27,7 +27,7 @@ SHRINK = {
 
 
 class Capture:
-    """Wraps quick_start's trainer lookup to keep each run's trainer, config, evaluated datasets
+    """Wraps run.py's trainer lookup to keep each run's trainer, config, evaluated datasets
     and (when asked) the labels of every training batch."""
 
     def __init__(self):
@@ -71,7 +71,7 @@ class Capture:
 
 @pytest.fixture(scope="module")
 def runs(tiny_atomic, tmp_path_factory):
-    from recbole_mma4ctr import quick_start
+    from recbole_mma4ctr import run as run_module
 
     source, _ = tiny_atomic
     root = tmp_path_factory.mktemp("baselines")
@@ -79,11 +79,11 @@ def runs(tiny_atomic, tmp_path_factory):
     capture = Capture()
     records = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(quick_start, "get_trainer", capture.wrap(quick_start.get_trainer))
+        patch.setattr(quick_start, "get_trainer", capture.wrap(run_module.get_trainer))
         for model in BASELINES + ["MMa4CTR"]:
             settings = run_settings(root / model, data_path=root / "data", epochs=1, **SHRINK.get(model, {}))
             started = time.time()
-            records[model] = quick_start.run_recbole_mma4ctr(model, "tb", None, settings)
+            records[model] = run_module.run_recbole_mma4ctr(model, "tb", None, settings)
             print(f"{model}: {time.time() - started:.1f} s")
     inter = pd.read_csv(source / "wechat.inter", sep="\t")
     inter.columns = [c.split(":")[0] for c in inter.columns]

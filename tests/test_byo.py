@@ -46,7 +46,7 @@ def byo_settings(tmp_path, **extra):
 
 
 def test_byo_dataset_runs_mma4ctr_and_a_baseline_end_to_end(tmp_path):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     write_byo(tmp_path / "data")
     record = run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path))
@@ -62,9 +62,170 @@ def test_byo_dataset_runs_mma4ctr_and_a_baseline_end_to_end(tmp_path):
 
 
 def test_a_missing_modality_file_is_named(tmp_path):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     folder = write_byo(tmp_path / "data", name="nofeatures", with_npz=False)
     with pytest.raises(FileNotFoundError, match="modality file not found") as raised:
         run_recbole_mma4ctr("MMa4CTR", "nofeatures", None, byo_settings(tmp_path))
     assert str(folder / "nofeatures.mm.npz") in str(raised.value)
+
+
+# ------------------------------------------------------------------ bad input (issue 10, item 6)
+# Before these checks each case below trained (or crashed deep inside RecBole / numpy): ids that
+# match no item gave a meaningless record with exit 0, a label of 2 was scored as a label.
+
+LOADER = {"field_separator": "\t", "LABEL_FIELD": "label"}
+
+
+def check_folder(folder: Path, name: str = "byo"):
+    from recbole_mma4ctr.prepare.sources import check_atomic_files
+
+    check_atomic_files(LOADER, folder, name)
+
+
+def edit_line(path: Path, line: int, field: int, value: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    cells = lines[line - 1].rstrip("\n").split("\t")
+    cells[field] = value
+    lines[line - 1] = "\t".join(cells) + "\n"
+    path.write_text("".join(lines))
+
+
+def one_line(error) -> str:
+    text = str(error.value)
+    assert "\n" not in text and "Traceback" not in text
+    return text
+
+
+@pytest.mark.parametrize("value", ["2", "nan", "", "yes", "-1"])
+def test_a_label_that_is_not_0_or_1_is_named(tmp_path, value):
+    from recbole_mma4ctr.errors import InputError
+
+    folder = write_byo(tmp_path, with_npz=False)
+    edit_line(folder / "byo.inter", 7, 3, value)
+    with pytest.raises(InputError) as raised:
+        check_folder(folder)
+    assert one_line(raised) == f"{folder / 'byo.inter'}, line 7, field 'label': expected a label of 0 or 1 (value {value!r})"
+
+
+def test_labels_written_as_floats_are_accepted(tmp_path):
+    folder = write_byo(tmp_path, with_npz=False)  # pandas wrote 0.0 / 1.0
+    assert "\t1.0\t" in (folder / "byo.inter").read_text()
+    check_folder(folder)
+
+
+def test_a_short_line_an_encoding_and_a_header_are_named(tmp_path):
+    from recbole_mma4ctr.errors import InputError
+
+    folder = write_byo(tmp_path, with_npz=False)
+    inter = folder / "byo.inter"
+    good = inter.read_bytes()
+    lines = good.decode().splitlines(keepends=True)
+    inter.write_text("".join(lines[:11] + ["u1\ti2\t10\n"] + lines[12:]))
+    with pytest.raises(InputError) as raised:
+        check_folder(folder)
+    assert one_line(raised) == (f"{inter}, line 12: expected 5 '\\t'-separated fields (user_id, item_id, timestamp, "
+                                f"label, device), found 3")
+    inter.write_bytes(good.replace(b"u17\t", "u17é\t".encode("latin-1"), 1))
+    with pytest.raises(InputError, match=r"byo.inter, line \d+, field 'user_id': not valid UTF-8 text \(byte 0xe9"):
+        check_folder(folder)
+    inter.write_bytes(b"\xef\xbb\xbf" + good)
+    with pytest.raises(InputError, match="line 1: the file starts with a UTF-8 byte-order mark"):
+        check_folder(folder)
+    inter.write_bytes(good.replace(b"label:float", b"label", 1))
+    with pytest.raises(InputError, match=r"line 1, field 'label': expected 'name:type'"):
+        check_folder(folder)
+    inter.write_bytes(good.split(b"\n")[0] + b"\n")
+    with pytest.raises(InputError, match="byo.inter: no rows below the header"):
+        check_folder(folder)
+    (folder / "byo.item").write_bytes("item_id:token\ni1\ni\xe9\n".encode("latin-1"))
+    inter.write_bytes(good)
+    with pytest.raises(InputError, match=r"byo.item, line 3, field 'item_id': not valid UTF-8"):
+        check_folder(folder)
+
+
+def write_archive(tmp_path, **arrays) -> Path:
+    path = tmp_path / "x.mm.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+IDS = np.array(["a", "b", "c"])
+GOOD = np.ones((3, 2), dtype=np.float32)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"item_id": np.array([1, 2, 3]), "visual": GOOD},
+     "field 'item_id': int64 ids; save the ids as strings equal to the .inter's item_id tokens"),
+    ({"item_id": np.array([], dtype=str), "visual": np.zeros((0, 2))}, "field 'item_id': no rows"),
+    ({"item_id": np.array(["a", "b", "a"]), "visual": GOOD}, "field 'item_id', row 2: duplicate id 'a' (also row 0)"),
+    ({"item_id": IDS, "visual": np.ones((2, 2))}, "field 'visual': 2 rows, but item_id has 3; one row per id"),
+    ({"item_id": IDS, "visual": np.array([[0, 1], [np.nan, 0], [1, 1]])},
+     "field 'visual', row 1 (item_id 'b'), column 0: NaN or infinite value (nan)"),
+    ({"item_id": IDS, "visual": np.array([[0, 1], [0, 0], [1, np.inf]])},
+     "field 'visual', row 2 (item_id 'c'), column 1: NaN or infinite value (inf)"),
+    ({"item_id": IDS, "visual": np.ones(3)}, "field 'visual': an array of shape (3,); expected a 2-d matrix"),
+    ({"item_id": IDS.reshape(3, 1), "visual": GOOD}, "field 'item_id': an array of shape (3, 1); expected one id"),
+    ({"item_id": IDS, "visual": np.array([["x", "y"]] * 3)}, "field 'visual': <U1 values; expected numbers"),
+    ({"visual": GOOD}, "no 'item_id' array"),
+    ({"item_id": np.array(["a", None, "c"], dtype=object), "visual": GOOD}, "field 'item_id': holds Python objects"),
+])
+def test_a_bad_modality_archive_is_named(tmp_path, arrays, message):
+    from recbole_mma4ctr.errors import InputError
+    from recbole_mma4ctr.prepare.byo import check_modality_archive
+
+    path = write_archive(tmp_path, **arrays)
+    with pytest.raises(InputError) as raised:
+        check_modality_archive(path)
+    assert one_line(raised).startswith(f"{path}") and message in str(raised.value)
+
+
+def test_a_good_archive_loads_as_strings_and_float32(tmp_path):
+    from recbole_mma4ctr.prepare.byo import check_modality_archive
+
+    ids, matrices = check_modality_archive(write_archive(tmp_path, item_id=IDS, visual=GOOD.astype(np.float64)))
+    assert ids.tolist() == ["a", "b", "c"] and matrices["visual"].dtype == np.float32
+
+
+def test_a_label_of_2_stops_the_run_before_training(tmp_path):
+    from recbole_mma4ctr.errors import InputError
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
+
+    folder = write_byo(tmp_path / "data")
+    edit_line(folder / "byo.inter", 30, 3, "2")
+    with pytest.raises(InputError, match=r"byo.inter, line 30, field 'label': expected a label of 0 or 1"):
+        run_recbole_mma4ctr("BPR", "byo", None, byo_settings(tmp_path, epochs=1))
+    assert not (tmp_path / "saved").exists()  # stopped before a trainer existed
+
+
+@pytest.mark.parametrize("kept, ids_as, message", [
+    (0.3, str, "only 60 of the 200 items in the interactions (30%) have vectors; min_item_feature_coverage is 0.5"),
+    (1.0, "other", "only 0 of the 200 items in the interactions (0%) have vectors"),
+])
+def test_too_few_interacted_items_with_vectors_is_refused(tmp_path, kept, ids_as, message):
+    from recbole_mma4ctr.errors import InputError
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
+
+    folder = write_byo(tmp_path / "data")
+    with np.load(folder / "byo.mm.npz") as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    n = int(round(kept * len(arrays["item_id"])))
+    arrays = {name: values[:n] for name, values in arrays.items()}
+    if ids_as == "other":  # ids that look right but name no item of the .inter
+        arrays["item_id"] = np.array([f"item{i}" for i in range(n)])
+    np.savez(folder / "byo.mm.npz", **arrays)
+    with pytest.raises(InputError) as raised:
+        run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path, epochs=1))
+    assert one_line(raised) == f"{folder / 'byo.mm.npz'}, field 'item_id': {message}" + (
+        "" if kept < 1 else "; min_item_feature_coverage is 0.5") + " (are the ids the .inter's item_id tokens?)"
+
+
+def test_the_coverage_threshold_is_a_setting(tmp_path):
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
+
+    folder = write_byo(tmp_path / "data")
+    with np.load(folder / "byo.mm.npz") as archive:
+        arrays = {name: archive[name][:60] for name in archive.files}
+    np.savez(folder / "byo.mm.npz", **arrays)
+    record = run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path, epochs=1, min_item_feature_coverage=0.25))
+    assert record["model"] == "MMa4CTR" and "auc" in record["test"]

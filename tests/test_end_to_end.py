@@ -69,7 +69,7 @@ def test_overrides_and_config_files_reach_the_run(main_run, tmp_path):
 
 def test_shuffling_item_features_across_items_lowers_test_auc(main_run, tmp_path):
     """The planted signal runs through the multimodal features: break the item-feature link."""
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     workdir, _, record = main_run
     source = workdir / "dataset_atomic" / "wechat"

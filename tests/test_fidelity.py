@@ -167,7 +167,7 @@ def test_the_acoustic_matrix_keeps_the_planted_bgm_signal_and_the_old_recipe_los
 
     # the old recipe: the bgm embeddings appended to the padded ids BEFORE the PCA
     feeds, feed_ids = wechat.read_feeds(tiny_raw / "feed_info.csv")
-    lists, music = wechat._token_lists(feeds, wechat.DEFAULT_SETTINGS)
+    lists, music = wechat._token_lists(feeds, wechat.default_settings())
     padded = np.hstack([tokens.pad_sequences(lists["acoustic"][0], 512), music])
     old = minmax_scale(pca_reduce(padded, 0.9))[wechat.rows_in(items, feed_ids)]
     before_pca = held_out_r2(old, hit)
@@ -296,8 +296,8 @@ def test_the_converter_cli_reaches_the_row_settings(tiny_raw, tmp_path):
 
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "recbole_mma4ctr.prepare", "wechat", "--raw", str(tiny_raw), "--out",
-                           str(out), "--min-user-actions", "0", "--dedupe", "user_feed_label", "--row-order", "authors",
-                           "--device-choice", "last_pair"], capture_output=True, text=True)
+                           str(out), "--min_user_actions", "0", "--dedupe", "user_feed_label", "--row_order", "authors",
+                           "--device_choice", "last_pair"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert {k: manifest["settings"][k] for k in PAPER_ROWS} == PAPER_ROWS

@@ -51,7 +51,7 @@ def test_unchanged_inputs_skip_and_changed_settings_reconvert(tiny_raw, tmp_path
     again = convert(tiny_raw, out, {"min_user_actions": 0})
     assert again["fingerprint"] == first["fingerprint"]
     assert os.stat(out / "wechat.inter").st_mtime_ns == stamp
-    liked = convert(tiny_raw, out, {"min_user_actions": 0, "label": "like"})
+    liked = convert(tiny_raw, out, {"min_user_actions": 0, "label_action": "like"})
     assert liked["fingerprint"] != first["fingerprint"]
     raw = pd.read_csv(tiny_raw / "user_action.csv")
     inter = pd.read_csv(out / "wechat.inter", sep="\t")
@@ -238,7 +238,7 @@ def test_a_failed_reconversion_leaves_the_previous_output_intact(tiny_raw, tmp_p
 
 def test_cli_exit_status_and_progress(tiny_raw, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "recbole_mma4ctr.prepare", "wechat", "--raw", str(tiny_raw),
-                         "--out", str(tmp_path / "out"), "--min-user-actions", "0"], capture_output=True, text=True)
+                         "--out", str(tmp_path / "out"), "--min_user_actions", "0"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "building modalities" in ok.stderr
     assert json.loads(ok.stdout)["rows"]["inter"] == 30_000
@@ -251,8 +251,8 @@ def test_cli_exit_status_and_progress(tiny_raw, tmp_path):
 def test_cli_reaches_every_recipe_setting_and_shares_the_run_paths_fingerprint(tiny_raw, tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "recbole_mma4ctr.prepare", "wechat", "--raw", str(tiny_raw),
-                           "--out", str(out), "--min-user-actions", "0", "--text-recipe", "tfidf",
-                           "--textual-dim", "7", "--feed-embedding"], capture_output=True, text=True)
+                           "--out", str(out), "--min_user_actions", "0", "--text_recipe", "tfidf",
+                           "--textual_dim", "7", "--feed_embedding", "true"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["text_recipe"] == "tfidf" and manifest["modality_dims"]["textual"] == 7
@@ -449,7 +449,7 @@ def test_yaml_keys_reach_the_converter_settings():
         "text_recipe": "tfidf", "text_max_dim": "64", "textual_dim": "12", "feed_embedding": "True"}))
     assert settings["text_recipe"] == "tfidf" and settings["text_max_dim"] == 64
     assert settings["textual_dim"] == 12 and settings["feed_embedding"] is True
-    assert "text_recipe" not in converter_settings(build_config("MMa4CTR", "wechat"))  # default: paper
+    assert converter_settings(build_config("MMa4CTR", "wechat"))["text_recipe"] == "paper"  # the yaml's default
 
 
 @pytest.mark.parametrize("settings, message", [

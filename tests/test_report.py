@@ -9,7 +9,7 @@ from conftest import copy_atomic, run_settings
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_atomic, tmp_path_factory):
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     tmp = tmp_path_factory.mktemp("report")
     source, _ = tiny_atomic
@@ -19,7 +19,7 @@ def two_runs(tiny_atomic, tmp_path_factory):
     folder = tmp / "results"
     for model in ("MMa4CTR", "FM"):
         run_recbole_mma4ctr(model, "tw", None, run_settings(tmp, data_path=tmp / "data", results_dir=folder, epochs=2,
-                                                             profile_length=5), record_stem=model)
+                                                             profile_length=5))
     return folder
 
 

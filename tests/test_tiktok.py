@@ -185,7 +185,7 @@ def test_modalities_aligned_scaled_and_missing_items_counted(raw, atomic):
 
 def test_fixed_dims_finish_label_and_oracle_sidecar(raw, train, tmp_path):
     out = tmp_path / "out"
-    manifest = tiktok.convert(raw[0], out, {**SETTINGS, "label": "finish", "visual_dim": 71, "acoustic_dim": 10,
+    manifest = tiktok.convert(raw[0], out, {**SETTINGS, "label_action": "finish", "visual_dim": 71, "acoustic_dim": 10,
                                             "textual_dim": 22})
     assert manifest["modality_dims"] == {"visual": 71, "acoustic": 10, "textual": 22}
     kept = kept_rows(train)
@@ -334,16 +334,16 @@ def test_cli_exit_status(raw, tmp_path):
         return subprocess.run([sys.executable, "-m", "recbole_mma4ctr.prepare", *map(str, args)], capture_output=True,
                               text=True, timeout=300)
 
-    ok = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out", "--min-user-interactions", 50,
-                 "--visual-dim", 71, "--textual-dim", 22, "--chunk-rows", 5000)
+    ok = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out", "--min_user_interactions", 50,
+                 "--visual_dim", 71, "--textual_dim", 22, "--chunk_rows", 5000)
     assert ok.returncode == 0, ok.stderr
     assert "pass 1" in ok.stderr and "pass 2" in ok.stderr
     assert json.loads(ok.stdout)["modality_dims"] == {"visual": 71, "acoustic": 10, "textual": 22}
     missing = prepare("tiktok", "--raw", tmp_path / "none", "--out", tmp_path / "out2")
     assert missing.returncode == 1 and "final_track1_train.txt: file not found" in missing.stderr
-    nobody = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out3", "--min-user-interactions", 4000)
+    nobody = prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out3", "--min_user_interactions", 4000)
     assert nobody.returncode == 1 and "no user has >= 4,000 rows" in nobody.stderr  # the paper's 4000, tiny sample
-    assert prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out4", "--label", "comment").returncode == 2
+    assert prepare("tiktok", "--raw", raw[0], "--out", tmp_path / "out4", "--label_action", "comment").returncode == 2
     synth = prepare("synth", "tiktok", "--scale", "tiny", "--seed", 3, "--out", tmp_path / "synth")
     assert synth.returncode == 0, synth.stderr
     assert (tmp_path / "synth" / TRAIN).read_bytes() == (raw[0] / TRAIN).read_bytes()
@@ -370,12 +370,15 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     assert raw_source("tiktok", tmp_path / "dataset", tmp_path / "synthetic", "tiny", 4) == real
 
     config = build_config("MMa4CTR", "tiktok", overrides={"visual_dim": "71", "label_action": "finish"})
-    assert converter_settings(config) == {"label": "finish", "variance": 0.9,
-                                          "visual_dim": 71, "acoustic_dim": 10, "textual_dim": None}
+    assert converter_settings(config) == {"label_action": "finish", "min_user_interactions": None, "pca_variance": 0.9,
+                                          "visual_dim": 71, "acoustic_dim": 10, "textual_dim": None,
+                                          "chunk_rows": 1_000_000, "converter_seed": 2024}
     assert converter_settings(build_config("MMa4CTR", "tiktok", overrides={"min_user_interactions": "7"}))[
         "min_user_interactions"] == 7
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
-    assert wechat == {"label": "weighted", "min_user_actions": 100, "variance": 0.9, "token_maxlen": 512,
+    assert wechat == {"label_action": "weighted", "min_user_actions": 100, "pca_variance": 0.9, "token_maxlen": 512,
+                      "text_recipe": "paper", "text_max_dim": 128, "visual_dim": None, "acoustic_dim": None,
+                      "textual_dim": None, "embedding_dim": None, "feed_embedding": False, "converter_seed": 2024,
                       "dedupe": "none", "row_order": "chronological", "device_choice": "row"}
 
 
@@ -400,7 +403,7 @@ def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
 # by adaptive average pooling (profiles.average_pool).
 def test_run_on_the_sample_with_the_papers_widths(tmp_path):
     """The README-style run on the generated sample: 71/10/22 dims -> 169 inputs, 26,025 parameters."""
-    from recbole_mma4ctr.quick_start import run_recbole_mma4ctr
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     settings = run_settings(tmp_path, data_path=tmp_path / "dataset_atomic", raw_root=tmp_path / "dataset",
                             synthetic_root=tmp_path / "dataset" / "synthetic", epochs=3, visual_dim=71,

@@ -76,7 +76,7 @@ def test_bgm_ids_negative_ids_are_ids_and_only_empty_cells_are_missing():
     rows = {column: ["", "", "", ""] for column in wechat.FEED_COLUMNS}
     rows["bgm_singer_id"] = ["-5", "", "7", "-5"]
     rows["bgm_song_id"] = ["1", "2", "", "1"]
-    _, music = wechat._token_lists(pa.table(rows), wechat.DEFAULT_SETTINGS)
+    _, music = wechat._token_lists(pa.table(rows), wechat.default_settings())
     # the authors' treatment: a missing id is category 0 with its own vector; two ids + missing =
     # 3 categories: int(3 ** 0.25) = 1 column each
     singer, song = music[:, :1], music[:, 1:]

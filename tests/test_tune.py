@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, remove_ray_temp
 
 TINY = "--synthetic_scale=tiny"
 
@@ -28,18 +28,6 @@ def run(workdir, *arguments, timeout=400):
 def ok(done):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done
-
-
-def remove_ray_temp(folder: Path):
-    """Pytest's folders are too deep for Ray's sockets, so rt/ links to /tmp/rmc-<hash>: remove it."""
-    link = folder / "rt"
-    if link.is_symlink():
-        target = link.resolve()
-        for _ in range(5):      # Ray's helper processes may still be writing their last logs
-            shutil.rmtree(target, ignore_errors=True)
-            if not target.exists():
-                break
-            time.sleep(1)
 
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
@@ -92,23 +80,23 @@ def test_search_space_maps_recbole_kinds_to_ray():
 
 
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
-    from recbole_mma4ctr import cli, tune
+    from recbole_mma4ctr import cli, engine
 
-    monkeypatch.setattr(tune, "visible_gpus", lambda: 0)
+    monkeypatch.setattr(engine, "visible_gpus", lambda: 0)
     hyper = tmp_path / "h.hyper"
     hyper.write_text("learning_rate choice [0.001]\n")
-    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--gpus_per_trial=0.5"])
+    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--gpus_per_run=0.5"])
     assert status == 2
     error = capsys.readouterr().err
     assert "no usable CUDA GPU" in error and "PENDING forever" in error
-    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--cpus_per_trial=999"])
+    status = cli.main(["--tune", "--model=MMa4CTR", f"--params_file={hyper}", "--cpus_per_run=999"])
     assert status == 2 and "core(s)" in capsys.readouterr().err
     assert cli.main(["--tune", "--study=fusion"]) == 2
     assert cli.main(["--study=no_such_study"]) == 2 and "fusion" in capsys.readouterr().err
 
 
 def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
-    from recbole_mma4ctr.tune import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
+    from recbole_mma4ctr.engine import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
 
     deep = tmp_path / ("d" * 60) / "tune-MMa4CTR-wechat"
     deep.mkdir(parents=True)
@@ -142,7 +130,7 @@ def test_study_plans_and_cut_downs():
 
 
 def test_cli_does_not_import_ray():
-    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.quick_start; "
+    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.run; "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -155,7 +143,7 @@ def mma_tune(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tune")
     (workdir / "tiny.hyper").write_text("learning_rate loguniform -9.2,-4.6\ntrain_batch_size choice [1024,4096]\n")
     done = ok(run(workdir, "--tune", "--model=MMa4CTR", "--dataset=wechat", "--params_file=tiny.hyper", TINY,
-                  "--epochs=2", "--num_samples=2", "--cpus_per_trial=1"))
+                  "--epochs=2", "--num_samples=2", "--cpus_per_run=1"))
     folder = workdir / "results" / "tune-MMa4CTR-wechat"
     yield workdir, folder, done
     remove_ray_temp(folder)
@@ -181,7 +169,7 @@ def test_tune_writes_trial_table_and_best_config(mma_tune):
     assert settings["epochs"] == 2 and settings["synthetic_scale"] == "tiny"
     assert "best: valid auc=" in done.stdout
     # Ray's files stay under the results folder (rt/ links to a short /tmp folder here), not in HOME
-    assert list((folder / "ray").glob("trials-*/tune_trial_*/params.json"))
+    assert list((folder / "ray").glob("tune-*/cell_trainable_*/params.json"))
     assert list((folder / "rt").glob("session_*"))
     assert not (workdir / "ray_results").exists()
 
@@ -241,8 +229,8 @@ def test_fusion_study_cut_down(study_dir):
         table = (folder / "study.md").read_text()
         assert "| fusion | AUC@1 | paper AUC@10 (wechat, real data) |" in table and "| textual | " in table
         assert (folder / "study.png").stat().st_size > 10_000 and (folder / "study.csv").exists()
-        for label in rows:
-            assert json.loads((folder / f"point-{label}.json").read_text())["config"]["fusion"] == label
+        for label, row in rows.items():
+            assert json.loads(Path(row["record"]).read_text())["config"]["fusion"] == label
         # a rerun with the same settings starts no Ray at all
         again = ok(run(study_dir, "--study=fusion", "--dataset=wechat", TINY, "--grid=vt_cross,textual", "--marks=1"))
         assert "2 done earlier, 0 to run" in again.stdout and "local Ray" not in again.stdout

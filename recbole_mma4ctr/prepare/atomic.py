@@ -5,26 +5,91 @@ All of them go to temporary names first and are renamed into place only when eve
 complete, manifest last, so an interrupted or failed run never leaves a half-written dataset
 that looks finished. The manifest's fingerprint (inputs' names, sizes and modification times,
 plus every setting and the converter version) lets an unchanged conversion be skipped.
+
+A folder holds exactly what its manifest lists: the writer fills the manifest's ``files`` with
+what it wrote, and a commit removes the dataset's files that the new manifest does not list (an
+old ``wechat.oracle.npy`` once the raw files are real ones). Readers go through ``listed_file``,
+so a file the manifest does not vouch for is never taken as part of the dataset.
+
+Temporary files are named ``.<name>.<pid>.<random>.tmp`` (two processes never share one) and
+those left by processes that are no longer alive (a kill -9) are removed by the next writer in
+the folder (``remove_dead_temporaries``). ``folder_lock`` serialises the processes preparing one
+folder (a lock file beside it): the second waits, then finds the first one's result up to date.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import secrets
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-CONVERTER_VERSION = "4"  # 4: the authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings
+# 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
+# properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed). 5: the
+# authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings
+CONVERTER_VERSION = "5"
+MANIFEST = "manifest.json"
+# .<name>.<pid>.<8 hex>.tmp; also the older .<name>.<pid>.tmp
+TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{8})?\.tmp$")
 
 
 def log(message: str) -> None:
     """Progress lines go to stderr so that stdout stays for results."""
     print(f"[prepare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def dataset_defaults(dataset: str, names) -> dict:
+    """The converter settings ``names`` as properties/dataset/<dataset>.yaml sets them: the one
+    home of their defaults (the run path reads the same file through RecBole's Config)."""
+    from ..defaults import SettingError, properties_dir, read_yaml
+
+    path = properties_dir() / "dataset" / f"{dataset}.yaml"
+    if not path.is_file():
+        raise SettingError(f"{path} not found: it holds the {dataset} converter's settings")
+    values = read_yaml(path)
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise SettingError(f"{path}: converter setting(s) {', '.join(missing)} missing (write e.g. "
+                           f"'{missing[0]}: ~' to leave one unset)")
+    return {name: values[name] for name in names}
+
+
+def complete_settings(dataset: str, names, given: dict | None) -> dict:
+    """``given`` over the yaml's defaults; a name the converter does not know is refused."""
+    from ..errors import UsageError
+
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise UsageError(f"unknown {dataset} converter setting(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    return {**dataset_defaults(dataset, names), **given}
+
+
+def is_integer(value, minimum: int = 0) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
+def is_share(value) -> bool:
+    return isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and 0 < value <= 1
+
+
+def require(settings: dict, name: str, ok: bool, expected: str) -> None:
+    """Refuse a setting whose value cannot work, before anything is read or written."""
+    if not ok:
+        from ..errors import UsageError
+
+        raise UsageError(f"{name} must be {expected}; got {settings[name]!r}")
 
 
 def fingerprint(input_files: list[Path], settings: dict) -> str:
@@ -47,14 +112,116 @@ def read_json_or_none(path: Path) -> dict | None:
 
 def is_up_to_date(out_dir: Path, expected_fingerprint: str) -> bool:
     """True when the manifest matches and every file it lists is still there."""
-    manifest = read_json_or_none(Path(out_dir) / "manifest.json")
+    manifest = read_json_or_none(Path(out_dir) / MANIFEST)
     if manifest is None or manifest.get("fingerprint") != expected_fingerprint:
         return False
     return all((Path(out_dir) / name).exists() for name in manifest.get("files", []))
 
 
 def read_manifest(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / "manifest.json").read_text())
+    return json.loads((Path(out_dir) / MANIFEST).read_text())
+
+
+def listed_file(folder, name: str) -> Path | None:
+    """``folder/name`` when the folder's manifest lists it and it is there, else None.
+
+    The one way readers (comparison, report) find a dataset's side files: a file the manifest
+    does not list (left by an older conversion, or put there by hand) is not part of the data.
+    A folder without a manifest (a bring-your-own dataset) has no listed side files."""
+    manifest = read_json_or_none(Path(folder) / MANIFEST)
+    if not isinstance(manifest, dict) or name not in (manifest.get("files") or []):
+        return None
+    path = Path(folder) / name
+    return path if path.is_file() else None
+
+
+def temporary_path(final: Path) -> Path:
+    """A temporary name beside ``final`` that no other process (nor another call) uses."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder) -> list[str]:
+    """Remove ``.<name>.<pid>[.<random>].tmp`` files whose process is gone; returns their names.
+    A live process's files (this one's included) are left alone: it may still be writing them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = TEMPORARY.match(path.name)
+        if match and int(match["pid"]) != os.getpid() and not _alive(int(match["pid"])):
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except FileNotFoundError:
+                pass
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) of stopped processes in {folder}: {', '.join(sorted(removed))}")
+    return removed
+
+
+_HELD: dict[str, list] = {}  # folder -> [open lock file, depth]: this process's locks (reentrant)
+_HELD_GUARD = threading.Lock()
+
+
+def lock_path(folder) -> Path:
+    """``<parent>/.<folder>.lock``: beside the folder, so the folder itself holds only its files."""
+    folder = Path(os.path.realpath(folder))
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def folder_lock(folder):
+    """Hold an exclusive ``flock`` on ``lock_path(folder)`` (the parent folder is created).
+
+    Another process preparing the same folder waits here; this process may nest the lock (the
+    generator called from ``raw_source`` takes it again). The kernel releases it when a holder
+    dies, so a killed run never leaves the folder locked."""
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = str(path)
+    with _HELD_GUARD:
+        if key in _HELD:
+            _HELD[key][1] += 1
+            handle = None
+        else:
+            handle = open(path, "a+b")
+    if handle is not None:
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                log(f"waiting for another process preparing {folder}")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:
+            handle.close()
+            raise
+        with _HELD_GUARD:
+            _HELD[key] = [handle, 1]
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            _HELD[key][1] -= 1
+            release = _HELD[key][0] if _HELD[key][1] == 0 else None
+            if release is not None:
+                del _HELD[key]
+        if release is not None:
+            fcntl.flock(release, fcntl.LOCK_UN)
+            release.close()
 
 
 def _arrow_column(values: np.ndarray):
@@ -70,17 +237,19 @@ class AtomicWriter:
     """Collects the files of one conversion under temporary names; ``commit`` renames them all.
 
     Use as a context manager: leaving the block with an exception deletes the temporary files
-    and leaves whatever was in ``out_dir`` before untouched.
+    and leaves whatever was in ``out_dir`` before untouched. Temporary files of stopped
+    processes found in the folder are removed first.
     """
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(self.out_dir)
         self.pending: list[tuple[Path, Path]] = []
 
     def _temporary(self, name: str) -> Path:
         final = self.out_dir / name
-        temporary = self.out_dir / f".{name}.{os.getpid()}.tmp"
+        temporary = temporary_path(final)
         self.pending.append((temporary, final))
         return temporary
 
@@ -121,17 +290,30 @@ class AtomicWriter:
         path = self._temporary(name)
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
 
+    def write_manifest(self, payload: dict) -> None:
+        """The manifest, last, its ``files`` being exactly the files this writer wrote."""
+        payload["files"] = sorted(final.name for _, final in self.pending)
+        self.write_json(MANIFEST, payload)
+
     def commit(self) -> None:
         # The manifest is renamed last: its presence is what marks a conversion complete. The
         # old one goes first, so a crash between renames leaves no manifest, never a stale one.
+        # Then the dataset's files the new manifest does not list go (only names of the
+        # dataset's own ``<name>.*`` family: anything else in the folder is not ours to delete).
         try:
-            (self.out_dir / "manifest.json").unlink()
+            (self.out_dir / MANIFEST).unlink()
         except FileNotFoundError:
             pass
-        ordered = sorted(self.pending, key=lambda pair: pair[1].name == "manifest.json")
+        ordered = sorted(self.pending, key=lambda pair: pair[1].name == MANIFEST)
         for temporary, final in ordered:
             os.replace(temporary, final)
+        written = {final.name for _, final in self.pending}
         self.pending = []
+        families = {name.split(".")[0] + "." for name in written if name != MANIFEST}
+        for path in self.out_dir.iterdir():
+            if path.name not in written and path.name.startswith(tuple(families)) and path.is_file():
+                log(f"removing {path}: the new manifest does not list it")
+                path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         for temporary, _ in self.pending:

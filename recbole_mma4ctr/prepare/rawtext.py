@@ -9,16 +9,53 @@ Encodings: the raw files are UTF-8 (ids and ASCII digits, in practice). A UTF-8 
 is accepted. Anything else (a file saved as GBK, Latin-1 or UTF-16) is refused with the first
 offending line and field, rather than guessed at: a wrong guess would silently turn ids into
 other ids.
+
+Long lines: Python's ``csv`` module refuses fields over 128 KB by default and pyarrow rows
+longer than its read block; neither is a property of the data, so the diagnosis lifts the
+first limit (``no_field_limit``) and the fast reader retries with a block that holds the
+longest line (``longest_line``).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import MissingInputError
 from .tokens import RawFormatError
 
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+FIELD_LIMIT = 2**31 - 1  # csv's own limit is 131,072 characters; a C long bounds what it accepts
+BLOCK_SIZE = 1 << 20     # pyarrow's default read block
+
+
+@contextmanager
+def no_field_limit():
+    """csv readers inside accept fields of any length (the limit is process-wide: restored after)."""
+    previous = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def longest_line(path: Path, chunk: int = 1 << 24) -> int:
+    """The length in bytes of the file's longest line, read in 16 MB pieces."""
+    import numpy as np
+
+    longest = start = offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                return max(longest, offset - start)
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + offset
+            if len(ends):
+                longest = max(longest, int(ends[0]) - start, int(np.diff(ends).max(initial=0)))
+                start = int(ends[-1]) + 1
+            offset += len(block)
 
 
 class FastReadFailed(Exception):
@@ -53,18 +90,19 @@ def read_header(path: Path, separator: str = ",") -> list[str]:
     UTF-8 byte-order mark is skipped."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingInputError(f"{path}: file not found")
     with open(path, "rb") as handle:
         raw = handle.readline()
     text = decode_line(path, 1, raw).rstrip("\r\n")
-    return [name.strip() for name in next(csv.reader([text], delimiter=separator, skipinitialspace=True), [])]
+    with no_field_limit():
+        return [name.strip() for name in next(csv.reader([text], delimiter=separator, skipinitialspace=True), [])]
 
 
 def check_header(path: Path, needed, what: str = "raw file") -> list[str]:
     """Line 1's column names, or a clear error naming the missing ones."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected the {what} {path.name})")
+        raise MissingInputError(f"{path}: file not found (expected the {what} {path.name})")
     header = read_header(path)
     missing = [column for column in needed if column not in header]
     if missing:
@@ -101,23 +139,39 @@ def first_non_utf8(path: Path, header: list[str] | None = None, separator: bytes
     return None
 
 
+def arrow_read(path: Path, read_options: dict, parse_options, convert_options):
+    """pyarrow's ``read_csv``; a line longer than the read block (pyarrow: "straddling object")
+    is read again with a block that holds the longest line, so a valid long line reads."""
+    import pyarrow as pa
+    from pyarrow import csv as arrow_csv
+
+    def read(block_size: int):
+        return arrow_csv.read_csv(path, read_options=arrow_csv.ReadOptions(**read_options, block_size=block_size),
+                                  parse_options=parse_options, convert_options=convert_options)
+
+    try:
+        return read(BLOCK_SIZE)
+    except pa.ArrowInvalid as error:
+        if "straddl" not in str(error):
+            raise
+    return read(max(BLOCK_SIZE, 2 * longest_line(path) + 1024))
+
+
 def read_table(path: Path, header: list[str], columns, types: dict):
     """The named columns of a comma-separated file whose line 1 is ``header`` (as
     ``read_header`` parsed it: the names used are those, spaces stripped), typed as ``types``
     says (pyarrow types; strings stay strings, empty cells empty, never null). Raises
     ``FastReadFailed`` on anything unexpected, including a null in a typed column. A file that
-    only reads with quoted newlines allowed (slower to parse) is read that way."""
+    only reads with quoted newlines allowed (slower to parse) is read that way, and one with a
+    line longer than the read block with a block that holds it."""
     import pyarrow as pa
     from pyarrow import csv as arrow_csv
 
     def read(newlines_in_values: bool):
-        return arrow_csv.read_csv(
-            path,
-            read_options=arrow_csv.ReadOptions(column_names=header, skip_rows=1),
-            parse_options=arrow_csv.ParseOptions(newlines_in_values=newlines_in_values),
-            convert_options=arrow_csv.ConvertOptions(include_columns=list(columns), column_types=types,
-                                                     strings_can_be_null=False),
-        )
+        return arrow_read(path, dict(column_names=header, skip_rows=1),
+                          arrow_csv.ParseOptions(newlines_in_values=newlines_in_values),
+                          arrow_csv.ConvertOptions(include_columns=list(columns), column_types=types,
+                                                   strings_can_be_null=False))
 
     failures = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError)
     try:
@@ -141,12 +195,36 @@ def diagnose_csv(path: Path, header: list[str], error: Exception | str) -> RawFo
 
 
 def field_count_problem(path: Path, header: list[str]) -> RawFormatError | None:
-    """The error for the first line whose number of fields differs from the header's, or None."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    """The error for the first record whose number of fields differs from the header's, or
+    whose quoted field never closes, or None. A record may span lines (a quoted newline): it is
+    named by the line it starts on."""
+    with no_field_limit(), open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)
         next(reader, None)
-        for fields in reader:
-            if fields and len(fields) != len(header):
-                return RawFormatError(f"{path}, line {reader.line_num}: expected {len(header)} comma-separated "
-                                      f"fields, found {len(fields)}")
+        start = reader.line_num + 1
+        try:
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    spans = f" (a quoted field runs on to line {reader.line_num})" if reader.line_num > start else ""
+                    return RawFormatError(f"{path}, line {start}: expected {len(header)} comma-separated "
+                                          f"fields, found {len(fields)}{spans}")
+                start = reader.line_num + 1
+        except csv.Error as error:
+            return quote_problem(path, header, start, error)
     return None
+
+
+def quote_problem(path: Path, header: list[str], number: int, error: csv.Error) -> RawFormatError:
+    """The error for a record (starting on line ``number``) that ``csv`` could not parse: a
+    quote that never closes (it then runs to the end of the file) or text after a closing quote."""
+    with open(path, "rb") as handle:
+        for _ in range(number - 1):
+            handle.readline()
+        text = decode_line(path, number, handle.readline(), header).rstrip("\r\n")
+    with no_field_limit():
+        index = len(next(csv.reader(io.StringIO(text + "\n")), [""])) - 1  # the open field absorbs the rest
+    field = f", field '{header[index]}'" if 0 <= index < len(header) else ""
+    if "unexpected end of data" in str(error):
+        return RawFormatError(f"{path}, line {number}{field}: unbalanced quote (a quoted field opens here and never "
+                              f"closes)")
+    return RawFormatError(f"{path}, line {number}{field}: badly quoted field ({error})")

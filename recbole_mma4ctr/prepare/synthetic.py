@@ -12,8 +12,9 @@ that have exactly the real formats (``shared/design/DATA.md``) and a structure w
     generator name and version, scale, seed, every parameter, row counts and realised rates,
     so that nobody mistakes a sample for real data.
 
-Every file is written as ``<name>.tmp`` in the output folder and renamed into place only when
-complete; ``SYNTHETIC.json`` is renamed last.
+Every file is written under a temporary name of its own (``.<name>.<pid>.<random>.tmp``) in the
+output folder and renamed into place only when complete; ``SYNTHETIC.json`` is removed first and
+renamed last, and the folder is locked while it is written (``atomic.folder_lock``).
 
 Planted structure (the "known answer")
 --------------------------------------
@@ -106,6 +107,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
+
+from .atomic import folder_lock, remove_dead_temporaries, temporary_path
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
 GENERATOR_VERSION = "1.2"  # 1.2: bgm ids drawn with the world; hit singers raise engagement
@@ -825,9 +828,19 @@ def write_wechat_raw(out_dir, scale: str = "sample", seed: int = 0, **overrides)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     out_dir = os.path.abspath(os.fspath(out_dir))
+    with folder_lock(out_dir):  # a second generation of this folder waits; it never shares temp files
+        return _write_files(out_dir, params, scale, seed)
+
+
+def _write_files(out_dir: str, params: SyntheticParams, scale: str, seed: int) -> dict:
+    """The files of one sample: the old marker goes first, the new one comes last, so a sample
+    whose generation stopped midway has none and is never taken as complete."""
     os.makedirs(out_dir, exist_ok=True)
     final = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
-    tmp = {k: v + ".tmp" for k, v in final.items()}
+    if os.path.exists(final["synthetic"]):
+        os.remove(final["synthetic"])
+    remove_dead_temporaries(out_dir)
+    tmp = {k: str(temporary_path(v)) for k, v in final.items()}
     try:
         world = build_world(params, seed)
         _write_feed_files(world, seed, tmp["feed_info"], tmp["feed_embeddings"])

@@ -18,8 +18,9 @@ on files with exactly the real layout (``shared/design/DATA.md``) and a structur
     generator, version, scale, seed, every parameter, counts, realised rates and oracle AUCs, so
     nobody mistakes a sample for real data.
 
-Every file is written as ``<name>.tmp`` in the output folder and renamed when complete;
-``SYNTHETIC.json`` is renamed last.
+Every file is written under a temporary name of its own (``.<name>.<pid>.<random>.tmp``) in the
+output folder and renamed when complete; ``SYNTHETIC.json`` is removed first and renamed last,
+and the folder is locked while it is written (``atomic.folder_lock``).
 
 Planted structure (the "known answer")
 --------------------------------------
@@ -97,6 +98,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from .atomic import folder_lock, remove_dead_temporaries, temporary_path
 from .synthetic import _allocate, _rng, _sigmoid, roc_auc
 from .tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
@@ -610,10 +612,20 @@ def write_tiktok_raw(out_dir, scale: str = "sample", seed: int = 0, **overrides)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     out_dir = os.path.abspath(os.fspath(out_dir))
+    with folder_lock(out_dir):  # a second generation of this folder waits; it never shares temp files
+        return _write_files(out_dir, params, scale, seed)
+
+
+def _write_files(out_dir: str, params: TikTokParams, scale: str, seed: int) -> dict:
+    """The files of one sample: the old marker goes first, the new one comes last, so a sample
+    whose generation stopped midway has none and is never taken as complete."""
     os.makedirs(out_dir, exist_ok=True)
     names = (TRAIN_FILE, ORACLE_FILE) + VIDEO_FILES + AUDIO_FILES + (TITLE_FILE, SYNTHETIC_FILE)
     final = {name: os.path.join(out_dir, name) for name in names}
-    tmp = {name: path + ".tmp" for name, path in final.items()}
+    if os.path.exists(final[SYNTHETIC_FILE]):  # an old marker must not vouch for a half-written set
+        os.remove(final[SYNTHETIC_FILE])
+    remove_dead_temporaries(out_dir)
+    tmp = {name: str(temporary_path(path)) for name, path in final.items()}
     try:
         world = build_world(params, seed)
         coverage = _write_feature_files(world, seed, tmp)
@@ -622,8 +634,6 @@ def write_tiktok_raw(out_dir, scale: str = "sample", seed: int = 0, **overrides)
         with open(tmp[SYNTHETIC_FILE], "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
             handle.write("\n")
-        if os.path.exists(final[SYNTHETIC_FILE]):  # an old marker must not vouch for a half-renamed set
-            os.remove(final[SYNTHETIC_FILE])
         for name in names:  # SYNTHETIC.json last: its presence marks a complete sample
             os.replace(tmp[name], final[name])
     finally:

@@ -30,7 +30,7 @@ Outputs (``OUT_DIR``):
   ``timestamp`` is the row's position in that order (0, 1, 2 ...): RecBole stores floats as
   float32, exact for integers up to 2**24, and ``time`` values repeat, so positions keep the
   split deterministic and exact (as in ``wechat.py``). ``label`` is ``like`` (the paper's main
-  results) or ``finish`` (setting ``label``).
+  results) or ``finish`` (setting ``label_action``).
 - ``tiktok.item``: ``item_id:token author_id:token duration:float`` (first row's values).
 - ``tiktok.mm.npz``: ``item_id`` (raw ids as str) and float32 ``visual``, ``acoustic``,
   ``textual`` matrices, rows aligned with ``item_id`` (sorted ids).
@@ -39,9 +39,9 @@ Outputs (``OUT_DIR``):
 - ``manifest.json``: fingerprint, settings, rows, dropped rows and why, label rates of both
   labels, items without each modality, modality widths and how each was reduced.
 
-The paper's item recipe (DATA.md): visual = the 128-d video vector, PCA keeping ``variance``
+The paper's item recipe (DATA.md): visual = the 128-d video vector, PCA keeping ``pca_variance``
 (90 %; 71 dims on the real data); acoustic = the 128-d audio vector, PCA to ``acoustic_dim`` (10);
-textual = title word counts, a sparse bag of words over word ids, PCA keeping ``variance`` (22
+textual = title word counts, a sparse bag of words over word ids, PCA keeping ``pca_variance`` (22
 dims on the real data). Every PCA is centred PCA, the word counts staying a sparse matrix:
 exact ``covariance_eigh`` up to ``COVARIANCE_MAX_WORDS`` columns (memory near the input's), else
 ARPACK with implicit centring and more components until the variance share is reached; the
@@ -64,8 +64,10 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale
-from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_json_or_none, read_manifest
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
+                     read_json_or_none, read_manifest, require)
 from .rawtext import decode_line
+from ..errors import InputError, MissingInputError
 from .tokens import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
@@ -82,20 +84,14 @@ FEATURE_DIM = 128
 LABELS = ("like", "finish")
 PAPER_MIN_USER_INTERACTIONS = 4_000
 COVARIANCE_MAX_WORDS = 4_096
-DEFAULT_SETTINGS = {
-    "label": "like",
-    "min_user_interactions": None,  # by source: see user_filter
-    "variance": 0.9,
-    "visual_dim": None,
-    "acoustic_dim": 10,
-    "textual_dim": None,
-    "chunk_rows": 1_000_000,
-    "seed": 2024,
-}
+# The converter's settings: the keys of properties/dataset/tiktok.yaml that hold their defaults.
+SETTINGS = ("label_action", "min_user_interactions", "pca_variance", "visual_dim", "acoustic_dim", "textual_dim",
+            "chunk_rows", "converter_seed")
 # Settings that change how the work is done, not its result (left out of the fingerprint).
 _NO_EFFECT_SETTINGS = ("chunk_rows",)
 _EXTRA = "_extra_column"
 _INTEGER = re.compile(r"-?\d+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _BATCH_LINES = 8_192
 
 
@@ -133,6 +129,8 @@ def _diagnose_train(path: Path, first_line: int, error: Exception) -> RawFormatE
             for name, cell in zip(TRAIN_COLUMNS, cells):
                 if not _INTEGER.fullmatch(cell.strip()):
                     return _fail(path, number, name, "expected an integer", cell)
+                if not INT64_MIN <= int(cell) <= INT64_MAX:
+                    return _fail(path, number, name, "integer out of range (beyond 64-bit)", cell.strip())
     return RawFormatError(f"{path}, from line {first_line}: cannot be read as {len(TRAIN_COLUMNS)} integer "
                           f"columns ({error})")
 
@@ -155,7 +153,7 @@ def train_chunks(path: Path, chunk_rows: int, columns=None):
             reader = pd.read_csv(path, sep="\t", header=None, names=names, usecols=None if every else list(columns),
                                  dtype=dtype, index_col=False, chunksize=int(chunk_rows), skip_blank_lines=False,
                                  engine="c")
-        except (ValueError, pd.errors.ParserError) as error:
+        except (ValueError, OverflowError, pd.errors.ParserError) as error:
             raise _diagnose_train(path, first, error) from None
         with reader:
             while True:
@@ -163,7 +161,7 @@ def train_chunks(path: Path, chunk_rows: int, columns=None):
                     frame = next(reader)
                 except StopIteration:
                     return
-                except (ValueError, pd.errors.ParserError) as error:
+                except (ValueError, OverflowError, pd.errors.ParserError) as error:
                     raise _diagnose_train(path, first, error) from None
                 if every:
                     extra = frame[_EXTRA].notna().to_numpy()
@@ -210,7 +208,7 @@ def keep_rows(path: Path, kept_users: np.ndarray, n_kept: int, settings: dict, o
     The kept rows go into arrays of the size pass 1 counted (``n_kept``), so no chunk list is
     concatenated; the item table is de-duplicated chunk by chunk (bounded by the item count).
     """
-    label = settings["label"]
+    label = settings["label_action"]
     oracle = _oracle_chunks(oracle_path, label, settings["chunk_rows"]) if oracle_path else None
     kept = {name: np.empty(n_kept, dtype=dtype) for name, (_, dtype) in KEPT_COLUMNS.items()}
     kept_oracle = np.empty(n_kept, dtype=np.float32) if oracle is not None else None
@@ -252,7 +250,7 @@ def keep_rows(path: Path, kept_users: np.ndarray, n_kept: int, settings: dict, o
 def _json_lines(path: Path, field: str):
     """(line number, item id, value of ``field``) of every line, checked for shape."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: file not found (expected the TikTok feature file {path.name})")
+        raise MissingInputError(f"{path}: file not found (expected the TikTok feature file {path.name})")
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
             try:
@@ -434,8 +432,8 @@ def reduce_modalities(raw: dict, settings: dict) -> tuple[dict[str, np.ndarray],
     """PCA (variance share or fixed ``<name>_dim`` width) then per-column min-max, per modality."""
     reduced, methods = {}, {}
     for name, matrix in raw.items():
-        matrix, methods[name] = reduce_matrix(matrix, settings.get(f"{name}_dim") or settings["variance"],
-                                              settings["seed"])
+        matrix, methods[name] = reduce_matrix(matrix, settings.get(f"{name}_dim") or settings["pca_variance"],
+                                              settings["converter_seed"])
         reduced[name] = minmax_scale(matrix)
     return reduced, methods
 
@@ -460,14 +458,17 @@ def user_filter(raw_dir: Path, asked) -> tuple[int, str]:
 
 
 def _checked_settings(settings: dict | None) -> dict:
-    settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    if settings["label"] not in LABELS:
-        raise ValueError(f"label must be one of {', '.join(LABELS)}; got {settings['label']!r}")
+    settings = complete_settings("tiktok", SETTINGS, settings)
+    require(settings, "label_action", settings["label_action"] in LABELS, f"one of {', '.join(LABELS)}")
     for name in ("visual_dim", "acoustic_dim", "textual_dim"):
-        if settings[name] is not None and (not isinstance(settings[name], (int, np.integer)) or settings[name] < 1):
-            raise ValueError(f"{name} must be a positive integer or None (PCA keeping 'variance'); got {settings[name]!r}")
-    if int(settings["chunk_rows"]) < 1:
-        raise ValueError(f"chunk_rows must be >= 1; got {settings['chunk_rows']!r}")
+        require(settings, name, settings[name] is None or is_integer(settings[name], 1),
+                "a positive integer or ~ (PCA keeping pca_variance)")
+    require(settings, "min_user_interactions",
+            settings["min_user_interactions"] is None or is_integer(settings["min_user_interactions"]),
+            "an integer >= 0 or ~ (by source)")
+    require(settings, "chunk_rows", is_integer(settings["chunk_rows"], 1), "an integer >= 1")
+    require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
+    require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
     return settings
 
 
@@ -475,19 +476,25 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     """Convert TikTok track 1 raw files; skip when the manifest shows the same inputs and settings."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     settings = _checked_settings(settings)
-    label = settings["label"]
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: file not found (expected the TikTok raw file {path.name})")
+            raise MissingInputError(f"{path}: file not found (expected the TikTok raw file {path.name})")
     oracle_path = raw_dir / ORACLE_FILE
     oracle_path = oracle_path if oracle_path.exists() else None
     effective = {k: v for k, v in settings.items() if k not in _NO_EFFECT_SETTINGS}
     print_fp = fingerprint(inputs + ([oracle_path] if oracle_path else []), effective)
-    if not force and is_up_to_date(out_dir, print_fp):
-        log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-        return read_manifest(out_dir)
+    with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
+        if not force and is_up_to_date(out_dir, print_fp):
+            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
+            return read_manifest(out_dir)
+        return _write_dataset(raw_dir, out_dir, settings, inputs, oracle_path, print_fp)
 
+
+def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, oracle_path: Path | None,
+                   print_fp: str) -> dict:
+    """The conversion itself, once ``convert`` has checked the settings and holds the folder."""
+    label = settings["label_action"]
     started = time.time()
     synthetic = (raw_dir / "SYNTHETIC.json").exists()
     minimum, minimum_source = user_filter(raw_dir, settings["min_user_interactions"])
@@ -502,7 +509,10 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     kept_users = user_rows.index.to_numpy()[user_rows.to_numpy() >= minimum]
     log(f"{n_rows:,} rows, {len(user_rows):,} users; {len(kept_users):,} users with >= {minimum:,} rows")
     if not len(kept_users):
-        raise ValueError(f"{train}: no user has >= {minimum:,} rows; lower min_user_interactions")
+        raise InputError(f"{train}: no rows left after the user filter: no user has >= {minimum:,} rows "
+                         f"(min_user_interactions {minimum:,}, {minimum_source}; {n_rows:,} rows of "
+                         f"{len(user_rows):,} users, the most active with {int(user_rows.max()):,}); "
+                         f"lower min_user_interactions")
     log(f"pass 2 over {train}: checking every row, keeping those users' rows")
     n_kept = int(user_rows.to_numpy()[user_rows.to_numpy() >= minimum].sum())
     passed = keep_rows(train, kept_users, n_kept, settings, oracle_path)
@@ -527,15 +537,14 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     visual, visual_stats = read_vectors(inputs[1:12], VIDEO_KEY, kept_items)
     acoustic, acoustic_stats = read_vectors(inputs[12:16], AUDIO_KEY, kept_items)
     textual, textual_stats = read_titles(inputs[16], kept_items)
-    log(f"building modalities (paper recipe: visual {settings['visual_dim'] or settings['variance']}, acoustic "
-        f"{settings['acoustic_dim'] or settings['variance']}, textual {settings['textual_dim'] or settings['variance']})")
+    log(f"building modalities (paper recipe: visual {settings['visual_dim'] or settings['pca_variance']}, acoustic "
+        f"{settings['acoustic_dim'] or settings['pca_variance']}, textual {settings['textual_dim'] or settings['pca_variance']})")
     reduced, methods = reduce_modalities({"visual": visual, "acoustic": acoustic, "textual": textual}, settings)
     del visual, acoustic, textual
 
     item = pd.DataFrame({"item_id": kept_items, "author_id": item_table["author_id"].to_numpy(),
                          "duration": item_table["duration_time"].to_numpy()})
     dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
-    files = ["tiktok.inter", "tiktok.item", "tiktok.mm.npz"] + (["tiktok.oracle.npy"] if oracle is not None else [])
     manifest = {
         "dataset": "tiktok",
         "source": str(raw_dir.resolve()),
@@ -558,7 +567,6 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
                           "textual": textual_stats["items_without"]},
         "feature_files": {"visual": visual_stats, "acoustic": acoustic_stats, "textual": textual_stats},
         "modality_dims": dims,
-        "files": files,
         "seconds": None,
     }
     with AtomicWriter(out_dir) as writer:
@@ -569,8 +577,6 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         if oracle is not None:
             writer.write_array("tiktok.oracle.npy", oracle.astype(np.float32))
         manifest["seconds"] = round(time.time() - started, 2)
-        writer.write_json("manifest.json", manifest)
-    if oracle is None:  # a sidecar from an earlier conversion no longer describes these rows
-        (out_dir / "tiktok.oracle.npy").unlink(missing_ok=True)
+        writer.write_manifest(manifest)  # an older tiktok.oracle.npy it does not list is removed
     log(f"wrote {out_dir} in {manifest['seconds']} s: {len(inter):,} interactions, {len(item):,} items, dims {dims}")
     return manifest

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 
-class RawFormatError(ValueError):
+
+class RawFormatError(InputError):
     """A raw input value that cannot be parsed; the message names file, line and field."""
 
 

@@ -21,7 +21,7 @@ the paper's recipe and read only with ``feed_embedding: true``, ``feed_embedding
 The item recipe is the authors' released one (DATA.md; ``text_recipe: paper``, the default), each
 token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``):
 
-- visual = PCA(``variance``) of the padded ``ocr`` ids (an empty cell filled from ``ocr_char``);
+- visual = PCA(``pca_variance``) of the padded ``ocr`` ids (an empty cell filled from ``ocr_char``);
 - acoustic = PCA of the padded ``asr_char`` ids (gaps from ``asr``), THEN the fixed random
   embeddings of ``bgm_singer_id`` and ``bgm_song_id`` appended unreduced (a missing id is a
   category of its own; dimension int(distinct ** 0.25)). Appending them before the PCA, as this
@@ -35,7 +35,7 @@ Each modality is then min-max scaled per column; the manifest's ``modality_parts
 part's width. A fixed ``<modality>_dim`` is the modality's final width: the PCA part gets what the
 unreduced parts leave (a width they alone fill is refused). ``text_recipe: tfidf`` treats each modality's token
 parts as one bag instead: TF-IDF, then truncated SVD to the fewest components holding
-``variance`` of the energy (capped at ``text_max_dim``) or to a fixed width, then min-max
+``pca_variance`` of the energy (capped at ``text_max_dim``) or to a fixed width, then min-max
 (prepare/text.py); the bgm embeddings still join acoustic unreduced.
 
 Rows (``settings``; the paper protocol sets the authors' choices, properties/protocol/paper.yaml):
@@ -46,9 +46,10 @@ set does (``none``: every row); ``row_order: authors`` writes the rows in the au
 pair their set lists last, on every row, instead of each row's own (``row``). The user filter
 counts the rows left after the dedupe, as theirs does.
 ``feed_embedding: true`` adds a fourth matrix, ``embedding``: the 512-d feed embeddings, PCA
-keeping ``variance`` (or ``embedding_dim``), min-max; feeds without one get zeros (counted in the
+keeping ``pca_variance`` (or ``embedding_dim``), min-max; feeds without one get zeros (counted in the
 manifest). Fusion names only use visual/acoustic/textual, so the model ignores it today. Labels: ``weighted`` (the paper's
-weighted sum of seven actions / 13 >= 0.5) or any single action.
+weighted sum of seven actions / 13 >= 0.5) or any single action (``label_action``). Every setting's
+default is in properties/dataset/wechat.yaml (``SETTINGS`` names its keys).
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError, MissingInputError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
-from .atomic import AtomicWriter, fingerprint, is_up_to_date, log, read_manifest
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
+                     read_manifest, require)
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
@@ -77,19 +80,15 @@ FEED_COLUMNS = (
     "bgm_singer_id", "machine_keyword_list", "machine_tag_list", "ocr_char", "asr_char",
     "description_char", "manual_tag_list",
 )
-DEFAULT_SETTINGS = {
-    "label": "weighted",
-    "min_user_actions": 100,
-    "variance": 0.9,
-    "token_maxlen": 512,
-    "seed": 2024,
-    "text_recipe": "paper",
-    "text_max_dim": 128,
-    "feed_embedding": False,
-    "dedupe": "none",
-    "row_order": "chronological",
-    "device_choice": "row",
-}
+# The converter's settings: the keys of properties/dataset/wechat.yaml that hold their defaults.
+SETTINGS = ("label_action", "min_user_actions", "pca_variance", "token_maxlen", "text_recipe", "text_max_dim",
+            "visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "feed_embedding", "converter_seed",
+            "dedupe", "row_order", "device_choice")
+
+
+def default_settings() -> dict:
+    """The converter's defaults, as properties/dataset/wechat.yaml holds them."""
+    return complete_settings("wechat", SETTINGS, {})
 ROW_CHOICES = {"dedupe": ("none", "user_feed_label"), "row_order": ("chronological", "authors"),
                "device_choice": ("row", "last_pair")}
 
@@ -291,7 +290,7 @@ def _token_lists(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, lis
     music = []
     for offset, field in enumerate(("bgm_singer_id", "bgm_song_id")):
         values = integer_column(feeds.column(field), name, field, "expected an integer id")
-        music.append(tokens.random_id_embedding(values, empty_cells(feeds.column(field)), settings["seed"] + offset))
+        music.append(tokens.random_id_embedding(values, empty_cells(feeds.column(field)), settings["converter_seed"] + offset))
     lists = {
         "visual": [tokens.first_non_empty(ids["ocr"], ids["ocr_char"])],
         "acoustic": [tokens.first_non_empty(ids["asr_char"], ids["asr"])],
@@ -336,7 +335,7 @@ def _fixed_target(settings: dict, name: str, unreduced: int):
     else the variance share. A width the unreduced parts alone fill is refused."""
     fixed = settings.get(f"{name}_dim")
     if not fixed:
-        return float(settings["variance"])
+        return float(settings["pca_variance"])
     if int(fixed) <= unreduced:
         raise ValueError(f"{name}_dim {fixed} leaves no column for the reduced part: the {name} modality's "
                          f"unreduced parts are {unreduced} columns wide here; use at least {unreduced + 1}")
@@ -359,7 +358,7 @@ def paper_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str,
         matrix = tokens.pad_sequences(parts[0], maxlen, buffer=buffer)
         target = _fixed_target(settings, name, sum(part.shape[1] for part in unreduced))
         # the padded matrix is ours and not needed afterwards: PCA may centre it in place
-        pieces = [pca_reduce(matrix, target, seed=settings["seed"], overwrite=True)] + unreduced
+        pieces = [pca_reduce(matrix, target, seed=settings["converter_seed"], overwrite=True)] + unreduced
         reduced[name] = minmax_scale(np.hstack(pieces))
         widths[name] = {part: int(piece.shape[1]) for part, piece in zip(PART_NAMES[name], pieces)}
     return reduced, widths
@@ -373,7 +372,7 @@ def tfidf_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str,
     for name, parts in lists.items():
         extra = music.shape[1] if name == "acoustic" else 0
         bag = tokens.join_lists(*parts) if len(parts) > 1 else parts[0]
-        matrix = text.tfidf_svd(bag, _fixed_target(settings, name, extra), seed=settings["seed"],
+        matrix = text.tfidf_svd(bag, _fixed_target(settings, name, extra), seed=settings["converter_seed"],
                                 max_dim=int(settings["text_max_dim"]))
         widths[name] = {"tfidf_svd": int(matrix.shape[1])}
         if extra:
@@ -541,33 +540,51 @@ def row_devices(actions: dict, order: np.ndarray, choice: str) -> np.ndarray:
 def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: bool = False) -> dict:
     """Convert WeChat raw files; skip when the manifest shows the same inputs and settings."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    label_name = settings["label"]
-    if label_name != "weighted" and label_name not in ACTIONS:
-        raise ValueError(f"label must be 'weighted' or one of {', '.join(ACTIONS)}; got {label_name!r}")
-    if settings["text_recipe"] not in TEXT_RECIPES:
-        raise ValueError(f"text_recipe must be one of {', '.join(TEXT_RECIPES)}; got {settings['text_recipe']!r}")
+    settings = complete_settings("wechat", SETTINGS, settings)
+    label_name = settings["label_action"]
+    require(settings, "label_action", label_name == "weighted" or label_name in ACTIONS,
+            f"'weighted' or one of {', '.join(ACTIONS)}")
+    require(settings, "text_recipe", settings["text_recipe"] in TEXT_RECIPES, f"one of {', '.join(TEXT_RECIPES)}")
     for name, choices in ROW_CHOICES.items():
-        if settings[name] not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {settings[name]!r}")
+        require(settings, name, settings[name] in choices, f"one of {', '.join(choices)}")
     for name in ("visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "text_max_dim", "token_maxlen"):
-        value = settings.get(name)  # None: a width from the variance share (the *_dim settings)
-        if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        # None: a width from the variance share (the *_dim settings)
+        require(settings, name, settings[name] is None or is_integer(settings[name], 1), "a positive integer")
+    require(settings, "min_user_actions", is_integer(settings["min_user_actions"]), "an integer >= 0")
+    require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
+    require(settings, "feed_embedding", isinstance(settings["feed_embedding"], bool), "true or false")
+    require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
     inputs = required_files(raw_dir)
     for path in inputs:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: file not found (expected the WeChat raw file {path.name})")
+            raise MissingInputError(f"{path}: file not found (expected the WeChat raw file {path.name})")
     embedding_path = raw_dir / EMBEDDING_FILE
     if settings["feed_embedding"] and not embedding_path.exists():
-        raise FileNotFoundError(f"{embedding_path}: file not found (feed_embedding is on; expected {EMBEDDING_FILE})")
+        raise MissingInputError(f"{embedding_path}: file not found (feed_embedding is on; expected {EMBEDDING_FILE})")
     oracle_path = raw_dir / ORACLE_FILE
     print_fp = fingerprint(inputs + ([embedding_path] if settings["feed_embedding"] else [])
                            + ([oracle_path] if oracle_path.exists() else []), settings)
-    if not force and is_up_to_date(out_dir, print_fp):
-        log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-        return read_manifest(out_dir)
+    with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
+        if not force and is_up_to_date(out_dir, print_fp):
+            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
+            return read_manifest(out_dir)
+        return _write_dataset(raw_dir, out_dir, settings, inputs, embedding_path, oracle_path, print_fp)
 
+
+def no_rows_left(path: Path, n_rows: int, dropped: dict, minimum: int, most: int):
+    """The error for filters that keep no row (the old output stays: nothing is committed)."""
+    if dropped["feed_not_in_feed_info"] == n_rows:
+        return InputError(f"{path}: no rows left after the feed filter: none of the {n_rows:,} actions has a feedid "
+                          f"listed in {FEED_FILE}")
+    return InputError(f"{path}: no rows left after the user filter: min_user_actions {minimum:,} drops all "
+                      f"{n_rows - dropped['feed_not_in_feed_info']:,} actions of feeds in {FEED_FILE} (the most "
+                      f"active user has {most:,}); lower min_user_actions")
+
+
+def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, embedding_path: Path,
+                   oracle_path: Path, print_fp: str) -> dict:
+    """The conversion itself, once ``convert`` has checked the settings and holds the folder."""
+    label_name = settings["label_action"]
     started = time.time()
     # The .inter is written in a background thread (pyarrow's writer releases the GIL) while the
     # modalities are built. The executor is left first, waiting for that thread, then pyarrow's
@@ -592,6 +609,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         known = feed_row >= 0
         dropped["feed_not_in_feed_info"] = int((~known).sum())
         order = kept_rows(actions, labels, known, settings, dropped)
+        if not len(order):
+            most = int(per_value_counts(actions["userid"], known).max())
+            raise no_rows_left(inputs[0], n_rows, dropped, settings["min_user_actions"], most)
         log(f"{len(order):,} actions kept ({dropped})")
         inter = {
             "user_id": actions["userid"][order],
@@ -609,14 +629,14 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
         del actions, labels, weighted, oracle
 
         log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
-            f"keeping {settings['variance']:.0%} of the variance)")
+            f"keeping {settings['pca_variance']:.0%} of the variance)")
         reduced, parts = build_modalities(feeds, settings, inputs[1])
         embedding_counts = None
         if settings["feed_embedding"]:
             log(f"reading {embedding_path}")
             embeddings, covered, unknown = read_feed_embeddings(embedding_path, feed_ids)
-            target = settings.get("embedding_dim") or settings["variance"]
-            reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["seed"]))
+            target = settings.get("embedding_dim") or settings["pca_variance"]
+            reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["converter_seed"]))
             embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
                                 "items_without_embedding": int((~covered[used]).sum()),
                                 "embeddings_of_unknown_feeds": unknown}
@@ -638,15 +658,14 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
                      "feeds_in_feed_info": len(feed_ids), "users": distinct_count(inter["user_id"])},
             "dropped": dropped,
             "label": label_name,
-            "label_rate": float(inter["label"].mean()) if len(order) else 0.0,
+            "label_rate": float(inter["label"].mean()),
             "action_rates": action_rates,
             "modality_dims": dims,
             "modality_parts": parts,
             "feed_embedding": embedding_counts,
             "empty_token_fields": empty_token_fields(feeds, used),
-            "files": ["wechat.inter", "wechat.item", "wechat.mm.npz"] + (["wechat.oracle.npy"] if oracle_path.exists() else []),
             "seconds": round(time.time() - started, 2),
         }
-        writer.write_json("manifest.json", manifest)
+        writer.write_manifest(manifest)
     log(f"wrote {out_dir} in {manifest['seconds']} s: {len(order):,} interactions, {len(item_ids):,} items, dims {dims}")
     return manifest

@@ -1,0 +1,567 @@
+"""The experiment engine: runs many cells (``run.run_cell``) on Ray, on one machine or a cluster.
+
+``--compare``, ``--study`` and ``--tune`` all come here; a single run never does (and never
+imports ray). What the engine guarantees:
+
+- One cluster choice: a local Ray bound to 127.0.0.1 only (its GCS, raylet and workers listen on
+  loopback, see ``start_ray``), or an existing cluster named by ``--ray_address=HOST:PORT`` or the
+  ``RAY_ADDRESS`` variable (joining one is the user's explicit choice). ``--cpus_per_run`` and
+  ``--gpus_per_run`` (fractions allowed) size every cell; Ray runs as many at once as fit.
+- Data are prepared once, by the driver, and reach the workers through Ray's object store: a
+  cell on another node writes the shipped atomic files to its own temporary folder (once per
+  node, under a lock) and never generates or converts data itself. On the driver's node the
+  driver's folder is read directly.
+- Results come back through Ray: a ``Ledger`` actor pinned to the driver's node receives every
+  cell's record and predictions and writes them with ``record.write_record`` into the results
+  folder (failures too), as soon as each cell ends. It also keeps each cell's latest checkpoint
+  (in memory and in ``<folder>/checkpoints/``) and its progress (``<folder>/progress.json``:
+  which cells run where, at which epoch, which finished or failed).
+- Faults: every cell checkpoints after each epoch. When its worker process or node dies, Ray Tune
+  retries it (``--max_failures``, default 2) and it resumes from its last checkpoint on whatever
+  node it lands. An interrupted driver resumes with the same command: finished cells (a record
+  with the same resume key in the folder) are skipped and unfinished ones resume from their
+  checkpoints on disk. A Python error inside a cell is recorded as that cell's failure and not
+  retried (it would fail the same way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cells import CellError
+
+# Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
+# every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
+SOCKET_LIMIT = 107         # AF_UNIX path limit
+ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
+DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---- options and resources -------------------------------------------------------------------------
+@dataclass
+class EngineOptions:
+    cpus_per_run: float
+    gpus_per_run: float
+    address: str | None
+    temp_dir: str | None
+    max_failures: int
+
+
+def pop_options(overrides: dict) -> dict:
+    """Take the engine's own options out of a run's ``--key=value`` settings."""
+    return {key: overrides.pop(key) for key in list(overrides) if key in ENGINE_OPTIONS}
+
+
+def parse_options(options: dict) -> EngineOptions:
+    options = {**DEFAULT_OPTIONS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    try:
+        cpus, gpus = float(options["cpus_per_run"]), float(options["gpus_per_run"])
+        max_failures = int(options["max_failures"])
+    except ValueError:
+        raise CellError("--cpus_per_run and --gpus_per_run take numbers (fractions allowed), --max_failures a whole "
+                        "number") from None
+    if cpus <= 0 or gpus < 0 or max_failures < 0:
+        raise CellError("--cpus_per_run must be > 0, --gpus_per_run >= 0 and --max_failures >= 0")
+    if gpus > 1 and not gpus.is_integer():
+        raise CellError("--gpus_per_run above 1 must be a whole number (Ray only splits a single GPU)")
+    address = options["ray_address"] or os.environ.get("RAY_ADDRESS") or None
+    return EngineOptions(cpus, gpus, address, options["ray_tmp"], max_failures)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_local_resources(options: EngineOptions) -> None:
+    """Refuse up front what would leave cells PENDING forever on a local cluster."""
+    if options.address:
+        return
+    cores, gpus = available_cores(), visible_gpus()
+    if options.gpus_per_run > 0 and gpus == 0:
+        raise CellError(f"--gpus_per_run={options.gpus_per_run:g} but this machine has no usable CUDA GPU "
+                        f"(torch.cuda.device_count() is 0): Ray would keep every cell PENDING forever. "
+                        f"Use --gpus_per_run=0, or --ray_address= of a cluster with GPUs.")
+    if options.gpus_per_run > gpus > 0:
+        raise CellError(f"--gpus_per_run={options.gpus_per_run:g} but this machine has {gpus} GPU(s)")
+    if options.cpus_per_run > cores:
+        raise CellError(f"--cpus_per_run={options.cpus_per_run:g} but this machine has {cores} core(s)")
+
+
+def check_cluster_resources(options: EngineOptions) -> None:
+    """On a joined cluster: some node must hold one cell's CPUs and GPUs, or cells never start."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    fits = [n for n in nodes if n.get("CPU", 0) >= options.cpus_per_run and n.get("GPU", 0) >= options.gpus_per_run]
+    if not fits:
+        most = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
+        raise CellError(f"no node of the cluster at {options.address} has {options.cpus_per_run:g} CPU(s) and "
+                        f"{options.gpus_per_run:g} GPU(s) for one cell (largest node: {most[0]:g} CPUs, "
+                        f"{most[1]:g} GPUs); cells would stay PENDING forever")
+
+
+# ---- the cluster -------------------------------------------------------------------------------------
+def ray_temp_dir(folder: Path, requested: str | None = None) -> str:
+    """A Ray temporary folder whose socket paths fit the unix limit: ``<folder>/rt`` when short
+    enough, else ``/tmp/rmc-<hash of the folder>`` with ``<folder>/rt`` a link to it."""
+    if requested:
+        path = Path(requested).resolve()
+        if len(str(path)) + SOCKET_DEPTH > SOCKET_LIMIT:
+            raise CellError(f"--ray_tmp={path} is too long for Ray's unix sockets: keep it within "
+                            f"{SOCKET_LIMIT - SOCKET_DEPTH} characters")
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    inside = folder.resolve() / "rt"
+    if len(str(inside)) + SOCKET_DEPTH <= SOCKET_LIMIT:
+        if inside.is_symlink():
+            inside.unlink()
+        inside.mkdir(parents=True, exist_ok=True)
+        return str(inside)
+    short = Path(tempfile.gettempdir()) / f"rmc-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]}"
+    short.mkdir(parents=True, exist_ok=True)
+    if inside.is_symlink() or not inside.exists():
+        if inside.is_symlink():
+            inside.unlink()
+        inside.symlink_to(short, target_is_directory=True)
+    return str(short)
+
+
+def start_ray(folder: Path, options: EngineOptions) -> str:
+    """Start a local Ray on 127.0.0.1 (or join ``options.address``); returns a one-line description."""
+    quiet = "ignore:pkg_resources is deprecated as an API:UserWarning"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import ray
+
+    if options.address:
+        os.environ.pop("RAY_ADDRESS", None)   # with it set, ray.init refuses explicit arguments
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+        check_cluster_resources(options)
+        total = ray.cluster_resources()
+        return f"joined Ray at {options.address}: {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
+    temp_dir = ray_temp_dir(folder, options.temp_dir)
+    cores, gpus = available_cores(), visible_gpus()
+    ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    return f"started a local Ray on 127.0.0.1: {cores} CPUs, {gpus} GPUs, temporary files in {temp_dir}"
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# ---- data: prepared once by the driver, shipped through the object store -----------------------------
+def pack_folder(folder: Path) -> bytes:
+    """The atomic dataset folder as an uncompressed tar (its files only, no subfolders)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def ship_data(config) -> dict:
+    """What a cell needs to find the prepared data: the driver's node and folder, and the files."""
+    import ray
+
+    atomic = Path(str(config["data_path"])).resolve()
+    manifest = atomic / "manifest.json"
+    fingerprint = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
+    payload = pack_folder(atomic)
+    return {"dataset": str(config["dataset"]), "driver_node": ray.get_runtime_context().get_node_id(),
+            "driver_root": str(atomic.parent), "fingerprint": fingerprint or hashlib.sha256(payload).hexdigest()[:16],
+            "files": ray.put(payload), "bytes": len(payload)}
+
+
+def materialize(shipment: dict) -> str:
+    """The data root (``data_path``) a cell on this node reads: the driver's folder on the driver's
+    node, else the shipped files unpacked once into this node's temporary folder."""
+    import fcntl
+
+    import ray
+
+    if ray.get_runtime_context().get_node_id() == shipment["driver_node"] and Path(shipment["driver_root"]).exists():
+        return shipment["driver_root"]
+    root = Path(tempfile.gettempdir()) / "rmc-data" / f"{shipment['dataset']}-{shipment['fingerprint']}"
+    target = root / shipment["dataset"]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+            payload = ray.get(shipment["files"])
+            with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as archive:
+                archive.extractall(staging, filter="data")
+            (staging / ".complete").write_text(str(len(payload)))
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)
+            os.replace(staging, target)
+    return str(root)
+
+
+# ---- the ledger: records, checkpoints and progress, on the driver's node -----------------------------
+class LedgerImpl:
+    """Receives every cell's checkpoints, progress and final record; writes them in the driver's
+    results folder (Ray runs it as an actor pinned to the driver's node)."""
+
+    def __init__(self, folder: str, names: dict):
+        self.folder = Path(folder)
+        self.checkpoints = self.folder / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.names = dict(names)            # key -> cell name
+        self.progress = {key: {"cell": name, "state": "pending"} for key, name in self.names.items()}
+        self.outcomes: dict = {}
+        self.last: dict = {}
+        self._write_progress()
+
+    def register(self, key: str, name: str) -> None:
+        self.names[key] = name
+        self.progress.setdefault(key, {"cell": name, "state": "pending"})
+
+    def started(self, key: str, place: dict) -> None:
+        entry = self.progress.setdefault(key, {"cell": self.names.get(key, key)})
+        entry.update(state="running", attempt=int(entry.get("attempt", 0)) + 1, since=time.time(), **place)
+        self._write_progress()
+
+    def save_checkpoint(self, key: str, epoch: int, blob: bytes, report: dict) -> None:
+        from .record import _atomic_bytes
+
+        _atomic_bytes(self.checkpoints / f"{key}.ckpt", blob)
+        self.progress.setdefault(key, {"cell": self.names.get(key, key)}).update(epoch=int(epoch), checkpointed=int(epoch))
+        self.last[key] = report
+        self._write_progress()
+
+    def load_checkpoint(self, key: str):
+        path = self.checkpoints / f"{key}.ckpt"
+        return path.read_bytes() if path.exists() else None
+
+    def finish(self, key: str, record: dict, predictions: dict | None) -> str:
+        from .record import write_record
+
+        path = write_record(record, self.folder, predictions)
+        self.outcomes[key] = str(path)
+        self.progress.setdefault(key, {}).update(state=record["status"], record=path.name,
+                                                 error=record.get("error"))
+        if record["status"] == "ok":
+            (self.checkpoints / f"{key}.ckpt").unlink(missing_ok=True)
+        self._write_progress()
+        return str(path)
+
+    def outcome(self, key: str):
+        return self.outcomes.get(key)
+
+    def last_report(self, key: str):
+        return self.last.get(key)
+
+    def state(self) -> dict:
+        return dict(self.progress)
+
+    def _write_progress(self) -> None:
+        from .record import _atomic_bytes
+
+        _atomic_bytes(self.folder / "progress.json", json.dumps(self.progress, indent=2, default=str).encode())
+
+
+class LedgerCheckpoints:
+    """``run_cell``'s checkpoint sink for a cell on Ray: the ledger keeps the latest one."""
+
+    def __init__(self, ledger, key: str):
+        self.ledger, self.key = ledger, key
+        self.report: dict = {}
+
+    def load(self):
+        import ray
+
+        return ray.get(self.ledger.load_checkpoint.remote(self.key))
+
+    def save(self, epoch: int, blob: bytes) -> None:
+        import ray
+
+        ray.get(self.ledger.save_checkpoint.remote(self.key, epoch, blob, self.report))
+
+
+def start_ledger(folder: Path, names: dict):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(num_cpus=0)(LedgerImpl).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False), max_restarts=0)
+    return actor.remote(str(folder), names)
+
+
+# ---- one cell inside a Ray trial ------------------------------------------------------------------
+def worker_setup(cpus_per_run: float) -> None:
+    """What every cell needs in its own worker process (driver patches do not reach it)."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    torch.set_num_threads(max(1, int(cpus_per_run)))
+
+
+def quiet_console() -> None:
+    """RecBole logs everything to the console; in a cell the log file keeps it all."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
+
+
+def cell_trainable(params: dict, setup: dict) -> None:
+    """Ray Tune function trainable: one cell (``params['cell']`` names it, or ``params`` are a
+    tune trial's sampled values), run by ``run_cell``; reports validation after every epoch and
+    returns nothing (Ray would take a returned dict for one more result, STACK.md)."""
+    import ray
+    from ray.air import session
+
+    from .record import failure_record, where
+    from .resume_key import cell_key
+    from .run import run_cell
+
+    worker_setup(setup["cpus_per_run"])
+    cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
+    cell["settings"] = dict(cell["settings"])
+    if "cell" not in params:
+        cell["key"] = cell_key(cell, setup["data"]["fingerprint"])
+        ray.get(setup["ledger"].register.remote(cell["key"], cell["cell"]))
+    key, ledger = cell["key"], setup["ledger"]
+    gpus = setup["gpus_per_run"]
+    cell["settings"].update({
+        "data_path": materialize(setup["data"]),
+        "checkpoint_dir": str(Path(session.get_trial_dir()) / "saved"),
+        "gpu_id": ",".join(str(int(i)) for i in ray.get_gpu_ids()) if gpus > 0 else "",
+        "torch_threads": max(1, int(setup["cpus_per_run"])),
+        "show_progress": False,
+    })
+    cell["prepare"] = False
+    ray.get(ledger.started.remote(key, where()))
+    sink = LedgerCheckpoints(ledger, key)
+    metric = setup.get("metric")
+
+    def on_epoch(progress):
+        entry = progress["entry"]
+        report = {**{k: float(v) for k, v in (entry.get("valid") or {}).items()}, "epoch": progress["epoch"],
+                  "train_loss": float(entry.get("train_loss", float("nan"))), "cell_key": key}
+        if progress["test"]:
+            report.update({f"test_{k}": v for k, v in progress["test"].items() if isinstance(v, float)})
+        sink.report = {"epoch": progress["epoch"], "entry": entry}
+        if progress["epoch"] >= progress["epochs"]:
+            final["report"] = report    # reported after the record is safe: a scheduler stops a trial
+            return False                # at its last rung, which would cut the final test short
+        if metric is None or metric in report:
+            session.report(report)
+        return False
+
+    final: dict = {}
+    started = time.time()
+    try:
+        record, predictions = run_cell(cell, on_epoch=on_epoch, checkpoints=sink)
+    except Exception as error:  # noqa: BLE001 - recorded as this cell's failure, then the grid goes on
+        quiet = f"{type(error).__name__}: {error}"
+        ray.get(ledger.finish.remote(key, failure_record(cell, quiet, time.time() - started), None))
+        session.report({"failed": 1, "epoch": 0, "cell_key": key, **({metric: float("nan")} if metric else {})})
+        return
+    ray.get(ledger.finish.remote(key, record, predictions))
+    if final and (metric is None or metric in final["report"]):
+        session.report(final["report"])
+
+
+def _trial_cell(params: dict, setup: dict) -> dict:
+    """A tune trial's cell: the base cell with the sampled values as settings."""
+    from .record import new_run_id
+
+    base = setup["base"]
+    cell = {**base, "settings": {**base["settings"], **{k: _plain_sample(v, k in setup["integers"]) for k, v in params.items()}},
+            "run_id": new_run_id(), "key": None}
+    cell["cell"] = "trial-" + ",".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
+    cell["extra"] = {**(base.get("extra") or {}), "params": {k: cell["settings"][k] for k in params}}
+    return cell
+
+
+def _plain_sample(value, whole: bool):
+    if whole and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value).replace(" ", "")
+
+
+# ---- the driver ---------------------------------------------------------------------------------
+def run_cells(label: str, cells: list[dict], config, folder: Path, options: EngineOptions, tune_spec=None):
+    """Run ``cells`` (or, with ``tune_spec``, sampled trials of one base cell) on Ray.
+
+    ``config`` is the driver's Config of the prepared data (``prepare_in_driver``). Returns
+    (records by key, the Tune ResultGrid). Records are also in ``folder`` already."""
+    from ray import air, tune
+
+    names = {cell["key"]: cell["cell"] for cell in cells}
+    say(f"[{label}] {start_ray(folder, options)}")
+    try:
+        ledger = start_ledger(folder, names)
+        data = ship_data(config)
+        say(f"[{label}] data {data['dataset']} ({data['bytes'] / 1e6:.1f} MB) shipped through Ray's object store; "
+            f"{options.cpus_per_run:g} CPU(s) and {options.gpus_per_run:g} GPU(s) a run, "
+            f"up to {options.max_failures} retries of a cell whose worker dies")
+        setup = {"cells": {cell["cell"]: cell for cell in cells}, "ledger": ledger, "data": data,
+                 "cpus_per_run": options.cpus_per_run, "gpus_per_run": options.gpus_per_run}
+        if tune_spec is None:
+            param_space = {"cell": tune.grid_search([cell["cell"] for cell in cells])}
+            tune_config = tune.TuneConfig(num_samples=1)
+        else:
+            setup.update(base=tune_spec["base"], integers=tune_spec["integers"], metric=tune_spec["metric"])
+            param_space = tune_spec["space"]
+            tune_config = tune.TuneConfig(metric=tune_spec["metric"], mode=tune_spec["mode"],
+                                          scheduler=tune_spec["scheduler"], num_samples=tune_spec["num_samples"])
+        trainable = tune.with_resources(tune.with_parameters(cell_trainable, setup=setup),
+                                        {"cpu": options.cpus_per_run, "gpu": options.gpus_per_run})
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                           run_config=air.RunConfig(name=f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                                    storage_path=str(folder / "ray"), log_to_file=True, verbose=0,
+                                                    callbacks=[_progress_callback(label)],
+                                                    failure_config=air.FailureConfig(max_failures=options.max_failures)))
+        grid = tuner.fit()
+        return collect(grid, ledger, setup, folder), grid
+    finally:
+        stop_ray()
+
+
+def collect(grid, ledger, setup: dict, folder: Path) -> dict:
+    """Every cell's record by key, after the trials: those the cells wrote, plus a ``failed``
+    record for a cell whose worker died more often than allowed and a ``stopped`` one for a
+    trial the scheduler ended (with its last validation)."""
+    import ray
+
+    from .record import ended_record, failure_record, read_record
+
+    state = ray.get(ledger.state.remote())
+    records = {key: read_record(folder / entry["record"]) for key, entry in state.items() if entry.get("record")}
+    by_name = {entry.get("cell"): key for key, entry in state.items()}
+    for result in grid:
+        config, metrics = dict(result.config or {}), dict(result.metrics or {})
+        key = metrics.get("cell_key") or by_name.get(config.get("cell"))
+        if key in records:
+            continue
+        cell = dict(setup["cells"][config["cell"]]) if "cell" in config else _trial_cell(config, setup)
+        cell["key"] = key
+        entry = state.get(key, {})
+        if result.error is not None:
+            record = failure_record(cell, _error_line(result.error))
+            record["attempts"] = entry.get("attempt")
+        else:
+            last = ray.get(ledger.last_report.remote(key)) if key else None
+            record = ended_record(cell, "stopped", epochs_run=metrics.get("epoch", 0),
+                                  history=[last["entry"]] if last else [],
+                                  stopped_by="the tune scheduler (ASHA), after its last reported epoch")
+        if key is None:
+            continue        # a trial that died before it was ever given a key has nothing to resume
+        records[key] = read_record(ray.get(ledger.finish.remote(key, record, None)))
+    return records
+
+
+def _error_line(error) -> str:
+    """The last meaningful line of a trial's error (Ray wraps it in a long traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or "died" in line:
+            return line[:300]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def _progress_callback(label: str):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One line per cell when it starts, finishes or fails (Ray's table shows the rest)."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            say(f"[{label}] {_name(trial)}: running ({_counts(trials)})")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            verdict = "FAILED (see its record)" if last.get("failed") else "finished"
+            say(f"[{label}] {_name(trial)}: {verdict} after {last.get('epoch', '?')} epoch(s) ({_counts(trials)})")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            say(f"[{label}] {_name(trial)}: its worker died; retried from its last checkpoint if retries are left "
+                f"({_counts(trials)})")
+
+    return Progress()
+
+
+def _name(trial) -> str:
+    config = trial.config or {}
+    return str(config.get("cell") or ",".join(f"{k}={_short(v)}" for k, v in sorted(config.items())))
+
+
+def _counts(trials) -> str:
+    states = [t.status for t in trials]
+    return ", ".join(f"{states.count(s)} {s.lower()}" for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR") if s in states)
+
+
+def prepare_in_driver(cell: dict):
+    """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest).
+
+    RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the driver puts the
+    variable back afterwards so that Ray still sees (and hands out) every GPU."""
+    from .config import build_config
+    from .prepare.sources import ensure_dataset
+    from .run import _config_files
+
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
+            config = build_config(cell["model"], cell["dataset"], _config_files(cell, Path(scratch)), cell["settings"])
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+    return config, ensure_dataset(config)
+
+
+def results_folder(config, name: str) -> Path:
+    folder = Path(str(config["results_dir"])).resolve() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

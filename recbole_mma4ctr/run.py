@@ -1,0 +1,314 @@
+"""One experiment cell, start to end: the only code that builds a RecBole pipeline.
+
+A cell is plain data (model, dataset, settings, epoch marks; ``cells.make_cell`` builds one).
+``run_cell`` builds the config, the dataset, the dataloaders, the model and the trainer, trains,
+validates, tests once at the end (and, with ``marks``, after every epoch: the paper's epoch-mark
+columns), and returns the result record and the test predictions. A single run, a comparison
+cell, a tune trial and a study point all call it; what differs is only the hook:
+
+- ``on_epoch(progress)`` is called after every accepted epoch with the epoch number, its
+  history entry (train loss, learning rate, validation metrics) and, with marks, the test
+  metrics; returning True stops training (a tune trial reports validation to ASHA here).
+- ``checkpoints`` (an object with ``load() -> bytes | None`` and ``save(epoch, blob)``) receives,
+  after every epoch, everything needed to continue: weights, optimizer and LR-schedule state,
+  the best weights so far, the trainer's counters and history, the epoch-mark tests and the RNG
+  and shuffling state. Tensors and plain data only, read back with ``weights_only=True``. A cell
+  whose worker died resumes from it and continues as if it had not been interrupted.
+
+Ray is never imported here: the schedulers (``engine.py``) bring it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from time import time
+
+import numpy as np
+
+from .record import SCHEMA, device_name, new_run_id, now_iso, plain, versions, where
+from .utils import create_dataset, get_model, get_trainer
+
+HIDDEN_SAMPLE_ROWS = 20_000
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | None]:
+    """Train and evaluate one cell; returns (record, predictions). Errors propagate to the caller,
+    which records the failure (``record.failure_record``)."""
+    import torch
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from .config import build_config
+    from .prepare.sources import ensure_dataset, prepared_manifest
+    from .resume_key import cell_key
+
+    run_id, started_at = cell.get("run_id") or new_run_id(), now_iso()
+    marks = sorted({int(m) for m in cell.get("marks") or []}) or None
+    settings = dict(cell.get("settings") or {})
+    if marks:
+        settings["epochs"] = max(marks)
+        settings["stopping_step"] = max(marks) + 1   # the marks need every epoch: no early stop
+    # RecBole 1.2.1 on pandas 2 / torch 2.13 warns about its own code on every epoch
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
+    with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
+        files = _config_files(cell, Path(scratch))
+        config = build_config(cell["model"], cell["dataset"], files, settings)
+    _apply_threads(config)
+    init_seed(config["seed"], config["reproducibility"])
+    log_path = _init_log(config, run_id)
+    logger = logging.getLogger()
+    manifest = ensure_dataset(config) if cell.get("prepare", True) else prepared_manifest(config)
+    key = cell.get("key") or cell_key(cell, (manifest or {}).get("fingerprint"))
+    say(f"device: {device_name(config['device'])}")
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.saved_model_file = os.path.join(trainer.checkpoint_dir, f"{config['model']}-{run_id}.pth")
+    os.makedirs(trainer.checkpoint_dir, exist_ok=True)
+
+    state = {"test_by_epoch": [], "best_weights": None, "resumed_from_epoch": None}
+    blob = checkpoints.load() if checkpoints is not None else None
+    if blob is not None:
+        state["resumed_from_epoch"] = _restore(blob, trainer, train_data, state)
+        logger.info(f"resumed from the checkpoint of epoch {state['resumed_from_epoch']}")
+
+    def after_epoch(epoch_idx, valid_score):
+        entry = trainer.history[-1] if trainer.history else {}
+        if entry.get("best"):
+            state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        tested = None
+        if marks:
+            begun = time()
+            result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+            tested = {"epoch": epoch_idx + 1, "seconds": round(time() - begun, 3), **plain(result)}
+            state["test_by_epoch"].append(tested)
+            logger.info(f"test after epoch {epoch_idx + 1}: {plain(result)}")
+        if checkpoints is not None:
+            checkpoints.save(epoch_idx + 1, _resume_blob(trainer, train_data, state))
+        if on_epoch is not None:
+            return bool(on_epoch({"epoch": epoch_idx + 1, "epochs": trainer.epochs, "entry": entry, "test": tested,
+                                  "valid_score": valid_score, "stopping": trainer.cur_step}))
+        return False
+
+    begun = time()
+    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=True,
+                                               show_progress=config["show_progress"], callback_fn=after_epoch)
+    fit_seconds = time() - begun
+    begun = time()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    test_seconds = time() - begun
+    predictions = _predictions(trainer, model, test_data, config)
+
+    record = {
+        "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
+        "key": key, "model": config["model"], "dataset": config["dataset"],
+        "protocol": cell.get("protocol") or _protocol_of(config),
+        "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
+        "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
+        "test_evaluated": "once, after training, with the best-validation weights"
+                          + ("; and after every epoch for the epoch marks (never used to select)" if marks else ""),
+        "epochs_run": trainer.epochs_run, "history": trainer.history, "interrupts": trainer.interrupts,
+        "train_seconds": round(trainer.train_seconds, 3), "valid_seconds": round(trainer.valid_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
+        "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
+        "resumed_from_epoch": state["resumed_from_epoch"],
+        "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
+        "trainable_parameters": int(parameters), "device": device_name(config["device"]),
+        "features": _feature_summary(dataset), "data": _data_summary(manifest),
+        "split_sizes": {"train": len(train_data._dataset), "valid": len(valid_data._dataset), "test": len(test_data._dataset)},
+        "checkpoint": trainer.saved_model_file, "log": log_path,
+        "config": plain(dict(config.final_config_dict)), "versions": versions(), **(cell.get("extra") or {}),
+    }
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return record, predictions
+
+
+def _config_files(cell: dict, scratch: Path) -> list[str]:
+    """The cell's config files (protocol, then the user's), written from the texts it carries."""
+    files = []
+    for index, (name, text) in enumerate(cell.get("config_texts") or []):
+        path = scratch / f"{index:02d}-{Path(name).name}"
+        path.write_text(text, encoding="utf-8")
+        files.append(str(path))
+    return files
+
+
+def _apply_threads(config) -> None:
+    """torch's intra-op threads for this run (``torch_threads``; parallel cells get 1 each)."""
+    import torch
+
+    threads = config["torch_threads"]
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def _init_log(config, run_id: str) -> str | None:
+    """RecBole's logger, writing to ``log/<model>/<model>-<dataset>-<run_id>.log``.
+
+    RecBole names the file after the start second and a hash of the config, so two runs started
+    together in one folder would write one file; the run id keeps them apart."""
+    from recbole.utils import init_logger
+
+    init_logger(config)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            old = Path(handler.baseFilename)
+            formatter, level = handler.formatter, handler.level
+            root.removeHandler(handler)
+            handler.close()
+            if old.exists() and old.stat().st_size == 0:
+                old.unlink()
+            path = old.with_name(f"{config['model']}-{config['dataset']}-{run_id}.log")
+            own = logging.FileHandler(path)
+            own.setFormatter(formatter)
+            own.setLevel(level)
+            root.addHandler(own)
+            return str(path)
+    return None
+
+
+def _resume_blob(trainer, train_data, state) -> bytes:
+    import torch
+
+    payload = {
+        "epoch": int(trainer.epochs_run),
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "best_weights": state["best_weights"],
+        "trainer": {"cur_step": int(trainer.cur_step), "best_valid_score": float(trainer.best_valid_score),
+                    "best_valid_result": plain(trainer.best_valid_result), "history": plain(trainer.history),
+                    "interrupts": int(trainer.interrupts), "interrupt": bool(trainer.interrupt),
+                    "train_seconds": float(trainer.train_seconds), "valid_seconds": float(trainer.valid_seconds),
+                    "train_loss_dict": {int(k): float(v) for k, v in trainer.train_loss_dict.items()}},
+        "test_by_epoch": plain(state["test_by_epoch"]),
+        "torch_rng": torch.get_rng_state(),
+        "shuffle_rng": train_data.generator.get_state() if getattr(train_data, "generator", None) is not None else None,
+        "numpy_rng": plain(np.random.get_state()[1].tolist()),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _restore(blob: bytes, trainer, train_data, state) -> int:
+    """Put a resume checkpoint back into the trainer; returns the epoch it was taken after."""
+    import torch
+
+    payload = torch.load(io.BytesIO(blob), map_location=trainer.device, weights_only=True)
+    if payload["best_weights"] is not None:        # the best-valid file the final test reads
+        trainer.model.load_state_dict(payload["best_weights"])
+        trainer._save_checkpoint(payload["epoch"] - 1, verbose=False)
+        state["best_weights"] = payload["best_weights"]
+    trainer.model.load_state_dict(payload["model"])
+    trainer.optimizer.load_state_dict(payload["optimizer"])
+    if payload["scheduler"] is not None and trainer.scheduler is not None:
+        trainer.scheduler.load_state_dict(payload["scheduler"])
+    kept = payload["trainer"]
+    trainer.cur_step, trainer.best_valid_score = kept["cur_step"], kept["best_valid_score"]
+    trainer.best_valid_result = kept["best_valid_result"]
+    trainer.history, trainer.interrupts, trainer.interrupt = list(kept["history"]), kept["interrupts"], kept["interrupt"]
+    trainer.train_seconds, trainer.valid_seconds = kept["train_seconds"], kept["valid_seconds"]
+    trainer.train_loss_dict = dict(kept["train_loss_dict"])
+    trainer.start_epoch = trainer.epochs_run = payload["epoch"]
+    state["test_by_epoch"] = list(payload["test_by_epoch"])
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["shuffle_rng"] is not None and getattr(train_data, "generator", None) is not None:
+        train_data.generator.set_state(payload["shuffle_rng"])
+    return int(payload["epoch"])
+
+
+def _predictions(trainer, model, test_data, config) -> dict | None:
+    """The test rows the final evaluation scored (raw ids), plus, for a model with ``hidden``
+    (MMa4CTR), its last hidden layer and raw input on a bounded, seeded sample of test rows."""
+    scored = trainer.last_scored
+    if not scored:
+        return None
+    predictions = {name: np.asarray(values) for name, values in scored.items()}
+    if hasattr(model, "hidden") and hasattr(model, "concat_input"):
+        import torch
+
+        rows = len(predictions["score"])
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(rows, size=min(rows, HIDDEN_SAMPLE_ROWS), replace=False))
+        dataset = test_data._dataset
+        model.eval()
+        with torch.no_grad():
+            interaction = dataset[torch.as_tensor(sample)].to(config["device"])
+            predictions["sample_index"] = sample
+            predictions["hidden"] = model.hidden(interaction).cpu().numpy()
+            predictions["raw_input"] = model.concat_input(interaction).cpu().numpy()
+    return predictions
+
+
+def _protocol_of(config) -> str:
+    if config["profile_source"] == "all" or (config["eval_args"] or {}).get("group_by") == "user":
+        return "paper"
+    return "honest"
+
+
+def _feature_summary(dataset) -> dict | None:
+    if not hasattr(dataset, "mm_feature_fields"):
+        return None
+    return {
+        "fusion": dataset.fusion,
+        "profile_length": dataset.profile_length,
+        "profile_source": dataset.profile_source,
+        "train_profile": dataset.train_profile,
+        "input_dims": {f: int(dataset.field2seqlen[f]) for f in dataset.mm_feature_fields},
+        "items_without_features": dataset.items_without_features,
+    }
+
+
+def _data_summary(manifest: dict | None) -> dict | None:
+    if not manifest:
+        return None
+    keep = ("source", "synthetic", "fingerprint", "item_recipe", "rows", "dropped", "label", "label_rate", "modality_dims", "settings")
+    return {k: manifest.get(k) for k in keep}
+
+
+def format_metrics(record: dict) -> str:
+    lines = [f"{record['model']} on {record['dataset']} ({record['protocol']} protocol, {record['device']}, "
+             f"{record['trainable_parameters']:,} trainable parameters, {record['epochs_run']} epochs, "
+             f"train {record['train_seconds']:.1f} s, test {record['test_seconds']:.1f} s)"]
+    for split in ("best_valid", "test"):
+        metrics = record.get(split) or {}
+        lines.append(f"  {split:<10} " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return "\n".join(lines)
+
+
+def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, marks=None,
+                        protocol=None) -> dict:
+    """A single run (no Ray): prepare the data if needed, run the cell, write its record into
+    ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""
+    from .cells import make_cell, results_dir_of
+    from .record import failure_record, write_record
+
+    cell = make_cell(model, dataset, config_files, overrides, marks=marks, kind="run", protocol=protocol)
+    results_dir = results_dir_of(cell)
+    begun = time()
+    try:
+        record, predictions = run_cell(cell)
+    except BaseException as error:
+        write_record(failure_record(cell, f"{type(error).__name__}: {error}", time() - begun), results_dir)
+        raise
+    path = write_record(record, results_dir, predictions)
+    record["record_path"] = str(path)
+    say(format_metrics(record))
+    return record
