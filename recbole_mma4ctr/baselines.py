@@ -50,6 +50,8 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 from recbole.utils import FeatureSource, FeatureType
 
+from .paper_split import PositionalSplit
+
 __all__ = [
     "switch_off_anomaly_detection",
     "UserHistories",
@@ -117,7 +119,7 @@ class UserHistories:
         return np.where(valid, self.by_user[index], -1).astype(np.int64), lengths
 
 
-class LabeledSequentialDataset(SequentialDataset):
+class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
     """RecBole's SequentialDataset with every interaction kept and the row order untouched.
 
     See the module docstring. Settings: ``MAX_ITEM_LIST_LENGTH`` (history length),

@@ -35,6 +35,7 @@ from recbole.utils import FeatureSource, FeatureType
 from .defaults import setting
 from .errors import InputError, MissingInputError, UsageError
 from .fusion import fuse, fusion_modalities
+from .paper_split import PositionalSplit
 from .prepare.byo import check_modality_archive, coverage_problem
 from .profiles import FittedProfiles, fit_user_profiles, label_signs, leave_one_out, removal_terms
 
@@ -47,7 +48,7 @@ def profile_field(modality: str) -> str:
     return f"profile_{modality}"
 
 
-class MMa4CTRDataset(Dataset):
+class MMa4CTRDataset(PositionalSplit, Dataset):
     """A RecBole Dataset whose users carry train-only multimodal profiles and items a fused vector."""
 
     def __init__(self, config):
@@ -126,7 +127,8 @@ class MMa4CTRDataset(Dataset):
     def _fuse_items(self) -> np.ndarray:
         parts = {name: self.modality_matrices[name][1:] for name in self.fused_modalities}
         fused = fuse(parts, self.fusion, max_dim=int(setting(self.config, "fusion_max_dim", MODEL_YAML)),
-                     seed=int(setting(self.config, "seed")))
+                     seed=int(setting(self.config, "seed")),
+                     modality_max_dim=setting(self.config, "fusion_modality_max_dim", MODEL_YAML))
         return np.vstack([np.zeros((1, fused.shape[1]), dtype=np.float32), fused.astype(np.float32)])
 
     def build(self):

@@ -11,6 +11,11 @@ ways (its ablation, section 5 of the seed README):
   shortest one (capped at ``max_dim``, which is what the paper's va_cross width of 128 on WeChat
   implies), then take the elementwise product.
 
+``modality_max_dim`` (the key ``fusion_modality_max_dim``; the paper protocol sets 128, as the
+authors' ``cross_matrix.py`` / ``gen_matrix.py`` do): before any fusion, a modality wider than it
+is first PCA'd down to it (on WeChat: visual and acoustic, 192 and 242 columns on the real data,
+to 128 each, textual's 73 kept). ``None`` (the default) fuses the converter's matrices as they are.
+
 Choice documented here: whenever fusion runs a PCA, its output is min-max scaled again so the
 model's item input stays in [0, 1] for every variant (the paper only states the scaling before
 fusion). Nothing here looks at labels, so fitting on all items leaks nothing.
@@ -92,13 +97,20 @@ def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, ove
         return PCA(n_components=n_components, svd_solver=solver, copy=not overwrite).fit_transform(matrix).astype(np.float32)
 
 
-def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0) -> np.ndarray:
-    """Fuse per-modality item matrices (rows aligned, each already scaled) into one item matrix."""
+def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0,
+         modality_max_dim: int | None = None) -> np.ndarray:
+    """Fuse per-modality item matrices (rows aligned, each already scaled) into one item matrix;
+    with ``modality_max_dim``, each wider modality is PCA'd to it first (module docstring)."""
     names = fusion_modalities(fusion)
     missing = [name for name in names if name not in modalities]
     if missing:
         raise ValueError(f"fusion {fusion!r} needs modalities {missing}, which the dataset lacks")
+    if modality_max_dim is not None and (isinstance(modality_max_dim, bool) or int(modality_max_dim) < 1):
+        raise ValueError(f"fusion_modality_max_dim must be a positive integer or ~, got {modality_max_dim!r}")
     parts = [np.asarray(modalities[name], dtype=np.float32) for name in names]
+    if modality_max_dim is not None:
+        parts = [minmax_scale(pca_reduce(part, int(modality_max_dim), seed=seed)) if part.shape[1] > modality_max_dim
+                 else part for part in parts]
     if len(parts) == 1:
         return parts[0]
     if fusion.endswith("_concat"):

@@ -20,6 +20,18 @@ pushing every logit down; since all inputs are non-negative, that push runs thro
 weights too and can leave the ranking inverted (seen here: valid AUC 0.27 after 10 epochs on the
 sample, 0.76 with the base-rate start). ``init_output_bias: zero`` gives the paper's start.
 
+Two switches give the authors' released code instead of the paper's text (both off by default;
+every setting is read from properties/model/MMa4CTR.yaml, none has a fallback here):
+
+- ``mlp_hidden_size: released``: the widths their ``mlp.py`` picks by input size (101-200
+  inputs: 256-128-64-16-4, 92,185 parameters at 194 inputs; ``RELEASED_HIDDEN_SIZES``) instead of
+  a list such as the paper's ``[128, 32, 4]``;
+- ``loss_type: batch_softmax``: their ``nn.CrossEntropyLoss()`` applied to the 1-d batch of
+  sigmoid outputs with the 0/1 labels as targets, i.e. ``-sum_i y_i log softmax(p)_i`` with
+  ``p = sigmoid(logit)`` and the softmax over the batch (one "sample" whose classes are the
+  batch's rows; why the paper's MMa4CTR LogLoss is about 1.4). ``bce`` (default) is the
+  pointwise log loss that CTR evaluation measures.
+
 It is a RecBole ``ContextRecommender`` (pointwise, labeled evaluation), but it does not build
 ContextRecommender's per-field embedding tables: the paper's model has no ID embeddings, and
 creating them would change what is trained and the parameter count.
@@ -33,7 +45,44 @@ from torch import nn
 from recbole.model.abstract_recommender import AbstractRecommender, ContextRecommender
 from recbole.model.init import xavier_normal_initialization
 
+from .defaults import setting
+
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
+LOSS_TYPES = ("bce", "batch_softmax")
+BIAS_INITS = ("base_rate", "zero")
+SETTINGS_FILE = "properties/model/MMa4CTR.yaml"
+# The authors' mlp.py: (fewest inputs, most inputs, hidden widths); Tanh after each, then Linear(4, 1).
+RELEASED_HIDDEN_SIZES = (
+    (5, 10, (8, 4)),
+    (11, 30, (16, 4)),
+    (31, 60, (32, 16, 4)),
+    (61, 100, (64, 16, 4)),
+    (101, 200, (256, 128, 64, 16, 4)),
+    (201, 500, (256, 64, 16, 4)),
+)
+
+
+def released_hidden_sizes(n_inputs: int) -> list[int]:
+    """The hidden widths the authors' released MLP uses for ``n_inputs`` inputs."""
+    for low, high, sizes in RELEASED_HIDDEN_SIZES:
+        if low <= n_inputs <= high:
+            return list(sizes)
+    raise ValueError(f"mlp_hidden_size released: the authors' MLP has no widths for {n_inputs} inputs "
+                     f"(it covers {RELEASED_HIDDEN_SIZES[0][0]}-{RELEASED_HIDDEN_SIZES[-1][1]})")
+
+
+def batch_softmax_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The authors' loss: cross-entropy of the batch's sigmoid outputs, softmaxed over the batch,
+    against the 0/1 labels as class weights (``nn.CrossEntropyLoss()(sigmoid(logits), label)``
+    on 1-d tensors)."""
+    return -(label * torch.log_softmax(torch.sigmoid(logits), dim=0)).sum()
+
+
+def _choice(config, key: str, choices) -> str:
+    value = str(setting(config, key, SETTINGS_FILE)).lower()
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(sorted(choices))}, got {value!r}")
+    return value
 
 
 class MMa4CTR(ContextRecommender):
@@ -52,10 +101,9 @@ class MMa4CTR(ContextRecommender):
         self.device = config["device"]
         self.feature_fields = list(fields)
         self.input_size = sum(int(dataset.field2seqlen[f]) for f in self.feature_fields)
-        self.hidden_sizes = list(config["mlp_hidden_size"] or [128, 32, 4])
-        activation = str(config["activation"] or "tanh").lower()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.hidden_sizes = self._hidden_sizes(setting(config, "mlp_hidden_size", SETTINGS_FILE))
+        activation = _choice(config, "activation", ACTIVATIONS)
+        self.loss_type = _choice(config, "loss_type", LOSS_TYPES)
 
         layers, width = [], self.input_size
         for size in self.hidden_sizes:
@@ -67,12 +115,18 @@ class MMa4CTR(ContextRecommender):
         # BCE on logits: the same loss as sigmoid + BCE, without its overflow at saturation.
         self.loss = nn.BCEWithLogitsLoss()
         self.apply(xavier_normal_initialization)
-        bias_init = str(config["init_output_bias"] or "base_rate").lower()
-        if bias_init not in ("base_rate", "zero"):
-            raise ValueError(f"init_output_bias must be 'base_rate' or 'zero', got {bias_init!r}")
-        if bias_init == "base_rate":
+        if _choice(config, "init_output_bias", BIAS_INITS) == "base_rate":
             with torch.no_grad():
                 self.classifier.bias.fill_(self.base_rate_logit(dataset))
+
+    def _hidden_sizes(self, value) -> list[int]:
+        """``released`` (the authors' widths for this input size) or a list of positive widths."""
+        if isinstance(value, str) and value.lower() == "released":
+            return released_hidden_sizes(self.input_size)
+        if not isinstance(value, (list, tuple)) or not value or any(
+                isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in value):
+            raise ValueError(f"mlp_hidden_size must be 'released' or a list of positive widths, got {value!r}")
+        return list(value)
 
     def base_rate_logit(self, dataset) -> float:
         """Log-odds of the label rate in ``dataset`` (RecBole builds models on the train split)."""
@@ -95,6 +149,8 @@ class MMa4CTR(ContextRecommender):
 
     def calculate_loss(self, interaction):
         label = interaction[self.LABEL].float()
+        if self.loss_type == "batch_softmax":
+            return batch_softmax_loss(self.forward(interaction), label)
         return self.loss(self.forward(interaction), label)
 
     def predict(self, interaction):

@@ -104,9 +104,9 @@ def _create_dataset(config):
             return LabeledSequentialDataset(config)
         if own is recbole_datasets.DIENDataset:
             return LabeledDIENDataset(config)
-    from recbole.data import create_dataset as recbole_create_dataset
+    from .paper_split import recbole_dataset  # RecBole's own, with the split rule (split_rule)
 
-    return recbole_create_dataset(config)
+    return recbole_dataset(config)
 
 
 def get_trainer(model_type, model_name: str):

@@ -1,12 +1,12 @@
 """MMa4CTR's architecture: the paper's parameter counts and a working forward/loss/predict."""
 
 import math
-from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from recbole_mma4ctr.defaults import SettingError, properties_dir, read_yaml
 from recbole_mma4ctr.model import MMa4CTR
 
 
@@ -17,9 +17,9 @@ def fake_dataset(item_dims, profile_length=21, modalities=("visual", "acoustic",
     return SimpleNamespace(mm_feature_fields=fields, field2seqlen=seqlen)
 
 
-# RecBole's Config answers None for keys it does not hold; a defaultdict does the same.
-CONFIG = defaultdict(lambda: None, {"LABEL_FIELD": "label", "device": torch.device("cpu"),
-                                    "mlp_hidden_size": [128, 32, 4], "activation": "tanh"})
+# The model reads its settings from properties/model/MMa4CTR.yaml (no fallbacks of its own).
+CONFIG = {**read_yaml(properties_dir() / "model" / "MMa4CTR.yaml"), "LABEL_FIELD": "label",
+          "device": torch.device("cpu")}
 
 
 def trainable(model):
@@ -61,5 +61,11 @@ def test_output_bias_starts_at_the_training_label_log_odds():
     dataset.inter_feat = {"label": torch.tensor([1.0, 0.0, 0.0, 0.0])}
     model = MMa4CTR(CONFIG, dataset)
     assert model.classifier.bias.item() == pytest.approx(math.log(0.25 / 0.75), rel=1e-6)
-    paper = defaultdict(lambda: None, {**CONFIG, "init_output_bias": "zero"})
+    paper = {**CONFIG, "init_output_bias": "zero"}
     assert MMa4CTR(paper, dataset).classifier.bias.item() == 0.0
+
+
+def test_a_missing_setting_names_the_file_that_should_hold_it():
+    config = {key: value for key, value in CONFIG.items() if key != "loss_type"}
+    with pytest.raises(SettingError, match="loss_type.*properties/model/MMa4CTR.yaml"):
+        MMa4CTR(config, fake_dataset(128))

@@ -321,12 +321,16 @@ def test_randomized_truncated_svd_agrees_with_the_exact_one(monkeypatch):
 
 
 def test_fixed_dims_under_both_recipes(tiny_raw, tmp_path):
-    dims = {"visual_dim": 9, "acoustic_dim": 13, "textual_dim": 5}
-    for recipe in ("paper", "tfidf"):
+    # the paper recipe's textual modality keeps its keyword and tag ids unreduced (5 + 8 columns
+    # on this fixture), so its fixed width must leave the PCA at least one column
+    for recipe, textual in (("paper", 20), ("tfidf", 5)):
+        dims = {"visual_dim": 9, "acoustic_dim": 13, "textual_dim": textual}
         manifest = convert(tiny_raw, tmp_path / recipe, {"min_user_actions": 0, "text_recipe": recipe, **dims})
-        assert manifest["modality_dims"] == {"visual": 9, "acoustic": 13, "textual": 5}
+        assert manifest["modality_dims"] == {"visual": 9, "acoustic": 13, "textual": textual}
         with np.load(tmp_path / recipe / "wechat.mm.npz") as archive:
             assert archive["acoustic"].shape[1] == 13
+    with pytest.raises(ValueError, match="textual_dim 5 leaves no column for the reduced part.*13 columns"):
+        convert(tiny_raw, tmp_path / "narrow", {"min_user_actions": 0, "textual_dim": 5})
 
 
 def topic_gap(matrix, topics):

@@ -378,7 +378,8 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
     assert wechat == {"label_action": "weighted", "min_user_actions": 100, "pca_variance": 0.9, "token_maxlen": 512,
                       "text_recipe": "paper", "text_max_dim": 128, "visual_dim": None, "acoustic_dim": None,
-                      "textual_dim": None, "embedding_dim": None, "feed_embedding": False, "converter_seed": 2024}
+                      "textual_dim": None, "embedding_dim": None, "feed_embedding": False, "converter_seed": 2024,
+                      "dedupe": "none", "row_order": "chronological", "device_choice": "row"}
 
 
 def test_user_filter_follows_the_source_unless_set(raw, tmp_path):

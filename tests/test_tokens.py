@@ -48,16 +48,16 @@ def test_fallback_join_and_padding_match_the_row_wise_definitions():
     assert as_lists(tokens.first_non_empty(a, b)) == [(p if len(p) else f).tolist() for p, f in zip(rows, other)]
     assert as_lists(tokens.join_lists(a, b, a)) == [np.concatenate([p, f, p]).tolist() for p, f in zip(rows, other)]
     padded = tokens.pad_sequences(a, 5)
-    for row, sequence in zip(padded, rows):  # zeros in front; a long row keeps its last 5 ids
-        tail = sequence[-5:]
-        assert row.tolist() == [0] * (5 - len(tail)) + tail.tolist()
+    for row, sequence in zip(padded, rows):  # zeros at the end (the authors'); a long row keeps its first 5 ids
+        head = sequence[:5]
+        assert row.tolist() == head.tolist() + [0] * (5 - len(head))
 
 
-def test_padding_width_extra_columns_and_all_empty_rows():
+def test_padding_width_truncation_and_all_empty_rows():
     lists = TokenLists.from_arrays([np.arange(1, 8), np.array([5]), np.array([], int)])
-    np.testing.assert_array_equal(tokens.pad_sequences(lists), [[1, 2, 3, 4, 5, 6, 7], [0] * 6 + [5], [0] * 7])
-    with_extra = tokens.pad_sequences(lists, 3, extra=np.full((3, 2), 9.0))
-    np.testing.assert_array_equal(with_extra, [[5, 6, 7, 9, 9], [0, 0, 5, 9, 9], [0, 0, 0, 9, 9]])
+    np.testing.assert_array_equal(tokens.pad_sequences(lists), [[1, 2, 3, 4, 5, 6, 7], [5] + [0] * 6, [0] * 7])
+    buffer = np.full(100, 7.0)  # a reused buffer is zeroed first
+    np.testing.assert_array_equal(tokens.pad_sequences(lists, 3, buffer=buffer), [[1, 2, 3], [5, 0, 0], [0, 0, 0]])
     np.testing.assert_array_equal(tokens.pad_sequences([np.array([], int)] * 2, 4), [[0], [0]])
 
 
@@ -77,7 +77,10 @@ def test_bgm_ids_negative_ids_are_ids_and_only_empty_cells_are_missing():
     rows["bgm_singer_id"] = ["-5", "", "7", "-5"]
     rows["bgm_song_id"] = ["1", "2", "", "1"]
     _, music = wechat._token_lists(pa.table(rows), wechat.default_settings())
-    singer, song = music[:, :1], music[:, 1:]  # two distinct ids each: one column each
-    assert np.all(singer[[0, 2, 3]] != 0) and np.all(singer[1] == 0)
+    # the authors' treatment: a missing id is category 0 with its own vector; two ids + missing =
+    # 3 categories: int(3 ** 0.25) = 1 column each
+    singer, song = music[:, :1], music[:, 1:]
+    assert music.shape == (4, 2)
     np.testing.assert_array_equal(singer[0], singer[3])  # the same id, the same vector
-    assert np.all(song[[0, 1, 3]] != 0) and np.all(song[2] == 0)
+    assert len(np.unique(singer)) == 3 and len(np.unique(song)) == 3  # -5, 7 and missing differ
+    np.testing.assert_array_equal(song[0], song[3])

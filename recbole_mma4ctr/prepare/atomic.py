@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
-# properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed)
-CONVERTER_VERSION = "4"
+# properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed). 5: the
+# authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings
+CONVERTER_VERSION = "5"
 MANIFEST = "manifest.json"
 # .<name>.<pid>.<8 hex>.tmp; also the older .<name>.<pid>.tmp
 TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{8})?\.tmp$")

@@ -48,6 +48,8 @@ Token fields (the id VALUES carry the topic)
     high probabilities (Beta(5, 2)), others low (Beta(1, 5)).
     Background music: songs are grouped by topic (80 % from the feed's main topic), each song
     has one singer of the same topic; both ids are empty for ``bgm_empty`` (20 %) of feeds.
+    A random ``bgm_hit_share`` of the singers (drawn regardless of topic) are "hits": a feed
+    whose song is by one engages more (``bgm_effect``, below), the planted music signal.
     ``feed_embedding`` = 0.8 * centroid(main) + 0.25 * centroid(secondary) + noise (512 floats).
 Users
     taste ~ Dirichlet(``taste_concentration``) over topics (sparse-ish), mixed with 3 % uniform;
@@ -63,9 +65,10 @@ Exposure
     pop(f) / pop(all)``, so the watched-topic mix reflects taste. Days are uniform on
     1..``n_days``; rows are ordered by userid, then day.
 Engagement
-    ``m = taste_weight * rel[u, topic(f)] + topic_effect[topic(f)] + q_f + prop_u`` (everything a
-    model could learn in principle; ``topic_effect ~ N(0, topic_effect_sd)``: some categories
-    engage more), ``z = m + eps`` with pair noise ``eps ~ N(0, noise)`` (unobservable). Action k
+    ``m = taste_weight * rel[u, topic(f)] + topic_effect[topic(f)] + q_f + prop_u + bgm_effect *
+    hit(f)`` (everything a model could learn in principle; ``topic_effect ~ N(0,
+    topic_effect_sd)``: some categories engage more; ``hit(f)`` = 1 when the feed's singer is a
+    hit; ``World.feed_bgm_hit``), ``z = m + eps`` with pair noise ``eps ~ N(0, noise)`` (unobservable). Action k
     is Bernoulli(sigmoid(base_k + action_beta_k * z)), the seven actions conditionally
     independent given z. ``base_k`` is calibrated on the realised z (the first
     ``calibration_rows`` rows) so the expected positive rate is 1 / (1 + the DATA.md
@@ -108,7 +111,7 @@ import pandas as pd
 from .atomic import folder_lock, remove_dead_temporaries, temporary_path
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"  # 1.2: bgm ids drawn with the world; hit singers raise engagement
 
 # The seven actions in user_action.csv column order.
 ACTIONS: Tuple[str, ...] = (
@@ -157,7 +160,7 @@ _LABEL_MIN_SUM = int(np.ceil(LABEL_THRESHOLD * LABEL_DENOMINATOR - 1e-9))
 _PER_ACTION_AUC_MAX_ROWS = 2_000_000
 
 # Independent random streams: SeedSequence([seed, stream, chunk]).
-_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS = 1, 2, 3, 4, 5
+_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS, _S_BGM = 1, 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,8 @@ class SyntheticParams:
     machine_tag_empty: float = 0.10
     songs_per_feed: float = 0.24
     songs_per_singer: float = 1.5
+    bgm_hit_share: float = 0.25  # share of singers whose songs raise engagement
+    bgm_effect: float = 0.8  # added to m for a feed whose singer is a hit
     # feed embedding
     embedding_dim: int = 512
     embedding_centroid_sd: float = 0.06
@@ -287,7 +292,7 @@ class SyntheticParams:
                      "device_switch", "max_user_share", "ocr_empty", "asr_empty",
                      "description_empty", "empty_pair_overlap", "bgm_empty",
                      "manual_keyword_empty", "machine_keyword_empty", "manual_tag_empty",
-                     "machine_tag_empty", "token_main_share", "token_secondary_share"):
+                     "machine_tag_empty", "token_main_share", "token_secondary_share", "bgm_hit_share"):
             need(0.0 <= float(getattr(self, name)) <= 1.0, f"{name} must be in [0, 1]")
 
 
@@ -367,13 +372,18 @@ class World:
     user_propensity: np.ndarray  # (n_users,)
     userid: np.ndarray  # (n_users,) ascending
     topic_effect: np.ndarray  # (K,) engagement offset of each topic
+    feed_song: np.ndarray  # (n_feeds,) bgm_song_id, 0 = no music
+    feed_singer: np.ndarray  # (n_feeds,) bgm_singer_id, 0 = no music
+    feed_bgm_hit: np.ndarray  # (n_feeds,) 1.0 when the feed's singer is a hit, else 0.0
 
     @property
     def m_range(self) -> Tuple[float, float]:
-        """Bounds of m = taste_weight * rel + q_f + prop_u over every possible pair."""
+        """Bounds of m (taste, topic, quality, propensity and bgm terms) over every possible pair."""
         p = self.params
-        lo = self.feed_quality.min() + self.user_propensity.min() + min(0.0, p.taste_weight)
-        hi = self.feed_quality.max() + self.user_propensity.max() + max(0.0, p.taste_weight)
+        lo = (self.feed_quality.min() + self.user_propensity.min() + min(0.0, p.taste_weight)
+              + min(0.0, p.bgm_effect) + self.topic_effect.min())
+        hi = (self.feed_quality.max() + self.user_propensity.max() + max(0.0, p.taste_weight)
+              + max(0.0, p.bgm_effect) + self.topic_effect.max())
         return float(lo), float(hi)
 
 
@@ -451,9 +461,31 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     span = max(p.n_users, int(p.userid_span * p.n_users))
     userid = np.sort(rng.choice(span, size=p.n_users, replace=False))
     topic_effect = rng.normal(0.0, p.topic_effect_sd, size=K)
+    song, singer, hit = _background_music(p, feed_topic, seed)
     return World(p, topic_weight, author_topic, feed_author, feed_topic, feed_topic2,
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
-                 affinity, user_actions, user_device, user_propensity, userid, topic_effect)
+                 affinity, user_actions, user_device, user_propensity, userid, topic_effect,
+                 song, singer, hit)
+
+
+def _background_music(p: SyntheticParams, feed_topic: np.ndarray, seed: int):
+    """Each feed's (song id, singer id, hit flag): songs per topic (80 % from the feed's main
+    topic, Zipf inside it), one singer per song of the same topic, no music for ``bgm_empty``
+    of the feeds (ids 0: written as empty cells); ``bgm_hit_share`` of the singers are hits."""
+    rng = _rng(seed, _S_BGM)
+    n = len(feed_topic)
+    per_topic = max(2, int(round(p.songs_per_feed * p.n_feeds / p.n_topics)))
+    singers_per_topic = max(1, int(np.ceil(per_topic / p.songs_per_singer)))
+    songs = _ZipfBlock(per_topic, 0.9, p.n_topics, rng)
+    song_topic = np.where(rng.random(n) < 0.8, feed_topic, rng.integers(0, p.n_topics, size=n))
+    local = songs.draw(song_topic, rng)
+    song = 1 + song_topic * per_topic + local
+    singer = 1 + song_topic * singers_per_topic + (local * singers_per_topic) // per_topic
+    hit_singers = rng.random(p.n_topics * singers_per_topic + 1) < p.bgm_hit_share
+    no_bgm = rng.random(n) < p.bgm_empty
+    song, singer = np.where(no_bgm, 0, song), np.where(no_bgm, 0, singer)
+    hit = np.where(no_bgm, 0.0, hit_singers[singer].astype(np.float64))
+    return song.astype(np.int64), singer.astype(np.int64), hit
 
 
 # ----------------------------------------------------------------------------------------
@@ -584,16 +616,9 @@ def _feed_text_rows(world: World, lo: int, hi: int, vocabs: Dict[str, _Vocab],
     cols["manual_tag_list"] = manual
     cols["machine_tag_list"] = machine
 
-    # background music: songs per topic, one singer per song, same topic
-    per_topic = max(2, int(round(p.songs_per_feed * p.n_feeds / p.n_topics)))
-    singers_per_topic = max(1, int(np.ceil(per_topic / p.songs_per_singer)))
-    song_topic = np.where(rng.random(n) < 0.8, main, rng.integers(0, p.n_topics, size=n))
-    local = vocabs["song"].draw(song_topic, rng)
-    song = 1 + song_topic * per_topic + local
-    singer = 1 + song_topic * singers_per_topic + (local * singers_per_topic) // per_topic
-    no_bgm = rng.random(n) < p.bgm_empty
-    cols["bgm_song_id"] = ["" if e else str(s) for e, s in zip(no_bgm.tolist(), song.tolist())]
-    cols["bgm_singer_id"] = ["" if e else str(s) for e, s in zip(no_bgm.tolist(), singer.tolist())]
+    # background music: drawn with the world (its hit singers shape engagement); 0 = none
+    cols["bgm_song_id"] = [str(s) if s else "" for s in world.feed_song[lo:hi].tolist()]
+    cols["bgm_singer_id"] = [str(s) if s else "" for s in world.feed_singer[lo:hi].tolist()]
     cols["feedid"] = list(map(str, world.feedid[lo:hi].tolist()))
     cols["authorid"] = list(map(str, world.feed_author[lo:hi].tolist()))
     cols["videoplayseconds"] = list(map(str, world.videoplayseconds[lo:hi].tolist()))
@@ -603,12 +628,10 @@ def _feed_text_rows(world: World, lo: int, hi: int, vocabs: Dict[str, _Vocab],
 def _write_feed_files(world: World, seed: int, tmp_info: str, tmp_emb: str) -> None:
     p = world.params
     vrng = _rng(seed, _S_TEXT, 0)
-    per_topic = max(2, int(round(p.songs_per_feed * p.n_feeds / p.n_topics)))
     vocabs = {
         "word": _vocab(p.word_common, p.word_block, p, vrng),
         "char": _vocab(p.char_common, p.char_block, p, vrng),
         "keyword": _vocab(p.keyword_common, p.keyword_block, p, vrng),
-        "song": _ZipfBlock(per_topic, 0.9, p.n_topics, vrng),
     }
     centroids = _rng(seed, _S_EMBED, 0).normal(0.0, p.embedding_centroid_sd,
                                                 size=(p.n_topics, p.embedding_dim))
@@ -665,7 +688,8 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
         device = np.where(switch, 3 - world.user_device[user], world.user_device[user])
         m = (p.taste_weight * world.affinity[user, world.feed_topic[feed]]
              + world.topic_effect[world.feed_topic[feed]]
-             + world.feed_quality[feed] + world.user_propensity[user])
+             + world.feed_quality[feed] + world.user_propensity[user]
+             + p.bgm_effect * world.feed_bgm_hit[feed])
         z = m + rng.normal(0.0, p.noise, size=n)
         yield dict(chunk=np.int64(c), user=user, feed=feed, date=date, device=device, m=m, z=z)
 

@@ -1,9 +1,11 @@
 """Parse the token-list fields of raw files into padded id matrices (the paper's text input).
 
 WeChat's description / ocr / asr fields are space-separated integer ids, its keyword lists are
-``;``-separated ids and its machine tags are ``;``-separated ``tag prob`` pairs. The paper pads
-each item's id sequence with zeros (Keras ``pad_sequences``: zeros in front, and a too-long
-sequence keeps its last ``maxlen`` ids) and feeds the padded ids straight into PCA.
+``;``-separated ids and its machine tags are ``;``-separated ``tag prob`` pairs. The authors pad
+each item's id sequence with zeros AT THE END (Keras ``pad_sequences(padding='post')``) to the
+longest sequence and feed the padded ids straight into PCA. Ours caps the width at ``maxlen``
+(the converter's ``token_maxlen``): a longer sequence keeps its FIRST ``maxlen`` ids, so the
+columns kept are exactly the first ``maxlen`` columns of the authors' uncapped matrix.
 """
 
 from __future__ import annotations
@@ -194,37 +196,30 @@ def padded_width(sequences, maxlen: int | None = None) -> int:
     return max(longest if maxlen is None else min(longest, int(maxlen)), 1)
 
 
-def pad_sequences(sequences, maxlen: int | None = None, extra: np.ndarray | None = None,
-                  buffer: np.ndarray | None = None) -> np.ndarray:
-    """Zero-pad in front to a common length; longer sequences keep their last ``maxlen`` ids.
+def pad_sequences(sequences, maxlen: int | None = None, buffer: np.ndarray | None = None) -> np.ndarray:
+    """Zero-pad at the end to a common length (the authors' ``padding='post'``); longer sequences
+    keep their first ``maxlen`` ids (module docstring).
 
-    ``extra`` (rows x k), when given, fills k more columns on the right, so a caller that needs
-    ``[padded ids | extra]`` (the acoustic modality: ids, then the bgm embeddings) gets it
-    without a second full-size copy. ``buffer`` (flat float64, large enough) is reused for the
-    result instead of fresh memory: the converter pads three 100 k x 512 matrices in turn, and
-    re-zeroing one buffer is cheaper than faulting in new pages each time.
+    ``buffer`` (flat float64, large enough) is reused for the result instead of fresh memory: the
+    converter pads three 100 k x 512 matrices in turn, and re-zeroing one buffer is cheaper than
+    faulting in new pages each time.
     """
     sequences = TokenLists.from_arrays(sequences)
     lengths = sequences.lengths
     width = padded_width(sequences, maxlen)
-    if len(lengths) and lengths.max() > width:  # keep each row's last ``width`` ids
-        sequences = _gather(sequences.values, sequences.offsets[1:] - np.minimum(lengths, width),
-                            np.minimum(lengths, width))
+    if len(lengths) and lengths.max() > width:  # keep each row's first ``width`` ids
+        sequences = _gather(sequences.values, sequences.offsets[:-1], np.minimum(lengths, width))
         lengths = sequences.lengths
-    n_rows, extra_width = len(sequences), (0 if extra is None else extra.shape[1])
-    stride = width + extra_width
+    n_rows = len(sequences)
     if buffer is None:
-        padded = np.zeros(n_rows * stride, dtype=np.float64)
+        padded = np.zeros(n_rows * width, dtype=np.float64)
     else:
-        padded = buffer[:n_rows * stride]
+        padded = buffer[:n_rows * width]
         padded.fill(0.0)
-    # value i of row r lands at r * stride + (width - length_r) + (i - offsets_r)
-    shift = np.arange(n_rows, dtype=np.int64) * stride + width - lengths - sequences.offsets[:-1]
+    # value i of row r lands at r * width + (i - offsets_r): ids first, zeros after them
+    shift = np.arange(n_rows, dtype=np.int64) * width - sequences.offsets[:-1]
     padded[np.arange(len(sequences.values), dtype=np.int64) + np.repeat(shift, lengths)] = sequences.values
-    padded = padded.reshape(n_rows, stride)
-    if extra_width:
-        padded[:, width:] = extra
-    return padded
+    return padded.reshape(n_rows, width)
 
 
 def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,14 +234,16 @@ def dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_id_embedding(ids: np.ndarray, missing: np.ndarray, seed: int, max_dim: int = 64) -> np.ndarray:
-    """Fixed random embeddings of categorical ids (the paper's bgm singer/song treatment).
+    """Fixed random embeddings of categorical ids (the authors' bgm singer/song treatment).
 
-    Dimension = (number of distinct ids) ** 0.25, rounded, between 1 and ``max_dim``; missing
-    ids get a zero vector. The same id always gets the same vector for a given seed.
+    As their code does it: a missing id is read as id 0, a category of its own with its own
+    vector ("no background music is a type too"); dimension = int(number of distinct ids,
+    that category included, ** 0.25), rounded down, between 1 and ``max_dim``; one standard
+    normal vector per category (torch's ``nn.Embedding`` initialisation). The same id always
+    gets the same vector for a given seed.
     """
-    distinct, codes = np.unique(ids[~missing], return_inverse=True)
-    dim = int(min(max_dim, max(1, round(len(distinct) ** 0.25)))) if len(distinct) else 1
+    values = np.where(missing, 0, ids)
+    distinct, codes = np.unique(values, return_inverse=True)
+    dim = int(min(max_dim, max(1, int(len(distinct) ** 0.25))))
     table = np.random.default_rng(seed).standard_normal((len(distinct), dim))
-    out = np.zeros((len(ids), dim))
-    out[~missing] = table[codes.ravel()]
-    return out
+    return table[codes.ravel()]

@@ -18,13 +18,33 @@ the paper's recipe and read only with ``feed_embedding: true``, ``feed_embedding
   row's true probability of the chosen label, in ``.inter`` order, for "oracle" ceilings.
 - ``manifest.json``: fingerprint, settings, row counts, dropped rows and why, dimensions.
 
-The paper's item recipe (DATA.md): visual = ocr ids (empty -> ocr_char); acoustic = asr_char ids
-(empty -> asr) plus fixed random embeddings of bgm_singer_id and bgm_song_id; textual =
-description + machine keywords + machine tag ids. Each is zero-padded, reduced by PCA keeping
-``pca_variance`` of the variance and min-max scaled per column (``text_recipe: paper``, the default).
-``text_recipe: tfidf`` treats each modality's tokens as a bag instead: TF-IDF, then truncated SVD
-to the fewest components holding ``pca_variance`` of the energy (capped at ``text_max_dim``) or to a
-fixed ``<modality>_dim``, then min-max (prepare/text.py); the bgm embeddings still join acoustic.
+The item recipe is the authors' released one (DATA.md; ``text_recipe: paper``, the default), each
+token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``):
+
+- visual = PCA(``pca_variance``) of the padded ``ocr`` ids (an empty cell filled from ``ocr_char``);
+- acoustic = PCA of the padded ``asr_char`` ids (gaps from ``asr``), THEN the fixed random
+  embeddings of ``bgm_singer_id`` and ``bgm_song_id`` appended unreduced (a missing id is a
+  category of its own; dimension int(distinct ** 0.25)). Appending them before the PCA, as this
+  project once did, loses the music: the padded-id columns' variance (~1e7) swamps the
+  embeddings' (~1) and the PCA keeps none of their directions;
+- textual = PCA of the padded ``description`` ids (gaps from ``description_char``), plus the raw
+  padded ``machine_keyword_list`` ids, plus the raw padded ``machine_tag_list`` tag ids (gaps
+  from ``manual_tag_list``), the last two unreduced (43 + 16 + 14 = 73 on the real data).
+
+Each modality is then min-max scaled per column; the manifest's ``modality_parts`` gives each
+part's width. A fixed ``<modality>_dim`` is the modality's final width: the PCA part gets what the
+unreduced parts leave (a width they alone fill is refused). ``text_recipe: tfidf`` treats each modality's token
+parts as one bag instead: TF-IDF, then truncated SVD to the fewest components holding
+``pca_variance`` of the energy (capped at ``text_max_dim``) or to a fixed width, then min-max
+(prepare/text.py); the bgm embeddings still join acoustic unreduced.
+
+Rows (``settings``; the paper protocol sets the authors' choices, properties/protocol/paper.yaml):
+``dedupe: user_feed_label`` keeps one row per distinct (user, feed, label) triple, as the authors'
+set does (``none``: every row); ``row_order: authors`` writes the rows in the authors' order
+(``prepare/authors_order.py``: grouped by user, in the order of their Python set) instead of
+``chronological``; ``device_choice: last_pair`` gives each user the device of the (user, device)
+pair their set lists last, on every row, instead of each row's own (``row``). The user filter
+counts the rows left after the dedupe, as theirs does.
 ``feed_embedding: true`` adds a fourth matrix, ``embedding``: the 512-d feed embeddings, PCA
 keeping ``pca_variance`` (or ``embedding_dim``), min-max; feeds without one get zeros (counted in the
 manifest). Fusion names only use visual/acoustic/textual, so the model ignores it today. Labels: ``weighted`` (the paper's
@@ -58,15 +78,19 @@ ACTION_COLUMNS = ("userid", "feedid", "date_", "device") + ACTIONS
 FEED_COLUMNS = (
     "feedid", "authorid", "videoplayseconds", "description", "ocr", "asr", "bgm_song_id",
     "bgm_singer_id", "machine_keyword_list", "machine_tag_list", "ocr_char", "asr_char",
+    "description_char", "manual_tag_list",
 )
 # The converter's settings: the keys of properties/dataset/wechat.yaml that hold their defaults.
 SETTINGS = ("label_action", "min_user_actions", "pca_variance", "token_maxlen", "text_recipe", "text_max_dim",
-            "visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "feed_embedding", "converter_seed")
+            "visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "feed_embedding", "converter_seed",
+            "dedupe", "row_order", "device_choice")
 
 
 def default_settings() -> dict:
     """The converter's defaults, as properties/dataset/wechat.yaml holds them."""
     return complete_settings("wechat", SETTINGS, {})
+ROW_CHOICES = {"dedupe": ("none", "user_feed_label"), "row_order": ("chronological", "authors"),
+               "device_choice": ("row", "last_pair")}
 
 
 def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
@@ -239,50 +263,64 @@ def integer_column(column, path, field: str, why: str, allow_empty: bool = True)
 
 TEXT_RECIPES = ("paper", "tfidf")
 ITEM_RECIPES = {
-    "paper": "paper: padded token ids -> PCA(variance) -> min-max",
+    "paper": "paper: the authors' released recipe: padded-at-the-end token ids -> PCA(variance), plus unreduced "
+             "parts (acoustic: bgm singer/song random embeddings; textual: padded machine keyword and tag ids) "
+             "-> min-max",
     "tfidf": "tfidf: bag of tokens -> TF-IDF -> truncated SVD (energy share or fixed dim) -> min-max; "
              "acoustic = SVD of asr tokens + bgm singer/song random embeddings",
 }
 
 
-def _token_lists(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, tokens.TokenLists], np.ndarray]:
-    """Each modality's per-feed token ids, and the bgm singer/song random embeddings (acoustic)."""
+def _token_lists(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, list[tokens.TokenLists]], np.ndarray]:
+    """Each modality's token parts (the paper recipe PCAs the first and keeps the others as padded
+    ids), and the bgm singer and song random embeddings (acoustic, appended after the PCA)."""
     import pyarrow.compute as pc
 
     name = str(source)  # errors name the file, and its lines when it is there to count
     ids = {field: tokens.parse_id_list(feeds.column(field), name, field) for field in ("description", "ocr", "asr_char")}
+    ids["machine_keyword_list"] = tokens.parse_id_list(feeds.column("machine_keyword_list"), name,
+                                                       "machine_keyword_list", ";")
+    ids["machine_tag_list"] = tokens.parse_tag_list(feeds.column("machine_tag_list"), name, "machine_tag_list")
     # the fallbacks are parsed only where the primary field is empty (blank elsewhere, so line numbers hold)
-    for fallback, primary in (("ocr_char", "ocr"), ("asr", "asr_char")):
+    for fallback, primary, separator in (("ocr_char", "ocr", " "), ("asr", "asr_char", " "),
+                                         ("description_char", "description", " "),
+                                         ("manual_tag_list", "machine_tag_list", ";")):
         needed = pa_bool(ids[primary].lengths == 0)
-        ids[fallback] = tokens.parse_id_list(pc.if_else(needed, feeds.column(fallback), ""), name, fallback)
-    keywords = tokens.parse_id_list(feeds.column("machine_keyword_list"), name, "machine_keyword_list", ";")
-    tags = tokens.parse_tag_list(feeds.column("machine_tag_list"), name, "machine_tag_list")
+        ids[fallback] = tokens.parse_id_list(pc.if_else(needed, feeds.column(fallback), ""), name, fallback, separator)
     music = []
     for offset, field in enumerate(("bgm_singer_id", "bgm_song_id")):
         values = integer_column(feeds.column(field), name, field, "expected an integer id")
         music.append(tokens.random_id_embedding(values, empty_cells(feeds.column(field)), settings["converter_seed"] + offset))
     lists = {
-        "visual": tokens.first_non_empty(ids["ocr"], ids["ocr_char"]),
-        "acoustic": tokens.first_non_empty(ids["asr_char"], ids["asr"]),
-        "textual": tokens.join_lists(ids["description"], keywords, tags),
+        "visual": [tokens.first_non_empty(ids["ocr"], ids["ocr_char"])],
+        "acoustic": [tokens.first_non_empty(ids["asr_char"], ids["asr"])],
+        "textual": [tokens.first_non_empty(ids["description"], ids["description_char"]), ids["machine_keyword_list"],
+                    tokens.first_non_empty(ids["machine_tag_list"], ids["manual_tag_list"])],
     }
     return lists, np.hstack(music)
 
 
-TOKEN_FIELDS = ("description", "ocr", "asr", "machine_keyword_list", "machine_tag_list", "ocr_char", "asr_char")
+PART_NAMES = {"visual": ("ocr_pca",), "acoustic": ("asr_char_pca", "bgm_singer_song"),
+              "textual": ("description_pca", "machine_keyword_list", "machine_tag_list")}
+
+
+TOKEN_FIELDS = ("description", "ocr", "asr", "machine_keyword_list", "machine_tag_list", "ocr_char", "asr_char",
+                "description_char", "manual_tag_list")
 
 
 def empty_token_fields(feeds, used: np.ndarray) -> dict:
     """How many kept items have each token field empty, and how many have no token at all for
-    a modality after the recipe's fallbacks (ocr -> ocr_char; asr_char -> asr): real WeChat rows
+    a modality after the recipe's fallbacks (ocr -> ocr_char; asr_char -> asr; description ->
+    description_char; machine_tag_list -> manual_tag_list): real WeChat rows
     often have empty fields, which are read as no tokens (a zero padded row), not as errors."""
     empty = {field: empty_cells(feeds.column(field)) & used for field in TOKEN_FIELDS}
     return {
         "fields": {field: int(mask.sum()) for field, mask in empty.items()},
         "items_without_visual_tokens": int((empty["ocr"] & empty["ocr_char"]).sum()),
         "items_without_acoustic_tokens": int((empty["asr_char"] & empty["asr"]).sum()),
-        "items_without_textual_tokens": int((empty["description"] & empty["machine_keyword_list"]
-                                             & empty["machine_tag_list"]).sum()),
+        "items_without_textual_tokens": int((empty["description"] & empty["description_char"]
+                                             & empty["machine_keyword_list"] & empty["machine_tag_list"]
+                                             & empty["manual_tag_list"]).sum()),
     }
 
 
@@ -292,38 +330,56 @@ def pa_bool(mask: np.ndarray):
     return pa.array(mask, type=pa.bool_())
 
 
-def paper_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
-    """The paper's recipe, one modality at a time in one reused buffer (one padded matrix, 100 k
-    x 512 float64 = 0.4 GB on the full data, at a time): zero-padded ids (acoustic: plus the bgm
-    embeddings) -> PCA (variance share or fixed width) -> per-column min-max."""
+def _fixed_target(settings: dict, name: str, unreduced: int):
+    """The reduced part's target: what a fixed ``<name>_dim`` leaves after the unreduced parts,
+    else the variance share. A width the unreduced parts alone fill is refused."""
+    fixed = settings.get(f"{name}_dim")
+    if not fixed:
+        return float(settings["pca_variance"])
+    if int(fixed) <= unreduced:
+        raise ValueError(f"{name}_dim {fixed} leaves no column for the reduced part: the {name} modality's "
+                         f"unreduced parts are {unreduced} columns wide here; use at least {unreduced + 1}")
+    return int(fixed) - unreduced
+
+
+def paper_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, np.ndarray], dict]:
+    """The authors' recipe (module docstring), one modality at a time in one reused buffer (one
+    padded matrix, 100 k x 512 float64 = 0.4 GB on the full data, at a time): the first part's
+    padded ids -> PCA, the other parts appended unreduced, then per-column min-max. Returns the
+    matrices and each part's width."""
     lists, music = _token_lists(feeds, settings, source)
-    widths = {name: tokens.padded_width(sequences, settings["token_maxlen"]) + (music.shape[1] if name == "acoustic" else 0)
-              for name, sequences in lists.items()}
-    buffer = np.empty(len(music) * max(widths.values()), dtype=np.float64)
-    reduced = {}
-    for name, sequences in lists.items():
-        matrix = tokens.pad_sequences(sequences, settings["token_maxlen"], extra=music if name == "acoustic" else None,
-                                      buffer=buffer)
-        target = settings.get(f"{name}_dim") or settings["pca_variance"]
+    maxlen = settings["token_maxlen"]
+    buffer = np.empty(len(music) * max(tokens.padded_width(parts[0], maxlen) for parts in lists.values()))
+    reduced, widths = {}, {}
+    for name, parts in lists.items():
+        unreduced = [tokens.pad_sequences(part, maxlen).astype(np.float32) for part in parts[1:]]
+        if name == "acoustic":
+            unreduced.append(music)
+        matrix = tokens.pad_sequences(parts[0], maxlen, buffer=buffer)
+        target = _fixed_target(settings, name, sum(part.shape[1] for part in unreduced))
         # the padded matrix is ours and not needed afterwards: PCA may centre it in place
-        reduced[name] = minmax_scale(pca_reduce(matrix, target, seed=settings["converter_seed"], overwrite=True))
-    return reduced
+        pieces = [pca_reduce(matrix, target, seed=settings["converter_seed"], overwrite=True)] + unreduced
+        reduced[name] = minmax_scale(np.hstack(pieces))
+        widths[name] = {part: int(piece.shape[1]) for part, piece in zip(PART_NAMES[name], pieces)}
+    return reduced, widths
 
 
-def tfidf_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
-    """The ``tfidf`` recipe (prepare/text.py), min-max scaled. A fixed ``<modality>_dim`` is the
-    final width: for acoustic, the SVD gets what the bgm embeddings leave (at least 1 column)."""
+def tfidf_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, np.ndarray], dict]:
+    """The ``tfidf`` recipe (prepare/text.py): each modality's token parts as one bag, min-max
+    scaled; acoustic keeps the bgm embeddings unreduced."""
     lists, music = _token_lists(feeds, settings, source)
-    reduced = {}
-    for name, sequences in lists.items():
-        fixed = settings.get(f"{name}_dim")
+    reduced, widths = {}, {}
+    for name, parts in lists.items():
         extra = music.shape[1] if name == "acoustic" else 0
-        target = max(int(fixed) - extra, 1) if fixed else float(settings["pca_variance"])
-        matrix = text.tfidf_svd(sequences, target, seed=settings["converter_seed"], max_dim=int(settings["text_max_dim"]))
+        bag = tokens.join_lists(*parts) if len(parts) > 1 else parts[0]
+        matrix = text.tfidf_svd(bag, _fixed_target(settings, name, extra), seed=settings["converter_seed"],
+                                max_dim=int(settings["text_max_dim"]))
+        widths[name] = {"tfidf_svd": int(matrix.shape[1])}
         if extra:
             matrix = np.hstack([matrix, music])
+            widths[name]["bgm_singer_song"] = extra
         reduced[name] = minmax_scale(matrix)
-    return reduced
+    return reduced, widths
 
 
 EMBEDDING_DIM = 512
@@ -377,7 +433,8 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     return matrix, covered, unknown
 
 
-def build_modalities(feeds, settings: dict, source=FEED_FILE) -> dict[str, np.ndarray]:
+def build_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str, np.ndarray], dict]:
+    """(one matrix per modality, each part's width) by ``text_recipe``."""
     recipe = settings["text_recipe"]
     if recipe == "tfidf":
         return tfidf_modalities(feeds, settings, source)
@@ -442,6 +499,44 @@ def chronological(rows: np.ndarray, days: np.ndarray) -> np.ndarray:
     return rows[np.argsort(keys, kind="stable")]
 
 
+def kept_rows(actions: dict, labels: np.ndarray, known: np.ndarray, settings: dict, dropped: dict) -> np.ndarray:
+    """The rows written, in .inter order: feeds known, duplicates dropped (``dedupe``), users with
+    at least ``min_user_actions`` rows left, ordered by ``row_order`` (module docstring). Each
+    drop is counted in ``dropped``."""
+    from .authors_order import authors_order, set_order_positions
+
+    users = actions["userid"]
+    rows = np.flatnonzero(known)
+    positions = None
+    if settings["dedupe"] == "user_feed_label" or settings["row_order"] == "authors":
+        # the authors' set holds every raw row's triple: its order depends on all of them
+        positions = set_order_positions(users, actions["feedid"], labels.astype(np.int64))
+    if settings["dedupe"] == "user_feed_label":
+        first = np.zeros(len(users), dtype=bool)
+        first[np.unique(positions, return_index=True)[1]] = True
+        dropped["duplicate_user_feed_label"] = int((known & ~first).sum())
+        rows = rows[first[rows]]
+    counted = np.zeros(len(users), dtype=bool)
+    counted[rows] = True
+    enough = per_value_counts(users, counted) >= settings["min_user_actions"]
+    dropped["user_below_min_actions"] = int((counted & ~enough).sum())
+    rows = rows[enough[rows]]
+    if settings["row_order"] == "authors":
+        return authors_order(rows, users, positions)
+    return chronological(rows, actions["date_"])
+
+
+def row_devices(actions: dict, order: np.ndarray, choice: str) -> np.ndarray:
+    """The device written on each kept row: its own (``row``) or its user's as the authors choose
+    it from every raw row (``last_pair``, ``paper_split.last_pair_device``)."""
+    from .authors_order import last_pair_device
+
+    if choice == "row":
+        return actions["device"][order]
+    users, devices = last_pair_device(actions["userid"], actions["device"])
+    return devices[np.searchsorted(users, actions["userid"][order])]
+
+
 def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: bool = False) -> dict:
     """Convert WeChat raw files; skip when the manifest shows the same inputs and settings."""
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -450,6 +545,8 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     require(settings, "label_action", label_name == "weighted" or label_name in ACTIONS,
             f"'weighted' or one of {', '.join(ACTIONS)}")
     require(settings, "text_recipe", settings["text_recipe"] in TEXT_RECIPES, f"one of {', '.join(TEXT_RECIPES)}")
+    for name, choices in ROW_CHOICES.items():
+        require(settings, name, settings[name] in choices, f"one of {', '.join(choices)}")
     for name in ("visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "text_max_dim", "token_maxlen"):
         # None: a width from the variance share (the *_dim settings)
         require(settings, name, settings[name] is None or is_integer(settings[name], 1), "a positive integer")
@@ -511,9 +608,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
         feed_row = rows_in(actions["feedid"], feed_ids)
         known = feed_row >= 0
         dropped["feed_not_in_feed_info"] = int((~known).sum())
-        enough = per_value_counts(actions["userid"], known) >= settings["min_user_actions"]
-        dropped["user_below_min_actions"] = int((known & ~enough).sum())
-        order = chronological(np.flatnonzero(known & enough), actions["date_"])
+        order = kept_rows(actions, labels, known, settings, dropped)
         if not len(order):
             most = int(per_value_counts(actions["userid"], known).max())
             raise no_rows_left(inputs[0], n_rows, dropped, settings["min_user_actions"], most)
@@ -523,7 +618,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             "item_id": actions["feedid"][order],
             "timestamp": np.arange(len(order), dtype=np.int64),
             "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
-            "device": actions["device"][order],
+            "device": row_devices(actions, order, settings["device_choice"]),
         }
         inter_written = background.submit(writer.write_table, "wechat.inter", inter, INTER_TYPES)
         if oracle is not None:  # kept rows only, in .inter order: the true probability of the chosen label
@@ -535,7 +630,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
 
         log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
             f"keeping {settings['pca_variance']:.0%} of the variance)")
-        reduced = build_modalities(feeds, settings, inputs[1])
+        reduced, parts = build_modalities(feeds, settings, inputs[1])
         embedding_counts = None
         if settings["feed_embedding"]:
             log(f"reading {embedding_path}")
@@ -566,6 +661,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             "label_rate": float(inter["label"].mean()),
             "action_rates": action_rates,
             "modality_dims": dims,
+            "modality_parts": parts,
             "feed_embedding": embedding_counts,
             "empty_token_fields": empty_token_fields(feeds, used),
             "seconds": round(time.time() - started, 2),
