@@ -127,11 +127,14 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
         f"Protocol: **{protocol}** ("
         + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
            if protocol == "honest" else
-           "the authors': rows grouped by user, split 8:1:1 by position; MMa4CTR's profiles from ALL "
-           "interactions, test labels included (a leak, reproduced for comparison)") + ").",
+           "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
+           "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
+           "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
+           "to measure it; properties/protocol/paper.yaml)") + ").",
         f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
         "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
-        "200 bootstrap resamples of users.",
+        "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
+        "that epoch, not a selected model; selection (early stopping, best checkpoint) reads validation only.",
         "LogLoss marked * is computed on sigmoid(score): those models output ranking scores, not "
         "probabilities (RecBole's own LogLoss would clip the raw scores).",
         "FPMC, BERT4Rec and GCSAN never train on the label: their AUC measures how well next-item "

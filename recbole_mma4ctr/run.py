@@ -259,7 +259,7 @@ def _predictions(trainer, model, test_data, config) -> dict | None:
 
 
 def _protocol_of(config) -> str:
-    if config["profile_source"] == "all" or (config["eval_args"] or {}).get("group_by") == "user":
+    if config["profile_source"] == "all" or config["split_rule"] == "positional":
         return "paper"
     return "honest"
 
