@@ -79,7 +79,7 @@ def runs(tiny_atomic, tmp_path_factory):
     capture = Capture()
     records = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(quick_start, "get_trainer", capture.wrap(run_module.get_trainer))
+        patch.setattr(run_module, "get_trainer", capture.wrap(run_module.get_trainer))
         for model in BASELINES + ["MMa4CTR"]:
             settings = run_settings(root / model, data_path=root / "data", epochs=1, **SHRINK.get(model, {}))
             started = time.time()
