@@ -520,7 +520,7 @@ def _progress_callback(label: str):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
-            verdict = "FAILED (see its record)" if last.get("failed") else "finished"
+            verdict = "FAILED (see its record)" if last.get("failed") else "ended"
             say(f"[{label}] {_name(trial)}: {verdict} after {last.get('epoch', '?')} epoch(s) ({_counts(trials)})")
 
         def on_trial_error(self, iteration, trials, trial, **info):
