@@ -180,10 +180,11 @@ def test_compare_and_tune_on_a_cluster_whose_worker_node_lacks_the_drivers_files
         assert all(r["config"]["data_path"].startswith(str(node_tmp)) for r in found)
         # ... and never generated or converted data of its own
         assert not (tmp_path / "node2-cwd" / "dataset").exists() and not (tmp_path / "node2-cwd" / "dataset_atomic").exists()
-        # a 2-trial tune against the same cluster
+        # a 2-trial tune against the same cluster, named by RAY_ADDRESS (as `ray job submit` does)
         (driver / "tiny.hyper").write_text("learning_rate grid [0.001,0.003]\n")
         done = ok(cli(driver, "--tune", "--model=MMa4CTR", "--dataset=wechat", "--params_file=tiny.hyper", TINY,
-                      "--epochs=2", "--num_samples=1", f"--ray_address={address}"))
+                      "--epochs=2", "--num_samples=1", env={"RAY_ADDRESS": address}))
+        assert f"joined Ray at {address}" in done.stdout
         tune_folder = driver / "results" / "tune-MMa4CTR-wechat"
         summary = json.loads((tune_folder / "trials.json").read_text())
         assert len(summary["trials"]) == 2 and summary["best"] is not None
