@@ -80,19 +80,13 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
                    seeds=None, options=None) -> tuple[Path, list[str]]:
     """Run every cell not finished earlier, then write the tables; returns (folder, failed cells)."""
     from . import engine
-    from .record import latest_by_key, records_in
     from .report import write_comparison
-    from .resume_key import cell_key
 
     marks = parse_marks(marks) if not isinstance(marks, list) else marks
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)
     cells = plan_cells(models, dataset, marks, protocol, config_files, dict(overrides or {}), seeds)
-    config, manifest = engine.prepare_in_driver(cells[0])
-    for cell in cells:
-        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
-    folder = engine.results_folder(config, f"compare-{config['dataset']}-{protocol}")
-    done = {key: r for key, r in latest_by_key(records_in(folder, {c["key"] for c in cells})).items() if r["status"] == "ok"}
+    config, folder, done = engine.prepare_grid(cells, f"compare-{dataset}-{protocol}")
     pending = [cell for cell in cells if cell["key"] not in done]
     for index, cell in enumerate(cells, 1):
         if cell["key"] in done:

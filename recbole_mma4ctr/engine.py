@@ -561,6 +561,21 @@ def prepare_in_driver(cell: dict):
     return config, ensure_dataset(config)
 
 
+def prepare_grid(cells: list[dict], folder_name: str):
+    """The driver's share for a grid of cells (comparison, study): prepare the data once, give
+    every cell its resume key, and find the cells a finished record already answers.
+    Returns (config, results folder, {key: ok record})."""
+    from .record import latest_by_key, records_in
+    from .resume_key import cell_key
+
+    config, manifest = prepare_in_driver(cells[0])
+    for cell in cells:
+        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
+    folder = results_folder(config, folder_name)
+    found = latest_by_key(records_in(folder, {cell["key"] for cell in cells}))
+    return config, folder, {key: record for key, record in found.items() if record["status"] == "ok"}
+
+
 def results_folder(config, name: str) -> Path:
     folder = Path(str(config["results_dir"])).resolve() / name
     folder.mkdir(parents=True, exist_ok=True)

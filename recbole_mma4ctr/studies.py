@@ -139,8 +139,6 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     """Run (or resume) one study; returns its results folder."""
     from . import engine
     from .cells import make_cell
-    from .record import latest_by_key, records_in
-    from .resume_key import cell_key
 
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
@@ -155,11 +153,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     cells = [make_cell(model, dataset, config_files, {**fixed, **point_settings(study, value)}, marks=marks,
                        kind="study", protocol=protocol, name=label_of(value), prepare=False,
                        extra={"study": study["name"], "point": label_of(value)}) for value in grid]
-    config, manifest = engine.prepare_in_driver(cells[0])
-    for cell in cells:
-        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
-    folder = engine.results_folder(config, f"study-{study['name']}-{config['dataset']}")
-    done = {k: r for k, r in latest_by_key(records_in(folder, {c["key"] for c in cells})).items() if r["status"] == "ok"}
+    config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{dataset}")
     pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[study] {study['title']} ({study['name']}, paper {study.get('paper_section', '?')}): {model} on {dataset}, "
         f"{len(cells)} point(s) {[c['cell'] for c in cells]}, test AUC at epochs {marks}; {len(cells) - len(pending)} "
