@@ -218,3 +218,27 @@ def test_other_parameter_that_is_not_plain_data_is_refused_by_name():
 
     with pytest.raises(TypeError, match="other_parameter 'w' is a csr_matrix"):
         plain_data({"w": sp.csr_matrix((2, 2))}, "other_parameter")
+
+
+def test_wandb_gets_what_recbole_logs_where_recbole_logs_it(tiny_atomic, tmp_path, monkeypatch):
+    import importlib.machinery
+    import types
+
+    logged = []
+    wandb = types.ModuleType("wandb")  # a stand-in that records what RecBole's WandbLogger sends
+    wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    wandb.run = None
+    wandb.init = lambda project, config: setattr(wandb, "run", types.SimpleNamespace(summary={}))
+    wandb.define_metric = lambda *args, **kwargs: None
+    wandb.log = lambda metrics, commit=True: logged.append(metrics)
+    monkeypatch.setitem(__import__("sys").modules, "wandb", wandb)
+    monkeypatch.chdir(tmp_path)
+    trainer, train, valid, test = make_trainer(tiny_atomic, tmp_path, epochs=2, valid_interrupt=False, log_wandb=True)
+    trainer.fit(train, valid, saved=True)
+    result = trainer.evaluate(test)
+    assert [sorted(m) for m in logged] == [
+        ["train/epoch", "train/train_loss", "train_step"], ["valid/auc", "valid/gauc", "valid/logloss", "valid/uauc", "valid_step"],
+    ] * 2
+    assert [m["train_step"] for m in logged[::2]] == [0, 1] and [m["valid_step"] for m in logged[1::2]] == [0, 1]
+    assert [m["train/train_loss"] for m in logged[::2]] == pytest.approx([h["train_loss"] for h in trainer.history])
+    assert wandb.run.summary == {f"eval/{k}": v for k, v in result.items()}
