@@ -3,7 +3,7 @@
     python benchmarks/atomic_loading.py [--data_path dataset_atomic] [--dataset wechat] [--model MMa4CTR]
 
 Builds the same dataset twice in one process, first as RecBole 1.2.1 reads atomic files (pandas'
-python engine), then through ``recbole_mma4ctr.utils.create_dataset`` (``compat.c_engine_atomic_reads``),
+python engine), then through ``recbole_mma4ctr.utils.create_dataset`` (``compat.building_dataset``),
 checks that both loaded the same interactions, and prints both times and their ratio. The
 dataset must already be converted (run the model once, or ``python -m recbole_mma4ctr.prepare``).
 With the full-scale WeChat files (7 M rows) the difference is about half a minute per run.

@@ -50,6 +50,7 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 from recbole.utils import FeatureSource, FeatureType
 
+from .defaults import setting
 from .paper_split import PositionalSplit
 
 __all__ = [
@@ -67,8 +68,7 @@ __all__ = [
 def switch_off_anomaly_detection(config=None) -> None:
     """Undo the process-wide ``torch.autograd.set_detect_anomaly(True)`` that importing RecBole's
     sequential models performs (see the module docstring), unless ``detect_anomaly`` is set."""
-    wanted = bool(config["detect_anomaly"]) if config is not None and config["detect_anomaly"] is not None else False
-    torch.autograd.set_detect_anomaly(wanted)
+    torch.autograd.set_detect_anomaly(bool(setting(config, "detect_anomaly")) if config is not None else False)
 
 
 switch_off_anomaly_detection()  # the GCSAN import above has just switched it on
@@ -123,7 +123,7 @@ class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
     """RecBole's SequentialDataset with every interaction kept and the row order untouched.
 
     See the module docstring. Settings: ``MAX_ITEM_LIST_LENGTH`` (history length),
-    ``empty_history_length`` (0 or 1, the ``item_length`` of a row without history, default 1).
+    ``empty_history_length`` (0 or 1, the ``item_length`` of a row without history).
     """
 
     CHUNK_ROWS = 1 << 18
@@ -136,8 +136,7 @@ class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
         self.set_field_property(self.item_list_length_field, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
 
     def empty_history_length(self) -> int:
-        value = self.config["empty_history_length"]
-        value = 1 if value is None else int(value)
+        value = setting(self.config, "empty_history_length")
         if value not in (0, 1):
             raise ValueError(f"empty_history_length must be 0 or 1, got {value}")
         return value
@@ -235,8 +234,7 @@ class GCSAN(RecBoleGCSAN):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        fast = config["gcsan_fast_graph"]
-        self.fast_graph = True if fast is None else bool(fast)
+        self.fast_graph = bool(setting(config, "gcsan_fast_graph", "properties/model/GCSAN.yaml"))
 
     def _get_slice(self, item_seq):
         if not self.fast_graph:
@@ -254,7 +252,7 @@ def scores_are_probabilities(model, config=None) -> bool:
     """
     from recbole.model.abstract_recommender import ContextRecommender
 
-    setting = config["score_sigmoid"] if config is not None else None
-    if setting is not None:
-        return not bool(setting)
+    squash = setting(config, "score_sigmoid") if config is not None else None
+    if squash is not None:
+        return not bool(squash)
     return isinstance(model, ContextRecommender) or type(model).__name__ in PROBABILITY_MODELS

@@ -3,11 +3,64 @@
 Kept apart so that each can be dropped when RecBole no longer needs it. Others live next to the
 code they serve: weights-only checkpoints in ``trainer.py``, the anomaly-detection switch that
 RecBole's SINE import flips on in ``baselines.py``.
+
+Two kinds, by scope:
+
+* :func:`recbole_stack_settings` replaces RecBole's own ``Config.compatibility_settings`` (run
+  whenever a Config is built): it sets the numpy aliases RecBole's code reads at run time
+  (``np.float``, ``np.long``, ...), from names numpy 2 still has, and gives scipy >= 1.13's
+  ``dok_matrix`` back the ``_update`` that NGCF and LightGCN call. Both only add names that are
+  missing; nothing existing changes meaning.
+* :func:`building_dataset` is a context around building one RecBole Dataset: atomic files read
+  with pandas' C engine, and pandas' copy-on-write off, which RecBole's in-place ``fillna`` needs.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+
+# RecBole 1.2.1's Config.compatibility_settings sets these numpy aliases (removed in numpy 1.24)
+# because its own code still uses them (np.float in interaction.py and dataset.py, np.long in
+# layers.py, np.bool in metrics.py). It reads np.float_, np.complex_ and np.unicode_, which numpy
+# 2 removed too, so on numpy 2 every Config fails. The same aliases, from names both numpy 1.x
+# and 2.x have (the values are the very types RecBole's own table gives on numpy 1.x):
+NUMPY_ALIASES = {
+    "bool": "bool_", "int": "int_", "float": "float64", "complex": "complex128",
+    "object": "object_", "str": "str_", "long": "int_", "unicode": "str_",
+}
+
+
+def numpy_aliases() -> None:
+    """Set RecBole's numpy aliases (see ``NUMPY_ALIASES``), as RecBole does on numpy 1.x."""
+    import numpy as np
+
+    for alias, name in NUMPY_ALIASES.items():
+        setattr(np, alias, getattr(np, name))
+
+
+def _dok_update(self, entries) -> None:
+    """scipy < 1.13's ``dok_matrix._update``: ``dict.update`` of the stored entries, unchecked."""
+    self._dict.update(entries)
+
+
+def dok_update() -> None:
+    """Give ``scipy.sparse.dok_matrix`` back its ``_update`` where scipy >= 1.13 removed it.
+
+    NGCF's and LightGCN's ``get_norm_adj_mat`` (and GCMC, NCL, SpectralCF) fill their adjacency
+    matrix with ``A._update(dict)``; scipy 1.13 made dok_matrix a wrapper around ``self._dict``
+    instead of a dict subclass and dropped the method: ``'dok_matrix' object has no attribute
+    '_update'``. Added only when missing, so older scipy keeps its own."""
+    import scipy.sparse as sp
+
+    for dok in (sp.dok_matrix, getattr(sp, "dok_array", None)):
+        if dok is not None and not hasattr(dok, "_update"):
+            dok._update = _dok_update
+
+
+def recbole_stack_settings() -> None:
+    """What RecBole's ``Config.compatibility_settings`` is for, working on numpy 2 / scipy 1.13+."""
+    numpy_aliases()
+    dok_update()
 
 
 class _CEnginePandas:
@@ -28,16 +81,28 @@ class _CEnginePandas:
 
 
 @contextmanager
-def c_engine_atomic_reads():
-    """RecBole 1.2.1 reads atomic files with pandas' python engine: 27 s for WeChat's 7 M-row
-    ``.inter`` here, 3.5 s with the C engine, the same frame. While a dataset is built, RecBole's
-    dataset module sees a pandas whose ``read_csv`` picks the C engine (multi-character
-    separators keep the python engine, which alone supports them)."""
+def building_dataset():
+    """While one RecBole Dataset is built:
+
+    * RecBole 1.2.1 reads atomic files with pandas' python engine: 27 s for WeChat's 7 M-row
+      ``.inter`` here, 3.5 s with the C engine, the same frame. RecBole's dataset module sees a
+      pandas whose ``read_csv`` picks the C engine (multi-character separators keep the python
+      engine, which alone supports them).
+    * RecBole fills missing values with ``feat[field].fillna(..., inplace=True)``: under pandas'
+      copy-on-write (an option in pandas 2.x, ``PANDAS_COPY_ON_WRITE=1``) that fills a copy and
+      the frame keeps its NaNs. Copy-on-write is switched off for the build. pandas 3 cannot
+      switch it off and also breaks RecBole's token-sequence remapping: refused with a message.
+    """
+    import pandas
     import recbole.data.dataset.dataset as dataset_module
 
+    if int(pandas.__version__.split(".")[0]) >= 3:
+        raise RuntimeError(f"RecBole 1.2.1's Dataset needs pandas < 3 (found {pandas.__version__}: "
+                           "copy-on-write can no longer be switched off); install 'pandas<3'")
     original = dataset_module.pd
     dataset_module.pd = _CEnginePandas(original)
     try:
-        yield
+        with pandas.option_context("mode.copy_on_write", False):
+            yield
     finally:
         dataset_module.pd = original

@@ -67,6 +67,12 @@ class MMa4CTRConfig(Config):
     def _build_yaml_loader(self):
         return SafeSettingsLoader
 
+    def compatibility_settings(self):
+        # RecBole's own version fails on numpy 2 (it reads np.float_); compat.py says why
+        from .compat import recbole_stack_settings
+
+        recbole_stack_settings()
+
     def _convert_config_dict(self, config_dict):
         for key in config_dict:
             config_dict[key] = typed_value(config_dict[key])

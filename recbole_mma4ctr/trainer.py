@@ -2,11 +2,13 @@
 
 Three things differ from ``recbole.trainer.Trainer``:
 
-1. Checkpoints hold tensors and plain numbers only (state dict, optimizer state, epoch, score)
-   and are read back with ``torch.load(weights_only=True)``. RecBole's own checkpoint pickles
-   the whole Config, which PyTorch >= 2.6 refuses to load at the end of every ``fit``.
-2. ``lr_halving_epochs``: multiply the learning rate by ``lr_decay`` (0.5) every N epochs, the
-   paper's schedule. None or 0 switches it off (the default for baselines).
+1. Checkpoints hold tensors and plain data only (state dict, optimizer state, epoch, score, and
+   RecBole's ``other_parameter``: modules as their state dicts, tensors, numbers, lists) and are
+   read back with ``torch.load(weights_only=True)``. RecBole's own checkpoint pickles the whole
+   Config, which PyTorch >= 2.6 refuses to load at the end of every ``fit``.
+2. ``lr_halving_epochs``: multiply the learning rate by ``lr_decay`` every N epochs, the
+   paper's schedule (5 and 0.5 in ``model/MMa4CTR.yaml``); 0 switches it off (``overall.yaml``,
+   the baselines' default).
 3. ``valid_interrupt``: the paper's "validation interrupt", done right. When the validation
    AUC after an epoch is <= ``valid_interrupt_threshold`` (0.5), the weights and optimizer
    state from before that epoch are restored, the learning rate is halved and the epoch is
@@ -14,6 +16,13 @@ Three things differ from ``recbole.trainer.Trainer``:
    the epoch is kept and the interrupt is switched off for the rest of the run (logged): a model
    still at chance after several halvings is not diverging, and halving on would freeze it.
    While the interrupt is on, the validation set is evaluated after every epoch.
+
+Everything else of RecBole's ``fit`` is kept where RecBole has it: the train loss and valid
+score go to tensorboard (``log_tensorboard/`` in the working folder, RecBole's
+``get_tensorboard``) and, with ``log_wandb: True``, to Weights & Biases (wandb must then be
+installed: checked before anything is built); the hyper-parameters go to tensorboard at the end.
+Every setting is read from the properties files (``defaults.setting``): a missing one is an error
+naming the file that should hold it, never a default of the code's own.
 
 Every epoch is recorded in ``self.history`` (loss, learning rate, seconds, validation metrics,
 interrupts) for the result record.
@@ -34,14 +43,19 @@ Labeled (CTR) evaluation, for every model:
 from __future__ import annotations
 
 import copy
+import importlib.util
+from numbers import Number
 from time import time
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import EvaluatorType, early_stopping, set_color, dict2str
 
 from .baselines import scores_are_probabilities, switch_off_anomaly_detection
+from .defaults import setting
 from .metrics import UserAwareCollector
+
 
 
 def load_weights_only(path, device):
@@ -49,22 +63,60 @@ def load_weights_only(path, device):
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def plain_data(value, name: str):
+    """``value`` as checkpoint-safe data: a module becomes its state dict, a numpy array a tensor;
+    tensors, numbers, strings and None stay; lists, tuples and dicts are converted inside.
+    Anything else (a dataset, a scipy matrix) is refused, naming the ``other_parameter`` key."""
+    if isinstance(value, torch.nn.Module):
+        return value.state_dict()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if value is None or isinstance(value, (torch.Tensor, str, bool, Number)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_data(item, name) for item in value)
+    if isinstance(value, dict):
+        return {key: plain_data(item, str(key)) for key, item in value.items()}
+    raise TypeError(f"other_parameter {name!r} is a {type(value).__name__}: a checkpoint holds tensors and plain data only")
+
+
+def load_other_parameter(model, saved) -> None:
+    """RecBole's ``load_other_parameter`` for :func:`plain_data`: a module attribute gets its state
+    dict back, an array attribute its array; any other value is set as it was saved."""
+    for key, value in (saved or {}).items():
+        current = getattr(model, key, None)
+        if isinstance(current, torch.nn.Module):
+            current.load_state_dict(value)
+        elif isinstance(current, np.ndarray) and isinstance(value, torch.Tensor):
+            setattr(model, key, value.numpy())
+        else:
+            setattr(model, key, value)
+
+
+def require_wandb(config) -> None:
+    """``log_wandb: True`` needs the optional wandb package: one clear line when it is missing."""
+    if setting(config, "log_wandb") and importlib.util.find_spec("wandb") is None:
+        raise ImportError("log_wandb: True needs the wandb package, which is not installed "
+                          "(pip install wandb, or set --log_wandb=False)")
+
+
 class Trainer(RecBoleTrainer):
     """RecBole Trainer with weights-only checkpoints, LR halving and the validation interrupt."""
 
     def __init__(self, config, model):
+        require_wandb(config)
         super().__init__(config, model)
         switch_off_anomaly_detection(config)  # RecBole's SINE module switches it on at import
         self.eval_collector = UserAwareCollector(config)
-        self.lr_halving_epochs = int(config["lr_halving_epochs"] or 0)
-        self.lr_decay = float(config["lr_decay"] or 0.5)
+        self.lr_halving_epochs = int(setting(config, "lr_halving_epochs"))
+        self.lr_decay = float(setting(config, "lr_decay"))
         self.scheduler = (
             torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=self.lr_halving_epochs, gamma=self.lr_decay)
             if self.lr_halving_epochs > 0 else None
         )
-        self.interrupt = bool(config["valid_interrupt"])
-        self.interrupt_threshold = float(config["valid_interrupt_threshold"] if config["valid_interrupt_threshold"] is not None else 0.5)
-        self.interrupt_max_retries = int(config["valid_interrupt_max_retries"] if config["valid_interrupt_max_retries"] is not None else 3)
+        self.interrupt = bool(setting(config, "valid_interrupt"))
+        self.interrupt_threshold = float(setting(config, "valid_interrupt_threshold"))
+        self.interrupt_max_retries = int(setting(config, "valid_interrupt_max_retries"))
         self.interrupt_metric = "auc"
         if self.interrupt and self.interrupt_metric not in [m.lower() for m in config["metrics"]]:
             raise ValueError("valid_interrupt needs 'AUC' in metrics")
@@ -88,6 +140,7 @@ class Trainer(RecBoleTrainer):
             "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
+            "other_parameter": plain_data(self.model.other_parameter(), "other_parameter"),
             "optimizer": self.optimizer.state_dict(),
         }
         torch.save(state, saved_model_file)
@@ -104,6 +157,7 @@ class Trainer(RecBoleTrainer):
         if checkpoint["model"].lower() != str(self.config["model"]).lower():
             self.logger.warning(f"checkpoint is of model {checkpoint['model']}, not {self.config['model']}")
         self.model.load_state_dict(checkpoint["state_dict"])
+        load_other_parameter(self.model, checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
@@ -115,6 +169,7 @@ class Trainer(RecBoleTrainer):
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = load_weights_only(checkpoint_file, self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
+            load_other_parameter(self.model, checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model parameters from {checkpoint_file}")
         self._scored_parts = [] if self.keep_scored else None
         try:
@@ -176,7 +231,7 @@ class Trainer(RecBoleTrainer):
         if self.config["train_neg_sample_args"].get("dynamic", False):
             train_data.get_model(self.model)
 
-        epoch_idx, retries = self.start_epoch, 0
+        epoch_idx, retries, valid_step = self.start_epoch, 0, 0
         while epoch_idx < self.epochs:
             snapshot = self._snapshot() if self.interrupt else None
             lr = self.current_lr()
@@ -188,6 +243,8 @@ class Trainer(RecBoleTrainer):
             self.train_loss_dict[epoch_idx] = train_loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, started, started + train_seconds, train_loss))
+            self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
+            self.wandblogger.log_metrics({"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train")
             record = {"epoch": epoch_idx, "train_loss": float(train_loss), "lr": lr, "train_seconds": round(train_seconds, 3)}
 
             validate = bool(valid_data) and self.eval_step > 0 and (self.interrupt or (epoch_idx + 1) % self.eval_step == 0)
@@ -202,6 +259,9 @@ class Trainer(RecBoleTrainer):
                     self.logger.info(set_color("epoch %d evaluating", "green") % epoch_idx
                                      + f" [time: {valid_seconds:.2f}s, valid_score: {valid_score:f}]")
                     self.logger.info(set_color("valid result", "blue") + ": \n" + dict2str(valid_result))
+                self.tensorboard.add_scalar("Vaild_score", valid_score, epoch_idx)  # RecBole's tag, typo included
+                self.wandblogger.log_metrics({**valid_result, "valid_step": valid_step}, head="valid")
+                valid_step += 1
                 watched = valid_result.get(self.interrupt_metric)
                 if self.interrupt and watched is not None and watched <= self.interrupt_threshold:
                     if retries < self.interrupt_max_retries:
@@ -249,4 +309,5 @@ class Trainer(RecBoleTrainer):
                     self.logger.info(f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}")
                 break
             epoch_idx += 1
+        self._add_hparam_to_tensorboard(self.best_valid_score)
         return self.best_valid_score, self.best_valid_result

@@ -80,10 +80,10 @@ def create_dataset(config):
     """MMa4CTRDataset for MMa4CTR; for sequential models under labeled evaluation a sequential
     dataset that keeps every interaction in place, so they split exactly like every other model
     (``baselines.py``); RecBole's own dataset otherwise. Atomic files are read with pandas' C
-    engine (``compat.c_engine_atomic_reads``)."""
-    from .compat import c_engine_atomic_reads
+    engine (``compat.building_dataset``)."""
+    from .compat import building_dataset
 
-    with c_engine_atomic_reads():
+    with building_dataset():
         return _create_dataset(config)
 
 

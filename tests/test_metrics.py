@@ -272,7 +272,8 @@ def _write_tiny_dataset(root, name="tiny"):
 
 
 def _tiny_config(tmp_path, metrics=("AUC", "GAUC", "UAUC", "LogLoss"), valid_metric="GAUC"):
-    from recbole.config import Config
+    # RecBole's Config as the project builds it (RecBole's own fails on numpy 2: compat.py)
+    from recbole_mma4ctr.config import MMa4CTRConfig as Config
 
     name = _write_tiny_dataset(tmp_path)
     return Config(

@@ -76,8 +76,9 @@ def test_checkpoints_hold_tensors_only_and_reload_weights_only(tiny_atomic, tmp_
     trainer, train, valid, test = make_trainer(tiny_atomic, tmp_path, epochs=2)
     trainer.fit(train, valid, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    assert set(checkpoint) == {"model", "epoch", "cur_step", "best_valid_score", "state_dict", "optimizer"}
+    assert set(checkpoint) == {"model", "epoch", "cur_step", "best_valid_score", "state_dict", "other_parameter", "optimizer"}
     assert all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values())
+    assert checkpoint["other_parameter"] == {}  # MMa4CTR keeps nothing outside its state dict
     best = {k: v.clone() for k, v in checkpoint["state_dict"].items()}
     with torch.no_grad():
         for parameter in trainer.model.parameters():
@@ -97,3 +98,147 @@ def test_resume_from_a_checkpoint(tiny_atomic, tmp_path):
     assert again.start_epoch == checkpoint["epoch"] + 1
     for name, tensor in again.model.state_dict().items():
         assert torch.equal(tensor, checkpoint["state_dict"][name])
+
+
+def properties_copy(tmp_path, monkeypatch, edit):
+    """A copy of properties/ with ``edit(folder)`` applied, used by build_config instead."""
+    import shutil
+
+    from conftest import REPO
+
+    folder = tmp_path / "properties"
+    shutil.copytree(REPO / "properties", folder)
+    edit(folder)
+    monkeypatch.setattr("recbole_mma4ctr.config.properties_dir", lambda: folder)
+    return folder
+
+
+def replace_line(path, old, new):
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def test_a_yaml_default_change_reaches_the_trainer(tiny_atomic, tmp_path, monkeypatch):
+    def edit(folder):
+        replace_line(folder / "model" / "MMa4CTR.yaml", "lr_halving_epochs: 5 ", "lr_halving_epochs: 2 ")
+        replace_line(folder / "model" / "MMa4CTR.yaml", "lr_decay: 0.5", "lr_decay: 0.25")
+
+    properties_copy(tmp_path, monkeypatch, edit)
+    trainer, train, valid, _ = make_trainer(tiny_atomic, tmp_path, epochs=3, valid_interrupt=False, stopping_step=100)
+    assert (trainer.lr_halving_epochs, trainer.lr_decay) == (2, 0.25)
+    trainer.fit(train, valid, saved=False)
+    assert [round(h["lr"], 8) for h in trainer.history] == [0.001, 0.001, 0.00025]
+
+
+def test_a_setting_missing_from_every_file_is_an_error_naming_it(tiny_atomic, tmp_path, monkeypatch):
+    from recbole_mma4ctr.defaults import SettingError
+
+    def edit(folder):
+        replace_line(folder / "overall.yaml", "valid_interrupt_max_retries: 3\n", "")
+        replace_line(folder / "model" / "MMa4CTR.yaml", "valid_interrupt_max_retries: 3\n", "")
+
+    properties_copy(tmp_path, monkeypatch, edit)
+    with pytest.raises(SettingError, match="'valid_interrupt_max_retries' is missing: it belongs in properties/overall.yaml"):
+        make_trainer(tiny_atomic, tmp_path, epochs=1)
+
+
+def test_tensorboard_gets_the_train_loss_and_valid_score_of_every_epoch(tiny_atomic, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)  # RecBole writes log_tensorboard/<run>/ in the working folder
+    trainer, train, valid, _ = make_trainer(tiny_atomic, tmp_path, epochs=2, valid_interrupt=False)
+    trainer.fit(train, valid, saved=False)
+    trainer.tensorboard.flush()
+    runs = {path.parent for path in (tmp_path / "log_tensorboard").rglob("events.out.tfevents.*")}
+    scalars = {}
+    for run in runs:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
+    assert [step for step, _ in scalars["Loss/Train"]] == [0, 1]
+    assert [value for _, value in scalars["Loss/Train"]] == pytest.approx([h["train_loss"] for h in trainer.history])
+    assert [value for _, value in scalars["Vaild_score"]] == pytest.approx([h["valid"]["auc"] for h in trainer.history])
+    assert "hparam/best_valid_result" in scalars
+
+
+def test_log_wandb_without_wandb_is_one_clear_line(tiny_atomic, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ImportError) as error:
+        make_trainer(tiny_atomic, tmp_path, epochs=1, log_wandb=True)
+    message = str(error.value)
+    assert "\n" not in message and "log_wandb: True needs the wandb package" in message and "pip install wandb" in message
+
+
+class WithOtherParameters(torch.nn.Module):
+    """RecBole's other_parameter protocol, with the kinds of values RecBole models keep there."""
+
+    other_parameter_name = ["embedding_layer", "restore_user_e", "restore_item_e", "counts", "sizes"]
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embedding_layer = torch.nn.Embedding(5, 3)  # DIN / DIEN
+        self.restore_user_e = torch.randn(4, 3)  # NGCF / LightGCN after evaluation
+        self.restore_item_e = None  # ... and while training
+        import numpy as np
+
+        self.counts = np.arange(seed, seed + 6)
+        self.sizes = [seed, 2.5, "x"]
+
+    def other_parameter(self):
+        return {key: getattr(self, key) for key in self.other_parameter_name}
+
+
+def test_other_parameter_is_saved_as_plain_data_and_loaded_back_weights_only(tmp_path):
+    import numpy as np
+
+    from recbole_mma4ctr.trainer import load_other_parameter, load_weights_only, plain_data
+
+    saved = WithOtherParameters(seed=1)
+    torch.save({"other_parameter": plain_data(saved.other_parameter(), "other_parameter")}, tmp_path / "c.pth")
+    loaded = load_weights_only(tmp_path / "c.pth", "cpu")["other_parameter"]
+    fresh = WithOtherParameters(seed=2)
+    load_other_parameter(fresh, loaded)
+    assert torch.equal(fresh.embedding_layer.weight, saved.embedding_layer.weight)
+    assert isinstance(fresh.embedding_layer, torch.nn.Embedding)  # still the model's module
+    assert torch.equal(fresh.restore_user_e, saved.restore_user_e) and fresh.restore_item_e is None
+    assert isinstance(fresh.counts, np.ndarray) and fresh.counts.tolist() == list(range(1, 7))
+    assert fresh.sizes == [1, 2.5, "x"]
+
+
+def test_other_parameter_that_is_not_plain_data_is_refused_by_name():
+    import scipy.sparse as sp
+
+    from recbole_mma4ctr.trainer import plain_data
+
+    with pytest.raises(TypeError, match="other_parameter 'w' is a csr_matrix"):
+        plain_data({"w": sp.csr_matrix((2, 2))}, "other_parameter")
+
+
+def test_wandb_gets_what_recbole_logs_where_recbole_logs_it(tiny_atomic, tmp_path, monkeypatch):
+    import importlib.machinery
+    import types
+
+    logged = []
+    wandb = types.ModuleType("wandb")  # a stand-in that records what RecBole's WandbLogger sends
+    wandb.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    wandb.run = None
+    wandb.init = lambda project, config: setattr(wandb, "run", types.SimpleNamespace(summary={}))
+    wandb.define_metric = lambda *args, **kwargs: None
+    wandb.log = lambda metrics, commit=True: logged.append(metrics)
+    monkeypatch.setitem(__import__("sys").modules, "wandb", wandb)
+    monkeypatch.chdir(tmp_path)
+    trainer, train, valid, test = make_trainer(tiny_atomic, tmp_path, epochs=2, valid_interrupt=False, log_wandb=True)
+    trainer.fit(train, valid, saved=True)
+    result = trainer.evaluate(test)
+    assert [sorted(m) for m in logged] == [
+        ["train/epoch", "train/train_loss", "train_step"], ["valid/auc", "valid/gauc", "valid/logloss", "valid/uauc", "valid_step"],
+    ] * 2
+    assert [m["train_step"] for m in logged[::2]] == [0, 1] and [m["valid_step"] for m in logged[1::2]] == [0, 1]
+    assert [m["train/train_loss"] for m in logged[::2]] == pytest.approx([h["train_loss"] for h in trainer.history])
+    assert wandb.run.summary == {f"eval/{k}": v for k, v in result.items()}

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO, remove_ray_temp
 
+pytestmark = pytest.mark.ray  # the numpy-2 CI environment has no Ray
 TINY = "--synthetic_scale=tiny"
 
 
