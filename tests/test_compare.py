@@ -8,6 +8,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.ray  # the numpy-2 CI environment has no Ray
+
 
 TINY_ARG = "--synthetic_scale=tiny"
 

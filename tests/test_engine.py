@@ -16,6 +16,8 @@ import pytest
 
 from conftest import REPO, remove_ray_temp
 
+pytestmark = pytest.mark.ray  # the numpy-2 CI environment has no Ray
+
 TINY = "--synthetic_scale=tiny"
 RAY = str(Path(sys.executable).parent / "ray")
 

@@ -151,7 +151,7 @@ def _checked_ids(path: Path, ids: np.ndarray) -> np.ndarray:
     if len(repeated):
         second = int(order[repeated + 1].min())
         first = int(np.flatnonzero(ids == ids[second])[0])
-        raise InputError(f"{path}, field 'item_id', row {second}: duplicate id {ids[second]!r} (also row {first})")
+        raise InputError(f"{path}, field 'item_id', row {second}: duplicate id {str(ids[second])!r} (also row {first})")
     return ids
 
 
@@ -168,7 +168,7 @@ def _checked_matrix(path: Path, name: str, matrix: np.ndarray, ids: np.ndarray) 
     finite = np.isfinite(matrix)
     if not finite.all():
         row, column = (int(i) for i in np.argwhere(~finite)[0])
-        raise InputError(f"{where}, row {row} (item_id {ids[row]!r}), column {column}: NaN or infinite value "
+        raise InputError(f"{where}, row {row} (item_id {str(ids[row])!r}), column {column}: NaN or infinite value "
                          f"({matrix[row, column]})")
     return matrix.astype(np.float32, copy=False)
 
