@@ -158,30 +158,47 @@ def _apply_threads(config) -> None:
         torch.set_num_threads(int(threads))
 
 
-def _init_log(config, run_id: str) -> str | None:
-    """RecBole's logger, writing to ``log/<model>/<model>-<dataset>-<run_id>.log``.
+LOG_ROOT = Path("log")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+          "critical": logging.CRITICAL}
 
-    RecBole names the file after the start second and a hash of the config, so two runs started
-    together in one folder would write one file; the run id keeps them apart."""
-    from recbole.utils import init_logger
 
-    init_logger(config)
+def _init_log(config, run_id: str) -> str:
+    """RecBole's log, in RecBole's format, to ``log/<model>/<model>-<dataset>-<run_id>.log``.
+
+    RecBole's ``init_logger`` names its file after the start second and a hash of the config,
+    so two runs started together in one folder would share a file; and inside a process that
+    already has log handlers (pytest, a Ray worker running its second cell) it creates an empty
+    file it never attaches. So the run sets up the same handlers itself: its own file named by
+    the run id, replacing only a file handler of an earlier run (a file under ``log/``) and
+    never touching anyone else's handlers or files."""
+    import colorlog
+    from colorama import init
+    from recbole.utils.logger import RemoveColorFilter, log_colors_config
+
+    init(autoreset=True)
+    level = LEVELS.get(str(config["state"] or "info").lower(), logging.INFO)
     root = logging.getLogger()
+    ours = LOG_ROOT.resolve()
     for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            old = Path(handler.baseFilename)
-            formatter, level = handler.formatter, handler.level
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(ours):
             root.removeHandler(handler)
             handler.close()
-            if old.exists() and old.stat().st_size == 0:
-                old.unlink()
-            path = old.with_name(f"{config['model']}-{config['dataset']}-{run_id}.log")
-            own = logging.FileHandler(path)
-            own.setFormatter(formatter)
-            own.setLevel(level)
-            root.addHandler(own)
-            return str(path)
-    return None
+    if not root.handlers:
+        console = logging.StreamHandler()
+        console.setLevel(level)
+        console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)-15s %(levelname)s  %(message)s",
+                                                       "%d %b %H:%M", log_colors=log_colors_config))
+        root.addHandler(console)
+    path = LOG_ROOT / str(config["model"]) / f"{config['model']}-{config['dataset']}-{run_id}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+    handler.addFilter(RemoveColorFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    return str(path)
 
 
 def _resume_blob(trainer, train_data, state) -> bytes:

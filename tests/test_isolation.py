@@ -136,3 +136,36 @@ def test_predictions_round_trip_without_pickle(tmp_path):
     loaded = read_predictions({**json.loads(path.read_text()), "record_path": str(path)})
     assert list(loaded["user"]) == ["u1", "u2"] and loaded["score"].tolist() == [0.2, 0.9]
     assert torch.is_tensor(torch.as_tensor(loaded["score"]))
+
+
+def test_a_run_leaves_other_log_handlers_and_their_files_alone(tmp_path, monkeypatch):
+    """pytest (and any host program) has file handlers of its own, e.g. to /dev/null: a run must
+    neither detach them nor touch their files; a second run in the process replaces only the
+    first run's handler."""
+    import logging
+
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.run import _init_log
+
+    monkeypatch.chdir(tmp_path)
+    foreign_path = tmp_path / "elsewhere" / "host.log"
+    foreign_path.parent.mkdir()
+    foreign = logging.FileHandler(foreign_path)          # empty, like /dev/null
+    root = logging.getLogger()
+    root.addHandler(foreign)
+    try:
+        config = build_config("MMa4CTR", "wechat", None, {})
+        first = _init_log(config, "run-a")
+        second = _init_log(config, "run-b")
+        assert foreign in root.handlers and foreign_path.exists()
+        files = [Path(h.baseFilename).name for h in root.handlers if isinstance(h, logging.FileHandler)]
+        assert "run-b" in second and Path(second).name in files and Path(first).name not in files
+        assert sorted(p.name for p in (tmp_path / "log" / "MMa4CTR").iterdir()) == sorted(
+            [Path(first).name, Path(second).name])
+    finally:
+        root.removeHandler(foreign)
+        foreign.close()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler) and str(tmp_path) in handler.baseFilename:
+                root.removeHandler(handler)
+                handler.close()
