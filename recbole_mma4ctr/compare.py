@@ -95,7 +95,7 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
     if pending:
         say(f"[compare] {len(pending)} cell(s) to run: {', '.join(c['cell'] for c in pending)}; "
             f"{max(marks)} epochs each, tested at {marks}")
-        records, _ = engine.run_cells("compare", pending, config, folder, engine_options)
+        records = engine.run_cells("compare", pending, config, folder, engine_options)
         done.update(records)
     outcomes = [(cell, done.get(cell["key"])) for cell in cells]
     table = write_comparison(folder, outcomes, marks, protocol)

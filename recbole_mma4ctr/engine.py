@@ -192,15 +192,15 @@ def pack_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def ship_data(config) -> dict:
+def ship_data(data_path: str, dataset: str) -> dict:
     """What a cell needs to find the prepared data: the driver's node and folder, and the files."""
     import ray
 
-    atomic = Path(str(config["data_path"])).resolve()
+    atomic = Path(data_path).resolve()
     manifest = atomic / "manifest.json"
     fingerprint = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
     payload = pack_folder(atomic)
-    return {"dataset": str(config["dataset"]), "driver_node": ray.get_runtime_context().get_node_id(),
+    return {"dataset": dataset, "driver_node": ray.get_runtime_context().get_node_id(),
             "driver_root": str(atomic.parent), "fingerprint": fingerprint or hashlib.sha256(payload).hexdigest()[:16],
             "files": ray.put(payload), "bytes": len(payload)}
 
@@ -429,18 +429,58 @@ def _short(value) -> str:
 
 
 # ---- the driver ---------------------------------------------------------------------------------
-def run_cells(label: str, cells: list[dict], config, folder: Path, options: EngineOptions, tune_spec=None):
-    """Run ``cells`` (or, with ``tune_spec``, sampled trials of one base cell) on Ray.
+def run_cells(label: str, cells: list[dict], config, folder: Path, options: EngineOptions, tune_spec=None) -> dict:
+    """Run ``cells`` (or, with ``tune_spec``, sampled trials of one base cell) on Ray; returns
+    every cell's record by key (they are in ``folder`` already, written by the ledger).
 
-    ``config`` is the driver's Config of the prepared data (``prepare_in_driver``). Returns
-    (records by key, the Tune ResultGrid). Records are also in ``folder`` already."""
+    The Ray driver runs in a child process of its own: Ray 2.6's driver side (its gRPC threads,
+    the shutdown) can crash a process on a busy machine after every cell is done, and the records
+    are on disk by then, so this process reads them and goes on to the tables. Ctrl-C or SIGTERM
+    here stops the child, which stops the cluster it started."""
+    import multiprocessing
+
+    from .record import read_record
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_drive, args=(label, cells, str(config["data_path"]), str(config["dataset"]), str(folder), options,
+                             tune_spec), name=f"rmc-{label}-driver")
+    child.start()
+    try:
+        child.join()
+    except BaseException:
+        child.terminate()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+        raise
+    try:
+        state = json.loads((folder / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    if child.exitcode != 0:
+        say(f"[{label}] the Ray driver process ended with status {child.exitcode}; using the records it left")
+    return {key: read_record(folder / entry["record"]) for key, entry in state.items()
+            if entry.get("record") and (folder / entry["record"]).exists()}
+
+
+def _drive(label: str, cells: list[dict], data_path: str, dataset: str, folder: str, options: EngineOptions,
+           tune_spec=None) -> None:
+    """The Ray driver (in its own process, see ``run_cells``): start or join the cluster, ship
+    the data, run the trials, record what the trials could not (``collect``), stop the cluster."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     from ray import air, tune
 
+    folder = Path(folder)
     names = {cell["key"]: cell["cell"] for cell in cells}
     say(f"[{label}] {start_ray(folder, options)}")
     try:
         ledger = start_ledger(folder, names)
-        data = ship_data(config)
+        data = ship_data(data_path, dataset)
         say(f"[{label}] data {data['dataset']} ({data['bytes'] / 1e6:.1f} MB) shipped through Ray's object store; "
             f"{options.cpus_per_run:g} CPU(s) and {options.gpus_per_run:g} GPU(s) a run, "
             f"up to {options.max_failures} retries of a cell whose worker dies")
@@ -461,8 +501,7 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
                                                     storage_path=str(folder / "ray"), log_to_file=True, verbose=0,
                                                     callbacks=[_progress_callback(label)],
                                                     failure_config=air.FailureConfig(max_failures=options.max_failures)))
-        grid = tuner.fit()
-        return collect(grid, ledger, setup, folder), grid
+        collect(tuner.fit(), ledger, setup, folder)
     finally:
         stop_ray()
 

@@ -160,7 +160,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
         f"done earlier, {len(pending)} to run")
     started = time.time()
     if pending:
-        records, _ = engine.run_cells("study", pending, config, folder, engine_options)
+        records = engine.run_cells("study", pending, config, folder, engine_options)
         done.update(records)
     points = {cell["cell"]: (value, done.get(cell["key"])) for cell, value in zip(cells, grid)}
     rows = study_rows(study, points, marks, dataset)

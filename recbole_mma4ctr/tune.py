@@ -329,7 +329,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     spec = {"base": base, "integers": integer_dimensions(dimensions), "metric": metric, "mode": mode,
             "scheduler": scheduler, "num_samples": num_samples, "space": search_space(dimensions)}
     started = time.time()
-    records, _ = engine.run_cells("tune", [], config, folder, engine_options, tune_spec=spec)
+    records = engine.run_cells("tune", [], config, folder, engine_options, tune_spec=spec)
     rows = [trial_row(record, dimensions, metric, mode) for record in records.values()]
     rows.sort(key=lambda row: _rank_key(row, metric, mode))
     write_trial_tables(folder, rows, dimensions, metric, mode)
