@@ -6,9 +6,13 @@ thread waiting for a busy core stalls every one of them (measured on a loaded 2-
 an epoch 5.8x slower with 2 threads than with 1). Cells that the engine runs side by side must
 therefore get 1 thread each, and a single run gets the setting's value.
 
-``torch_threads``: a positive integer, or ``~`` (auto) = 1: measured here (issue 15,
-benchmarks/mma4ctr_epoch.py --threads 1,2) 2 threads are only somewhat faster on an idle
-2-core machine and several times slower on a busy one. A user with cores to spare sets it.
+``torch_threads``: a positive integer, or ``~`` (auto) = 1. Measured on this project's 2-core
+machine (benchmarks/mma4ctr_epoch.py --threads 1,2, one MMa4CTR epoch on the WeChat sample,
+alternating, median of 5): with the machine nearly idle (load 2.0, the benchmark itself
+included) 2 threads were 1.63x faster than 1; with two CPU burners beside it they were 2.0x
+slower (1 thread 0.98 s, 2 threads 1.94 s), and the issue saw 5.8x slower while other jobs ran.
+A lost factor of 2-6 outweighs a gained 1.6, and parallel cells need 1 anyway, so auto is 1. A
+user with idle cores to spare sets the number of cores a single run may use.
 """
 
 from __future__ import annotations
