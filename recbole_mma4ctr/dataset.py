@@ -14,11 +14,12 @@ choice (profiles from every interaction) for protocol comparisons only.
 Training rows: a training row's own label is inside its user's train-only profile, which valid
 and test rows never enjoy. With ``train_profile: leave_one_out`` the TRAINING split's batches
 carry, for each row, its user's profile without that row (``profiles.leave_one_out``, through
-the same fitted scaler; a user whose only training row it is gets the cold-start columns). The
-correction is made when RecBole joins the user features into a training batch, from a per-user
-count and per-item pooled vectors, so nothing per row is stored and the model is unchanged.
-Valid, test and prediction batches keep the stored profiles. ``inclusive`` keeps the stored
-profiles for training rows too, and is forced with ``profile_source: all`` (the paper's setup).
+the same fitted scaler; a user whose only training row it is gets the cold-start columns). These
+profiles are computed once per training row when the splits are built
+(``batches.leave_one_out_rows``) and gathered with the row, so the model is unchanged and an
+epoch does no profile arithmetic. Valid, test and prediction batches keep the stored profiles.
+``inclusive`` keeps the stored profiles for training rows too, and is forced with
+``profile_source: all`` (the paper's setup).
 The device column is kept as is: it is not a label.
 """
 
@@ -32,12 +33,13 @@ from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
+from .batches import gather, leave_one_out_rows, row_index
 from .defaults import setting
 from .errors import InputError, MissingInputError, UsageError
 from .fusion import fuse, fusion_modalities
 from .paper_split import PositionalSplit
 from .prepare.byo import check_modality_archive, coverage_problem
-from .profiles import FittedProfiles, fit_user_profiles, label_signs, leave_one_out, removal_terms
+from .profiles import FittedProfiles, fit_user_profiles, removal_terms
 
 ITEM_FIELD = "item_mm"
 TRAIN_PROFILES = ("leave_one_out", "inclusive")
@@ -60,7 +62,7 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
         if self.profile_source not in ("train", "all"):
             raise UsageError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
         self.train_profile = self._resolve_train_profile(config)
-        self.leave_one_out_terms = None  # set on the training split only, by build()
+        self.row_profiles = None  # training split only (leave_one_out): field -> [rows, L + 1], set by build()
         self.modality_matrices, self.items_without_features = self._load_modalities()
         self.item_matrix = self._fuse_items()
         self.mm_feature_fields = [profile_field(m) for m in self.fused_modalities] + [ITEM_FIELD]
@@ -139,7 +141,7 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
         self._inject(FeatureSource.USER, profiles, datasets)
         self._inject(FeatureSource.ITEM, {ITEM_FIELD: self.item_matrix}, datasets)
         if self.train_profile == "leave_one_out":
-            datasets[0].leave_one_out_terms = self._leave_one_out_terms(fitted)
+            datasets[0].row_profiles = self._leave_one_out_rows(datasets[0].inter_feat, fitted)
         dims = {name: int(matrix.shape[1]) for name, matrix in profiles.items()}
         self.logger.info(
             f"MMa4CTR features: fusion {self.fusion} -> {ITEM_FIELD} {self.item_matrix.shape[1]} dims; "
@@ -161,30 +163,39 @@ class MMa4CTRDataset(PositionalSplit, Dataset):
             for m in self.fused_modalities
         }
 
-    def _leave_one_out_terms(self, fitted: dict[str, FittedProfiles]) -> dict:
-        """Per-user counts and, per profile field, per-item removal terms (``profiles.removal_terms``)."""
-        counts = next(iter(fitted.values())).counts
-        terms = {}
-        for modality in self.fused_modalities:
-            f = fitted[profile_field(modality)]
-            terms[profile_field(modality)] = removal_terms(self.modality_matrices[modality], self.profile_length,
-                                                           f.low, f.span)
-        return {"counts": counts, "fields": terms}
+    def _leave_one_out_rows(self, interactions, fitted: dict[str, FittedProfiles]) -> dict:
+        """Each training row's profiles without the row (``batches.leave_one_out_rows``)."""
+        terms = {profile_field(m): removal_terms(self.modality_matrices[m], self.profile_length,
+                                                 fitted[profile_field(m)].low, fitted[profile_field(m)].span)
+                 for m in self.fused_modalities}
+        return leave_one_out_rows(interactions[self.uid_field].numpy(), interactions[self.iid_field].numpy(),
+                                  interactions[self.label_field].numpy(), {f: v.profiles for f, v in fitted.items()},
+                                  terms, next(iter(fitted.values())).counts, self.profile_length)
 
-    def join(self, df):
-        """RecBole's join; on the training split (leave_one_out) each row's profile then leaves the row out."""
-        df = super().join(df)
-        if self.leave_one_out_terms is None or self.label_field not in df:
+    def __getitem__(self, index, join=True):
+        """Rows by one tensor index per column (RecBole's indexing goes through a Python list).
+
+        On the training split (leave_one_out) the rows' own profiles replace the stored ones.
+        Anything but a sequence of row numbers (an int, a slice, a mask) goes to RecBole.
+        """
+        rows = row_index(index)
+        if rows is None:
+            return super().__getitem__(index, join)
+        df = gather(self.inter_feat, rows)
+        if not join:
             return df
-        counts = self.leave_one_out_terms["counts"][df[self.uid_field].numpy()]
-        items = df[self.iid_field].numpy()
-        positive_row = label_signs(df[self.label_field].numpy()) > 0
-        length = self.profile_length
-        for field, (positive, negative, cold) in self.leave_one_out_terms["fields"].items():
-            profile = df[field].numpy().copy()
-            removed = np.where(positive_row[:, None], positive[items], negative[items])
-            profile[:, :length] = leave_one_out(profile[:, :length], counts, removed, cold)
-            df.update(Interaction({field: torch.from_numpy(profile)}))
+        own = self.row_profiles or {}
+        df = self.join(df, skip=own)
+        df.update(Interaction({field: profiles.index_select(0, rows) for field, profiles in own.items()}))
+        return df
+
+    def join(self, df, skip=()):
+        """RecBole's join (user, then item features at the batch's ids), by tensor index; ``skip``
+        names user or item columns not to fetch (the training rows' own profiles)."""
+        if self.user_feat is not None and self.uid_field in df:
+            df.update(gather(self.user_feat, df[self.uid_field], skip))
+        if self.item_feat is not None and self.iid_field in df:
+            df.update(gather(self.item_feat, df[self.iid_field], skip))
         return df
 
     def _inject(self, source: FeatureSource, columns: dict[str, np.ndarray], datasets) -> None:

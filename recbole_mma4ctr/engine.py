@@ -325,15 +325,13 @@ def start_ledger(folder: Path, names: dict):
 
 
 # ---- one cell inside a Ray trial ------------------------------------------------------------------
-def worker_setup(cpus_per_run: float) -> None:
-    """What every cell needs in its own worker process (driver patches do not reach it)."""
+def worker_setup() -> None:
+    """What every cell needs in its own worker process (driver patches do not reach it); its
+    torch threads come from the cell's ``torch_threads`` (``int(cpus_per_run)``), set by run_cell."""
     import warnings
-
-    import torch
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    torch.set_num_threads(max(1, int(cpus_per_run)))
 
 
 def quiet_console() -> None:
@@ -356,7 +354,7 @@ def cell_trainable(params: dict, setup: dict) -> None:
     from .resume_key import cell_key
     from .run import run_cell
 
-    worker_setup(setup["cpus_per_run"])
+    worker_setup()
     cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
     cell["settings"] = dict(cell["settings"])
     if "cell" not in params:

@@ -31,6 +31,8 @@ from time import time
 import numpy as np
 
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, versions, where
+from .batches import permutation_train_batches
+from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
 HIDDEN_SAMPLE_ROWS = 20_000
@@ -62,7 +64,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
         files = _config_files(cell, Path(scratch))
         config = build_config(cell["model"], cell["dataset"], files, settings)
-    _apply_threads(config)
+    apply_torch_threads(config["torch_threads"])
     init_seed(config["seed"], config["reproducibility"])
     log_path = _init_log(config, run_id)
     logger = logging.getLogger()
@@ -72,7 +74,8 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
 
     dataset = create_dataset(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    with permutation_train_batches():      # RecBole's own builder, with one-index-op training batches
+        train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
@@ -147,15 +150,6 @@ def _config_files(cell: dict, scratch: Path) -> list[str]:
         path.write_text(text, encoding="utf-8")
         files.append(str(path))
     return files
-
-
-def _apply_threads(config) -> None:
-    """torch's intra-op threads for this run (``torch_threads``; parallel cells get 1 each)."""
-    import torch
-
-    threads = config["torch_threads"]
-    if threads:
-        torch.set_num_threads(int(threads))
 
 
 LOG_ROOT = Path("log")
