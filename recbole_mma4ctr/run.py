@@ -115,7 +115,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     begun = time()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     test_seconds = time() - begun
-    predictions = _predictions(trainer, model, test_data, config)
+    predictions = _predictions(trainer, model, test_data, config, train_data._dataset)
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
@@ -130,6 +130,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
         "cell_seconds": round(time() - cell_begun, 3),     # the whole cell: config, data, model, fit, test
         "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
+        "test_by_coldness": _by_coldness(predictions),
         "resumed_from_epoch": state["resumed_from_epoch"],
         "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
         "trainable_parameters": int(parameters), "device": device_name(config["device"]),
@@ -246,13 +247,18 @@ def _restore(blob: bytes, trainer, train_data, state) -> int:
     return int(payload["epoch"])
 
 
-def _predictions(trainer, model, test_data, config) -> dict | None:
-    """The test rows the final evaluation scored (raw ids), plus, for a model with ``hidden``
-    (MMa4CTR), its last hidden layer and raw input on a bounded, seeded sample of test rows."""
+def _predictions(trainer, model, test_data, config, train_dataset) -> dict | None:
+    """The test rows the final evaluation scored (raw ids), whether each row's item and user
+    occur in the training split (``warm_item``, ``warm_user``), plus, for a model with
+    ``hidden`` (MMa4CTR), its last hidden layer and raw input on a bounded, seeded sample of rows."""
     scored = trainer.last_scored
     if not scored:
         return None
     predictions = {name: np.asarray(values) for name, values in scored.items()}
+    for column, field in (("user", config["USER_ID_FIELD"]), ("item", config["ITEM_ID_FIELD"])):
+        if column in predictions:
+            seen = np.unique(train_dataset.inter_feat[field].numpy())
+            predictions[f"warm_{column}"] = np.isin(predictions[column], train_dataset.id2token(field, seen))
     if hasattr(model, "hidden") and hasattr(model, "concat_input"):
         import torch
 
@@ -267,6 +273,16 @@ def _predictions(trainer, model, test_data, config) -> dict | None:
             predictions["hidden"] = model.hidden(interaction).cpu().numpy()
             predictions["raw_input"] = model.concat_input(interaction).cpu().numpy()
     return predictions
+
+
+def _by_coldness(predictions: dict | None) -> dict | None:
+    """The record's ``test_by_coldness``: test metrics of warm items, cold items and cold users."""
+    if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
+        return None
+    from .evaluation import by_coldness
+
+    return by_coldness(predictions["score"], predictions["label"], predictions["user"],
+                       predictions["warm_item"], predictions["warm_user"])
 
 
 def _protocol_of(config) -> str:
