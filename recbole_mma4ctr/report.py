@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import summarize
+from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
 from .record import read_predictions
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
@@ -57,6 +57,10 @@ def model_row(model: str, record: dict | None, marks) -> dict:
         row["test_pairs"] = int(len(predictions["score"]))
         row["_timestamps"] = np.sort(np.rint(predictions["timestamp"]).astype(np.int64))
         row["_squashed"] = squashed
+        row["_predictions"] = predictions
+    for group, values in (record.get("test_by_coldness") or {}).items():
+        for name in ("rows", "auc", "gauc", "uauc"):
+            row[f"{group}_{name}"] = values.get(name)
     row.update({
         "train_seconds": record.get("train_seconds"),
         "test_seconds": record.get("test_seconds"),
@@ -92,9 +96,16 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+def has_cold_rows(rows) -> bool:
+    return any((row.get("cold_items_rows") or 0) > 0 or (row.get("cold_users_rows") or 0) > 0 for row in rows)
+
+
 def markdown_table(rows, marks) -> str:
+    cold = has_cold_rows(rows)
     header = ["model"] + [f"AUC@{m}" for m in marks] + [f"GAUC@{m}" for m in marks] + [f"UAUC@{m}" for m in marks] \
-        + [f"LogLoss@{m}" for m in marks] + ["best-valid AUC [95% CI]", "train s", "test s", "parameters", "device"]
+        + [f"LogLoss@{m}" for m in marks] + ["best-valid AUC [95% CI]"] \
+        + (["warm-item AUC (rows)", "cold-item AUC (rows)", "cold-user AUC (rows)"] if cold else []) \
+        + ["train s", "test s", "parameters", "device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row["status"] != "ok":
@@ -108,9 +119,100 @@ def markdown_table(rows, marks) -> str:
         cells += [_fmt(row.get(f"logloss@{m}")) + (star if row.get(f"logloss@{m}") is not None else "") for m in marks]
         ci = row.get("best_auc_ci95") or [None, None]
         cells.append(f"{_fmt(row.get('best_auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]")
+        if cold:
+            cells += [f"{_fmt(row.get(f'{g}_auc'))} ({_fmt(row.get(f'{g}_rows'))})" for g in COLDNESS_GROUPS]
         cells += [_fmt(row.get("train_seconds"), 1), _fmt(row.get("test_seconds"), 1),
                   _fmt(row.get("trainable_parameters")), _fmt(row.get("device"))]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+REFERENCE = "MMa4CTR"
+SEED_METRICS = ("best_auc", "best_gauc", "best_uauc", "cold_items_auc", "warm_items_auc", "cold_users_auc")
+
+
+def over_seeds(rows) -> list[dict]:
+    """Per model (cells named ``<model>-seed<k>``): the seeds and mean / sd (ddof 1) over them."""
+    models: dict = {}
+    for row in rows:
+        if row["status"] == "ok":
+            models.setdefault(row["_group"], []).append(row)
+    summary = []
+    for model, cells in models.items():
+        entry = {"model": model, "seeds": [c["seed"] for c in cells], "mean": {}, "sd": {}}
+        for metric in SEED_METRICS:
+            values = [c[metric] for c in cells if c.get(metric) is not None and not np.isnan(c[metric])]
+            if values:
+                entry["mean"][metric] = float(np.mean(values))
+                entry["sd"][metric] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        summary.append(entry)
+    return summary
+
+
+def aligned(reference: dict, other: dict):
+    """Row orders that put two prediction sets on the same (user, item, timestamp) rows with the
+    same labels, or None when they did not score the same test rows."""
+    if len(reference["score"]) != len(other["score"]):
+        return None
+    orders = [np.lexsort((p["timestamp"], p["item"].astype(str), p["user"].astype(str))) for p in (reference, other)]
+    for column in ("user", "item", "timestamp", "label"):
+        a, b = reference[column][orders[0]], other[column][orders[1]]
+        if not np.array_equal(a.astype(str) if column in ("user", "item") else a,
+                              b.astype(str) if column in ("user", "item") else b):
+            return None
+    return orders
+
+
+def paired_entries(rows) -> list[dict]:
+    """Each model against MMa4CTR, seed-matched (model seed k against MMa4CTR seed k): the AUC
+    difference (model - MMa4CTR), its 95 % paired user-bootstrap interval and DeLong's p."""
+    reference = {row["seed"]: row for row in rows if row["_group"] == REFERENCE and "_predictions" in row}
+    entries = []
+    for row in rows:
+        if row["_group"] == REFERENCE or "_predictions" not in row or row["seed"] not in reference:
+            continue
+        base = reference[row["seed"]]
+        entry = {"model": row["_group"], "against": REFERENCE, "seed": row["seed"], "cell": row["model"],
+                 "against_cell": base["model"], "difference_is": f"AUC(model) - AUC({REFERENCE})"}
+        orders = aligned(base["_predictions"], row["_predictions"])
+        if orders is None:
+            entries.append({**entry, "error": "the two cells did not score the same test rows"})
+            continue
+        mine, theirs = row["_predictions"], base["_predictions"]
+        scores, against = mine["score"][orders[1]], theirs["score"][orders[0]]
+        labels, users = theirs["label"][orders[0]], theirs["user"][orders[0]]
+        boot = paired_bootstrap(scores, against, labels, users)
+        test = delong(scores, against, labels)
+        low, high = boot["ci95"]
+        entry.update(test_pairs=int(len(labels)), difference=boot["difference"], ci95=boot["ci95"],
+                     resamples=boot["resamples"], delong_p=test["p_value"], within_noise=bool(low <= 0 <= high))
+        entries.append(entry)
+    return entries
+
+
+def seeds_table(summary) -> str:
+    cold = any("cold_items_auc" in entry["mean"] for entry in summary)
+    metrics = [("best_auc", "AUC"), ("best_gauc", "GAUC"), ("best_uauc", "UAUC")] \
+        + ([("cold_items_auc", "cold-item AUC")] if cold else [])
+    header = ["model", "seeds"] + [f"{name} mean +- sd" for _, name in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in summary:
+        cells = [entry["model"], ", ".join(str(s) for s in entry["seeds"])]
+        cells += [f"{_fmt(entry['mean'].get(m))} +- {_fmt(entry['sd'].get(m))}" for m, _ in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(entries) -> str:
+    header = ["model", "seed", f"AUC - {REFERENCE}'s", "95% paired CI (users)", "DeLong p", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in entries:
+        if "error" in e:
+            lines.append(f"| {e['model']} | {e['seed']} | - | - | - | {e['error']} |")
+            continue
+        verdict = "within noise" if e["within_noise"] else (f"{REFERENCE} better" if e["difference"] < 0 else "model better")
+        lines.append(f"| {e['model']} | {e['seed']} | {e['difference']:+.4f} | [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] "
+                     f"| {e['delong_p']:.3g} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -118,7 +220,16 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
     records = {cell["cell"]: record for cell, record in outcomes}
-    rows = [model_row(name, record, marks) for name, record in records.items()]
+    rows = []
+    for cell, record in outcomes:
+        row = model_row(cell["cell"], record, marks)
+        row["seed"] = (cell.get("extra") or {}).get("seed_of_cell")
+        suffix = f"-seed{row['seed']}"
+        row["_group"] = cell["cell"][:-len(suffix)] if row["seed"] is not None and cell["cell"].endswith(suffix) else cell["cell"]
+        rows.append(row)
+    seeds = sorted({row["seed"] for row in rows if row["seed"] is not None}) or None
+    summary = over_seeds(rows)
+    paired = paired_entries(rows)
     oracle = oracle_row(records)
     scored = [row["_timestamps"] for row in rows if "_timestamps" in row]
     same_pairs = all(len(t) == len(scored[0]) and np.array_equal(t, scored[0]) for t in scored) if scored else None
@@ -144,10 +255,25 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     if oracle:
         notes.append("The oracle row scores the generator's true probabilities on the same test pairs: "
                      "the best any model could do on this sample.")
-    markdown = "\n\n".join([f"# Comparison on {records_dataset(records)}", table] + [n for n in notes if n]) + "\n"
+    if has_cold_rows(rows):
+        notes.append("Warm items were seen in the training split, cold items never; cold users have no training "
+                     "row. Their AUC is over those test rows only (rows in brackets; '-' where a group has no "
+                     "rows or one class); GAUC and UAUC per group are in comparison.json.")
+    sections = [f"# Comparison on {records_dataset(records)}", table] + [n for n in notes if n]
+    if seeds and len(seeds) > 1:
+        sections += ["## Over seeds", "Mean +- sd (ddof 1) over the seeds of the best-valid test metrics.",
+                     seeds_table(summary)]
+    if paired:
+        sections += [f"## Against {REFERENCE}, paired on the same test rows",
+                     f"Each model's test AUC minus {REFERENCE}'s, seed-matched (model seed k against {REFERENCE} "
+                     "seed k), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
+                     "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
+                     "interval contains 0 is within noise.", paired_table(paired)]
+    markdown = "\n\n".join(sections) + "\n"
     _write_text(folder / "comparison.md", markdown)
     plain_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows + ([oracle] if oracle else [])]
     _write_text(folder / "comparison.json", json.dumps({"protocol": protocol, "marks": marks, "same_test_pairs": same_pairs,
+                                                        "seeds": seeds, "models": summary, "paired": paired,
                                                         "rows": plain_rows}, indent=2, default=_json_default))
     _write_csv(folder / "comparison.csv", plain_rows)
     plot_curves(folder, records)

@@ -67,3 +67,18 @@ def test_report_command_line(two_runs):
     missing = subprocess.run([sys.executable, str(REPO / "run_recbole_mma4ctr.py"), f"--report={two_runs}/nope"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no such results folder" in missing.stderr
+
+
+def test_records_give_test_metrics_by_coldness(two_runs):
+    import numpy as np
+
+    from recbole_mma4ctr.record import read_predictions, records_in
+
+    for record in records_in(two_runs):
+        groups, predictions = record["test_by_coldness"], read_predictions(record)
+        # the tiny sample has no item or user first seen after training: every test row is warm
+        assert predictions["warm_item"].dtype == bool and predictions["warm_item"].all() and predictions["warm_user"].all()
+        assert groups["warm_items"]["rows"] == record["split_sizes"]["test"] == len(predictions["score"])
+        assert groups["warm_items"]["auc"] == pytest.approx(record["test"]["auc"], abs=1e-4)  # RecBole rounds to 4 places
+        assert groups["cold_items"]["rows"] == 0 and groups["cold_items"]["auc"] is None
+        assert np.isfinite(groups["warm_items"]["gauc"])
