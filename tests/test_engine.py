@@ -132,8 +132,9 @@ def two_node_cluster(root: Path):
         deadline = time.time() + 120
         while time.time() < deadline and _alive_nodes(address) < 1:
             time.sleep(2)
+        # 127.0.0.2: another loopback address, so the driver (127.0.0.1) always attaches to the head
         worker = subprocess.Popen([sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--block", f"--address={address}",
-                                   "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
+                                   "--node-ip-address=127.0.0.2", "--num-cpus=2", "--num-gpus=0",
                                    "--disable-usage-stats"], cwd=node_home,
                                   env={**env, "TMPDIR": str(node_tmp)}, stdout=logs, stderr=subprocess.STDOUT,
                                   start_new_session=True)
