@@ -20,13 +20,10 @@ import time
 from pathlib import Path
 
 from .cells import CellError, make_cell
+from .run import say
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 DEFAULT_MARKS = [10, 20, 30, 50]
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def parse_models(text: str) -> list[str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import CellError
+from .run import say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
 # every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
@@ -47,10 +48,6 @@ SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for 
 SOCKET_LIMIT = 107         # AF_UNIX path limit
 ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
 DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # ---- options and resources -------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from pathlib import Path
 
 from .defaults import properties_dir
 from .errors import UsageError
+from .run import say
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -72,10 +73,6 @@ TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduc
 
 class TuneError(UsageError):
     """A usage error reported as ``error: ...`` with exit status 2."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 # ---- the search space ----------------------------------------------------------------------------
