@@ -92,6 +92,13 @@ class PermutationTrainDataLoader(TrainDataLoader):
     Distributed training and worker processes keep RecBole's iteration.
     """
 
+    def __len__(self):
+        """Batches per epoch at the current ``step`` (torch's own length is fixed when the loader is
+        built; ``update_config`` may change the batch size afterwards, e.g. ``train_to: plateau``)."""
+        if not self.config["single_spec"] or self.num_workers > 0:
+            return super().__len__()
+        return -(-self.sample_size // self.step)
+
     def __iter__(self):
         if not self.config["single_spec"] or self.num_workers > 0:
             yield from super().__iter__()

@@ -1,7 +1,7 @@
 """Argument handling for ``run_recbole_mma4ctr.py`` / ``python -m recbole_mma4ctr`` (kept apart so it can be tested).
 
     --model=M --dataset=D [--protocol=honest|paper] [--key=value ...]   one run (RecBole settings as --key=value)
-    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50] [--seeds=2024,7] [--protocol=honest|paper]
+    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50 | --train_to=plateau] [--seeds=2024,7] [--protocol=honest|paper]
     --tune --model=M --dataset=D [--params_file=...] [--num_samples=8] [--metric=auc]            (tune.py)
     --study=NAME --dataset=D [--grid=a,b] [--marks=10,30]                                         (studies.py)
     --report=RESULTS_FOLDER                            report.md + report.html from its records
@@ -95,13 +95,13 @@ def _dispatch(argv: list[str]) -> int:
     if modes or "study" in overrides:
         _stop_on_sigterm()
     if "--compare" in modes:
-        from .compare import parse_marks, parse_models, parse_seeds, run_comparison
+        from .compare import parse_models, parse_seeds, run_comparison
         from .engine import pop_options
 
         options = pop_options(overrides)
         models = parse_models(overrides.pop("models", "all"))
         seeds = parse_seeds(overrides.pop("seeds", None))
-        folder, failed = run_comparison(models, dataset, parse_marks(marks), protocol or "honest", config_files,
+        folder, failed = run_comparison(models, dataset, marks, protocol or "honest", config_files,
                                         overrides, seeds, options)
         print(folder / "comparison.md", flush=True)
         if failed:

@@ -1,8 +1,16 @@
 """One command for the paper's comparison: every model, one split, one set of metrics.
 
-``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50]
-[--seeds=2024,7,11] [--protocol=honest|paper] [--cpus_per_run=1] [--gpus_per_run=0.5]
-[--ray_address=HOST:PORT] [--max_failures=2]``
+``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50 |
+--train_to=plateau] [--seeds=2024,7,11] [--protocol=honest|paper] [--cpus_per_run=1]
+[--gpus_per_run=0.5] [--ray_address=HOST:PORT] [--max_failures=2]``
+
+Two ways to train the cells: the paper's (every model ``max(marks)`` epochs, tested after each
+mark) or ``--train_to=plateau`` (every model until its validation metric stops improving:
+``plateau_patience`` validations without a better score, at most ``plateau_step_budget``
+optimizer steps, with the batch size lowered so an epoch has at least
+``plateau_min_steps_per_epoch`` steps; ``run._plateau_settings``). A sample's 31 steps an epoch
+at batch 8192 would otherwise rank models by who learns fastest in a few dozen steps; the table
+then states, per model, the steps taken and whether it stopped on the plateau or on the budget.
 
 Every (model, seed) is one cell (``run.run_cell``), scheduled by the engine on Ray: a local
 127.0.0.1 cluster by default, or a cluster you name. The driver prepares the data once; cells
@@ -19,7 +27,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .cells import CellError, make_cell
+from .cells import CellError, layered_settings, make_cell
 from .run import say
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
@@ -61,6 +69,19 @@ def parse_seeds(text) -> list[int] | None:
     return seeds
 
 
+def comparison_marks(models, dataset, marks, protocol, config_files, overrides) -> list[int]:
+    """The epoch marks of a comparison: ``[]`` when the user's layers set ``train_to: plateau``
+    (``--marks`` is then refused: the two modes train differently), else ``--marks`` or the
+    paper's 10, 20, 30, 50."""
+    probe = make_cell(models[0], dataset, config_files, overrides, protocol=protocol, prepare=False)
+    if str(layered_settings(probe).get("train_to", "epochs")).lower() == "plateau":
+        if marks:
+            raise CellError("--marks trains every model for fixed epochs and --train_to=plateau each to its own "
+                            "validation plateau: give one of them")
+        return []
+    return list(marks) if isinstance(marks, list) else parse_marks(marks)
+
+
 def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
     """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds."""
     cells = []
@@ -79,7 +100,7 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
     from . import engine
     from .report import write_comparison
 
-    marks = parse_marks(marks) if not isinstance(marks, list) else marks
+    marks = comparison_marks(models, dataset, marks, protocol, config_files, overrides)
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)
     cells = plan_cells(models, dataset, marks, protocol, config_files, dict(overrides or {}), seeds)
@@ -90,8 +111,8 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
             say(f"[compare {index}/{len(cells)}] {cell['cell']}: finished earlier with the same settings, skipped")
     started = time.time()
     if pending:
-        say(f"[compare] {len(pending)} cell(s) to run: {', '.join(c['cell'] for c in pending)}; "
-            f"{max(marks)} epochs each, tested at {marks}")
+        plan = f"{max(marks)} epochs each, tested at {marks}" if marks else "each to its validation plateau"
+        say(f"[compare] {len(pending)} cell(s) to run: {', '.join(c['cell'] for c in pending)}; {plan}")
         records = engine.run_cells("compare", pending, config, folder, engine_options)
         done.update(records)
     outcomes = [(cell, done.get(cell["key"])) for cell in cells]

@@ -217,6 +217,25 @@ def latest_by_key(records: list[dict]) -> dict:
     return chosen
 
 
+def scored_rows_digest(predictions: dict | None) -> dict | None:
+    """Which test rows a run scored, as a fingerprint: the row count and a SHA-256 over the rows'
+    (user, item, timestamp, label) in a canonical order (sorted; raw ids as text, timestamps and
+    labels as printed numbers). Two records with the same digest scored the same test set, whatever
+    order their loaders used; a changed split, filter or label shows up as a different digest."""
+    import hashlib
+
+    if not predictions or "label" not in predictions:
+        return None
+    columns = [np.asarray(predictions[name]) for name in ("user", "item", "timestamp", "label") if name in predictions]
+    text = [column.astype(str) for column in columns]
+    order = np.lexsort(tuple(reversed(text)))
+    digest = hashlib.sha256()
+    for index in order:
+        digest.update(("\t".join(column[index] for column in text) + "\n").encode())
+    return {"rows": int(len(order)), "sha256": digest.hexdigest(),
+            "columns": [name for name in ("user", "item", "timestamp", "label") if name in predictions]}
+
+
 def predictions_bytes(predictions: dict) -> bytes:
     """The npz archive of a run's scored test rows (raw user/item ids), as bytes."""
     missing = [column for column in PREDICTION_COLUMNS if column not in predictions]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
-from .record import read_predictions
+from .record import read_predictions, scored_rows_digest
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
 
@@ -55,7 +55,7 @@ def model_row(model: str, record: dict | None, marks) -> dict:
         row.update({f"best_{k}": v for k, v in summary.items()})
         row["logloss_on"] = record.get("logloss_on")
         row["test_pairs"] = int(len(predictions["score"]))
-        row["_timestamps"] = np.sort(np.rint(predictions["timestamp"]).astype(np.int64))
+        row["test_rows_sha256"] = (record.get("test_rows") or scored_rows_digest(predictions))["sha256"]
         row["_squashed"] = squashed
         row["_predictions"] = predictions
     for group, values in (record.get("test_by_coldness") or {}).items():
@@ -67,8 +67,29 @@ def model_row(model: str, record: dict | None, marks) -> dict:
         "trainable_parameters": record.get("trainable_parameters"),
         "device": record.get("device"),
         "epochs_run": record.get("epochs_run"),
+        "steps": record.get("steps"),
+        "train_batch_size": record.get("train_batch_size"),
+        "stopped_on": record.get("stopped_on"),
+        "valid_plateau": record.get("valid_plateau"),
     })
     return row
+
+
+def training_cell(row: dict) -> str:
+    """How long a model trained and whether its validation had levelled off, e.g.
+    ``620 steps x 2,048, plateau (best ep 4)`` or ``62 steps x 8,192, epochs; still improving``."""
+    if row.get("steps") is None:
+        return "-"
+    text = f"{row['steps']:,} steps x {row.get('train_batch_size') or 0:,}, {row.get('stopped_on') or '?'}"
+    plateau = row.get("valid_plateau")
+    if plateau is None:
+        return text + "; not validated"
+    if plateau["reached"]:
+        return text + f" (best ep {plateau['best_epoch']})"
+    return text + f"; still improving (best ep {plateau['best_epoch']})"
+
+
+ORACLE = "oracle (true probabilities)"
 
 
 def oracle_row(records: dict) -> dict | None:
@@ -81,7 +102,7 @@ def oracle_row(records: dict) -> dict | None:
             if oracle is None:
                 return None
             summary = summarize(oracle, predictions["label"], predictions["user"], probabilities=True)
-            return {"model": "oracle (true probabilities)", "status": "ok", **{f"best_{k}": v for k, v in summary.items()},
+            return {"model": ORACLE, "status": "ok", **{f"best_{k}": v for k, v in summary.items()},
                     "test_pairs": int(len(oracle))}
     return None
 
@@ -105,7 +126,7 @@ def markdown_table(rows, marks) -> str:
     header = ["model"] + [f"AUC@{m}" for m in marks] + [f"GAUC@{m}" for m in marks] + [f"UAUC@{m}" for m in marks] \
         + [f"LogLoss@{m}" for m in marks] + ["best-valid AUC [95% CI]"] \
         + (["warm-item AUC (rows)", "cold-item AUC (rows)", "cold-user AUC (rows)"] if cold else []) \
-        + ["train s", "test s", "parameters", "device"]
+        + ["training (steps x batch, stopped on)", "train s", "test s", "parameters", "device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if row["status"] != "ok":
@@ -121,7 +142,7 @@ def markdown_table(rows, marks) -> str:
         cells.append(f"{_fmt(row.get('best_auc'))} [{_fmt(ci[0])}, {_fmt(ci[1])}]")
         if cold:
             cells += [f"{_fmt(row.get(f'{g}_auc'))} ({_fmt(row.get(f'{g}_rows'))})" for g in COLDNESS_GROUPS]
-        cells += [_fmt(row.get("train_seconds"), 1), _fmt(row.get("test_seconds"), 1),
+        cells += [training_cell(row) if row["model"] != ORACLE else "-", _fmt(row.get("train_seconds"), 1), _fmt(row.get("test_seconds"), 1),
                   _fmt(row.get("trainable_parameters")), _fmt(row.get("device"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -231,8 +252,8 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     summary = over_seeds(rows)
     paired = paired_entries(rows)
     oracle = oracle_row(records)
-    scored = [row["_timestamps"] for row in rows if "_timestamps" in row]
-    same_pairs = all(len(t) == len(scored[0]) and np.array_equal(t, scored[0]) for t in scored) if scored else None
+    digests = {row["test_rows_sha256"] for row in rows if row.get("test_rows_sha256")}
+    same_pairs = len(digests) == 1 if digests else None
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
     notes = [
         f"Protocol: **{protocol}** ("
@@ -242,15 +263,24 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
            "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
            "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
            "to measure it; properties/protocol/paper.yaml)") + ").",
-        f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
-        "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
-        "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
-        "that epoch, not a selected model; selection (early stopping, best checkpoint) reads validation only.",
+        (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
+         "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
+         "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
+         "that epoch, not a selected model; selection (early stopping, best checkpoint) reads validation only."
+         if marks else
+         "Every model trained to its validation plateau (train_to: plateau): "
+         + plateau_rule(records) + " 'best-valid AUC' is the test AUC of the best-validation checkpoint, "
+         "with a 95% interval from 200 bootstrap resamples of users; selection reads validation only."),
+        "Training: optimizer steps x batch size, and why training stopped: 'plateau' (validation stopped "
+        "improving), 'step budget', 'epochs' (all epochs run); 'still improving' marks a model whose best "
+        "validation came within the last plateau_patience validations, i.e. one that would have gained from "
+        "more steps.",
         "LogLoss marked * is computed on sigmoid(score): those models output ranking scores, not "
         "probabilities (RecBole's own LogLoss would clip the raw scores).",
         "FPMC, BERT4Rec and GCSAN never train on the label: their AUC measures how well next-item "
         "likelihood separates the labels. BPR, NGCF and LightGCN train on observed interactions.",
-        f"Every model scored the same test pairs: {same_pairs}." if same_pairs is not None else "",
+        (f"Every model scored the same test rows (one SHA-256 of their sorted (user, item, timestamp, label)): "
+         f"{same_pairs}.") if same_pairs is not None else "",
     ]
     if oracle:
         notes.append("The oracle row scores the generator's true probabilities on the same test pairs: "
@@ -272,12 +302,25 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     markdown = "\n\n".join(sections) + "\n"
     _write_text(folder / "comparison.md", markdown)
     plain_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows + ([oracle] if oracle else [])]
-    _write_text(folder / "comparison.json", json.dumps({"protocol": protocol, "marks": marks, "same_test_pairs": same_pairs,
+    _write_text(folder / "comparison.json", json.dumps({"protocol": protocol, "marks": marks,
+                                                        "train_to": "epochs" if marks else "plateau",
+                                                        "same_test_pairs": same_pairs,
                                                         "seeds": seeds, "models": summary, "paired": paired,
                                                         "rows": plain_rows}, indent=2, default=_json_default))
     _write_csv(folder / "comparison.csv", plain_rows)
     plot_curves(folder, records)
     return table
+
+
+def plateau_rule(records) -> str:
+    """The plateau settings the records ran with, in words (from the first record that has them)."""
+    for record in records.values():
+        config = (record or {}).get("config") or {}
+        if record and record.get("status") == "ok" and "plateau_patience" in config:
+            return (f"training stopped after {config['plateau_patience']} validations without improvement, "
+                    f"or at {config['plateau_step_budget']:,} optimizer steps, with the batch size lowered so "
+                    f"every epoch has at least {config['plateau_min_steps_per_epoch']} steps.")
+    return ""
 
 
 def records_dataset(records) -> str:

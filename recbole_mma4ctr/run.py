@@ -30,7 +30,8 @@ from time import time
 
 import numpy as np
 
-from .record import SCHEMA, device_name, new_run_id, now_iso, plain, versions, where
+from .errors import UsageError
+from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
@@ -64,6 +65,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
         files = _config_files(cell, Path(scratch))
         config = build_config(cell["model"], cell["dataset"], files, settings)
+    plateau = _plateau_settings(config, marks)
     apply_torch_threads(config["torch_threads"])
     init_seed(config["seed"], config["reproducibility"])
     log_path = _init_log(config, run_id)
@@ -76,6 +78,8 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     logger.info(dataset)
     with permutation_train_batches():      # RecBole's own builder, with one-index-op training batches
         train_data, valid_data, test_data = data_preparation(config, dataset)
+    if plateau:
+        _fit_batches_to_budget(config, train_data, plateau)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
@@ -115,6 +119,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     begun = time()
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     test_seconds = time() - begun
+    tested_at = now_iso()
     predictions = _predictions(trainer, model, test_data, config, train_data._dataset)
 
     record = {
@@ -125,6 +130,10 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
         "test_evaluated": "once, after training, with the best-validation weights"
                           + ("; and after every epoch for the epoch marks (never used to select)" if marks else ""),
+        "test_evaluated_at": tested_at, "test_rows": scored_rows_digest(predictions),
+        "train_to": config["train_to"], "steps": int(trainer.steps), "steps_per_epoch": len(train_data),
+        "train_batch_size": int(config["train_batch_size"]), "step_budget": int(config["step_budget"]),
+        "stopped_on": trainer.stopped_on, "valid_plateau": valid_plateau(trainer.history, int(config["plateau_patience"])),
         "epochs_run": trainer.epochs_run, "history": trainer.history, "interrupts": trainer.interrupts,
         "train_seconds": round(trainer.train_seconds, 3), "valid_seconds": round(trainer.valid_seconds, 3),
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
@@ -141,6 +150,54 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return record, predictions
+
+
+def _plateau_settings(config, marks) -> dict | None:
+    """``train_to: plateau``: validate every epoch and stop after ``plateau_patience`` validations
+    without improvement (RecBole's ``stopping_step``); the step budget and the batch size are set
+    once the training split's size is known (``_fit_batches_to_budget``). None for ``epochs``."""
+    train_to = str(config["train_to"]).lower()
+    if train_to not in ("epochs", "plateau"):
+        raise UsageError(f"train_to must be 'epochs' or 'plateau', got {config['train_to']!r}")
+    if train_to == "epochs":
+        return None
+    if marks:
+        raise UsageError("--marks tests every model after fixed epochs; train_to: plateau stops each model on its "
+                         "own validation plateau: give one of them")
+    plateau = {"patience": int(config["plateau_patience"]), "budget": int(config["plateau_step_budget"]),
+               "min_steps_per_epoch": int(config["plateau_min_steps_per_epoch"])}
+    if min(plateau.values()) < 1:
+        raise UsageError(f"plateau_patience, plateau_step_budget and plateau_min_steps_per_epoch must be >= 1, got {plateau}")
+    config["train_to"] = "plateau"
+    config["stopping_step"] = plateau["patience"] - 1   # RecBole stops once more than stopping_step fail
+    config["eval_step"] = 1
+    return plateau
+
+
+def _fit_batches_to_budget(config, train_data, plateau: dict) -> None:
+    """Lower ``train_batch_size`` (never raise it) so an epoch has at least
+    ``plateau_min_steps_per_epoch`` optimizer steps on this training split, and allow as many
+    epochs as the step budget covers. The values that ran are written back into the config."""
+    rows = len(train_data._dataset)
+    batch = min(int(config["train_batch_size"]), max(1, rows // plateau["min_steps_per_epoch"]))
+    if batch != int(config["train_batch_size"]):
+        config["train_batch_size"] = batch
+        train_data.update_config(config)
+    config["step_budget"] = plateau["budget"]
+    config["epochs"] = max(1, -(-plateau["budget"] // len(train_data)))
+
+
+def valid_plateau(history: list[dict], patience: int) -> dict | None:
+    """Whether validation had stopped improving by the end: the epoch of the best validation score,
+    the validations after it, and ``reached`` when at least ``patience`` came after it (a model
+    whose best validation is among its last ``patience`` was still improving: undertrained)."""
+    validated = [entry for entry in history if "valid" in entry and not entry.get("interrupted")]
+    best = [entry for entry in validated if entry.get("best")]
+    if not best:
+        return None
+    after = sum(1 for entry in validated if entry["epoch"] > best[-1]["epoch"])
+    return {"best_epoch": int(best[-1]["epoch"]) + 1, "best_at_step": int(best[-1].get("steps", 0)),
+            "validations_after_best": after, "patience": patience, "reached": after >= patience}
 
 
 def _config_files(cell: dict, scratch: Path) -> list[str]:
@@ -207,7 +264,7 @@ def _resume_blob(trainer, train_data, state) -> bytes:
         "best_weights": state["best_weights"],
         "trainer": {"cur_step": int(trainer.cur_step), "best_valid_score": float(trainer.best_valid_score),
                     "best_valid_result": plain(trainer.best_valid_result), "history": plain(trainer.history),
-                    "interrupts": int(trainer.interrupts), "interrupt": bool(trainer.interrupt),
+                    "interrupts": int(trainer.interrupts), "interrupt": bool(trainer.interrupt), "steps": int(trainer.steps),
                     "train_seconds": float(trainer.train_seconds), "valid_seconds": float(trainer.valid_seconds),
                     "train_loss_dict": {int(k): float(v) for k, v in trainer.train_loss_dict.items()}},
         "test_by_epoch": plain(state["test_by_epoch"]),
@@ -237,6 +294,7 @@ def _restore(blob: bytes, trainer, train_data, state) -> int:
     trainer.cur_step, trainer.best_valid_score = kept["cur_step"], kept["best_valid_score"]
     trainer.best_valid_result = kept["best_valid_result"]
     trainer.history, trainer.interrupts, trainer.interrupt = list(kept["history"]), kept["interrupts"], kept["interrupt"]
+    trainer.steps = kept["steps"]
     trainer.train_seconds, trainer.valid_seconds = kept["train_seconds"], kept["valid_seconds"]
     trainer.train_loss_dict = dict(kept["train_loss_dict"])
     trainer.start_epoch = trainer.epochs_run = payload["epoch"]
@@ -314,6 +372,7 @@ def _data_summary(manifest: dict | None) -> dict | None:
 def format_metrics(record: dict) -> str:
     lines = [f"{record['model']} on {record['dataset']} ({record['protocol']} protocol, {record['device']}, "
              f"{record['trainable_parameters']:,} trainable parameters, {record['epochs_run']} epochs, "
+             f"{record['steps']:,} steps of {record['train_batch_size']:,} rows, stopped on {record['stopped_on']}, "
              f"train {record['train_seconds']:.1f} s, test {record['test_seconds']:.1f} s)"]
     for split in ("best_valid", "test"):
         metrics = record.get(split) or {}

@@ -24,8 +24,13 @@ installed: checked before anything is built); the hyper-parameters go to tensorb
 Every setting is read from the properties files (``defaults.setting``): a missing one is an error
 naming the file that should hold it, never a default of the code's own.
 
-Every epoch is recorded in ``self.history`` (loss, learning rate, seconds, validation metrics,
-interrupts) for the result record.
+Every epoch is recorded in ``self.history`` (loss, learning rate, optimizer steps so far,
+seconds, validation metrics, interrupts) for the result record. ``self.steps`` counts optimizer
+steps (training batches, retried epochs included: they were computed); ``step_budget`` (> 0)
+ends training after the first epoch that reaches it (checked per epoch, so at most one epoch's
+steps over). ``self.stopped_on`` says why training ended: ``plateau`` (RecBole's early stopping:
+``stopping_step`` validations without improvement), ``step budget``, ``epochs`` (all epochs
+run) or ``callback`` (the caller's hook, e.g. a tuning scheduler).
 
 Labeled (CTR) evaluation, for every model:
 
@@ -130,6 +135,9 @@ class Trainer(RecBoleTrainer):
         self.train_seconds = 0.0
         self.valid_seconds = 0.0
         self.epochs_run = 0
+        self.step_budget = int(setting(config, "step_budget"))
+        self.steps = 0
+        self.stopped_on: str | None = None
 
     # ---- checkpoints -------------------------------------------------------------------
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -240,12 +248,14 @@ class Trainer(RecBoleTrainer):
             train_loss = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
             train_seconds = time() - started
             self.train_seconds += train_seconds
+            self.steps += len(train_data)
             self.train_loss_dict[epoch_idx] = train_loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch_idx, started, started + train_seconds, train_loss))
             self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
             self.wandblogger.log_metrics({"epoch": epoch_idx, "train_loss": train_loss, "train_step": epoch_idx}, head="train")
-            record = {"epoch": epoch_idx, "train_loss": float(train_loss), "lr": lr, "train_seconds": round(train_seconds, 3)}
+            record = {"epoch": epoch_idx, "train_loss": float(train_loss), "lr": lr, "steps": int(self.steps),
+                      "train_seconds": round(train_seconds, 3)}
 
             validate = bool(valid_data) and self.eval_step > 0 and (self.interrupt or (epoch_idx + 1) % self.eval_step == 0)
             valid_score, stop_flag = None, False
@@ -302,12 +312,19 @@ class Trainer(RecBoleTrainer):
                 self.scheduler.step()
             self.history.append(record)
             self.epochs_run = epoch_idx + 1
+            if stop_flag:
+                self.stopped_on = "plateau"
+            elif self.step_budget > 0 and self.steps >= self.step_budget:
+                self.stopped_on, stop_flag = "step budget", True
             if callback_fn and callback_fn(epoch_idx, valid_score):
+                self.stopped_on = self.stopped_on or "callback"
                 stop_flag = True
             if stop_flag:
                 if verbose:
                     self.logger.info(f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}")
                 break
             epoch_idx += 1
+        else:
+            self.stopped_on = "epochs"
         self._add_hparam_to_tensorboard(self.best_valid_score)
         return self.best_valid_score, self.best_valid_result
