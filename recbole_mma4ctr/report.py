@@ -2,7 +2,7 @@
 
 ``write_comparison(folder, outcomes, marks, protocol)`` reads each cell's record and predictions
 (``record.read_predictions``) and writes ``comparison.json``,
-``comparison.csv``, ``comparison.md``, ``test_auc_by_epoch.png`` and ``loss_curves.png``.
+``comparison.csv``, ``comparison.md``, ``test_auc_by_epoch.png`` (``valid_auc_by_step.png`` when trained to the plateau) and ``loss_curves.png``.
 """
 
 from __future__ import annotations
@@ -366,20 +366,26 @@ def plot_curves(folder: Path, records: dict) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ok = {m: r for m, r in records.items() if r and r.get("status") == "ok"}
+    by_epoch = any(record.get("test_by_epoch") for record in ok.values())
     figure, axis = plt.subplots(figsize=(8, 5))
     for model, record in ok.items():
-        points = record.get("test_by_epoch") or []
+        if by_epoch:      # the paper's view: test AUC of the weights after each epoch
+            points = [(p["epoch"], p["auc"]) for p in record.get("test_by_epoch") or []]
+        else:             # trained to the plateau: validation AUC against optimizer steps (what selection saw)
+            points = [(h["steps"], h["valid"]["auc"]) for h in record.get("history") or []
+                      if not h.get("interrupted") and "auc" in (h.get("valid") or {}) and "steps" in h]
         if points:
-            axis.plot([p["epoch"] for p in points], [p["auc"] for p in points], marker="o", markersize=3, label=model)
+            axis.plot([x for x, _ in points], [y for _, y in points], marker="o", markersize=3, label=model)
     axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("test AUC")
-    axis.set_title("Test AUC after each epoch")
-    axis.legend(fontsize=8, ncol=2)
+    axis.set_xlabel("epoch" if by_epoch else "optimizer steps")
+    axis.set_ylabel("test AUC" if by_epoch else "validation AUC")
+    axis.set_title("Test AUC after each epoch" if by_epoch else "Validation AUC by optimizer step")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8, ncol=2)
     axis.grid(alpha=0.3)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
-    figure.savefig(folder / "test_auc_by_epoch.png", dpi=120)
+    figure.savefig(folder / ("test_auc_by_epoch.png" if by_epoch else "valid_auc_by_step.png"), dpi=120)
     plt.close(figure)
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))

@@ -184,7 +184,7 @@ def _tables_section(page: Page, folder: Path) -> None:
         page.heading(path.stem.replace("_", " ").capitalize())
         for kind, content in _markdown_tables(path.read_text()):
             page.table(content) if kind == "table" else page.text(content)
-    for plot in ("test_auc_by_epoch.png", "loss_curves.png"):
+    for plot in ("test_auc_by_epoch.png", "valid_auc_by_step.png", "loss_curves.png"):
         if (folder / plot).exists():
             page.image(folder / plot, plot.replace("_", " ").removesuffix(".png"))
 

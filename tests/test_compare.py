@@ -87,3 +87,26 @@ def test_unknown_model_and_path_like_names_are_refused_before_anything_runs(tmp_
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "results").exists() and not (tmp_path / "dataset").exists()
+
+
+def test_plateau_mode_states_steps_batch_and_why_each_model_stopped(tmp_path):
+    command = [sys.executable, str(REPO / "run_recbole_mma4ctr.py"), "--compare", "--models=MMa4CTR,BPR",
+               "--dataset=wechat", TINY_ARG, "--train_to=plateau", "--plateau_step_budget=150",
+               "--plateau_min_steps_per_epoch=50", "--plateau_patience=2"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = tmp_path / "results" / "compare-wechat-honest"
+    summary = json.loads((folder / "comparison.json").read_text())
+    assert summary["train_to"] == "plateau" and summary["marks"] == []
+    for model in ("MMa4CTR", "BPR"):
+        row = next(r for r in summary["rows"] if r["model"] == model)
+        assert row["stopped_on"] in ("plateau", "step budget")
+        assert row["steps"] >= (150 if row["stopped_on"] == "step budget" else 1)
+        assert row["valid_plateau"]["patience"] == 2
+        assert row["valid_plateau"]["reached"] is (row["valid_plateau"]["validations_after_best"] >= 2)
+        assert row["test_rows_sha256"]
+    assert (folder / "valid_auc_by_step.png").stat().st_size > 0
+    table = (folder / "comparison.md").read_text()
+    assert "trained to its validation plateau" in table and "steps x" in table
+    refused = subprocess.run(command + ["--marks=2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "give one of them" in refused.stderr
