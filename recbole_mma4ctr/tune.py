@@ -369,8 +369,7 @@ def trial_row(record: dict, dimensions, metric: str, mode: str) -> dict:
              if (entry.get("valid") or {}).get(metric) is not None and not entry.get("interrupted")]
     best = (max if mode == "max" else min)(valid, key=lambda pair: pair[1]) if valid else (None, None)
     if record["status"] == "ok":
-        epochs = int((record.get("config") or {}).get("epochs") or 0)
-        status = "completed" if record.get("epochs_run") == epochs else "early-stopped (validation)"
+        status = "early-stopped (validation)" if record.get("stopped_on") == "plateau" else "completed"
     else:
         status = {"stopped": "stopped by ASHA", "failed": "failed"}[record["status"]]
     row.update({"status": status, f"best_{metric}": best[1], "best_epoch": best[0],
