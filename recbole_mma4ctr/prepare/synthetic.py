@@ -111,7 +111,7 @@ import pandas as pd
 from .atomic import folder_lock, remove_dead_temporaries, temporary_path
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
-GENERATOR_VERSION = "1.2"  # 1.2: bgm ids drawn with the world; hit singers raise engagement
+GENERATOR_VERSION = "1.3"  # 1.3: feeds released over the window (cold test items); 1.2: hit singers
 
 # The seven actions in user_action.csv column order.
 ACTIONS: Tuple[str, ...] = (
@@ -160,7 +160,7 @@ _LABEL_MIN_SUM = int(np.ceil(LABEL_THRESHOLD * LABEL_DENOMINATOR - 1e-9))
 _PER_ACTION_AUC_MAX_ROWS = 2_000_000
 
 # Independent random streams: SeedSequence([seed, stream, chunk]).
-_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS, _S_BGM = 1, 2, 3, 4, 5, 6
+_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS, _S_BGM, _S_RELEASE = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,10 @@ class SyntheticParams:
     songs_per_singer: float = 1.5
     bgm_hit_share: float = 0.25  # share of singers whose songs raise engagement
     bgm_effect: float = 0.8  # added to m for a feed whose singer is a hit
+    # new feeds over time (cold items): a share released during the window, fresh ones shown more
+    new_feed_share: float = 0.5  # share of active feeds released on a day 1..n_days; the rest are on offer from day 1
+    freshness_boost: float = 2.0  # a feed released a days ago weighs 1 + boost * exp(-a / freshness_days)
+    freshness_days: float = 1.5
     # feed embedding
     embedding_dim: int = 512
     embedding_centroid_sd: float = 0.06
@@ -286,13 +290,16 @@ class SyntheticParams:
         need(self.noise >= 0 and self.quality_sd >= 0 and self.propensity_sd >= 0,
              "noise, quality_sd, propensity_sd must be >= 0")
         need(self.userid_span >= 1 and self.feedid_span >= 1, "id spans must be >= 1")
+        need(self.freshness_boost >= 0 and self.freshness_days > 0,
+             "freshness_boost must be >= 0 and freshness_days > 0")
         need(all(v > 0 for v in self.negatives_per_positive), "negatives_per_positive must be > 0")
         need(self.token_main_share + self.token_secondary_share <= 1, "token shares exceed 1")
         for name in ("taste_exposure", "popularity_floor", "author_topic_share", "device2_share",
                      "device_switch", "max_user_share", "ocr_empty", "asr_empty",
                      "description_empty", "empty_pair_overlap", "bgm_empty",
                      "manual_keyword_empty", "machine_keyword_empty", "manual_tag_empty",
-                     "machine_tag_empty", "token_main_share", "token_secondary_share", "bgm_hit_share"):
+                     "machine_tag_empty", "token_main_share", "token_secondary_share", "bgm_hit_share",
+                     "new_feed_share"):
             need(0.0 <= float(getattr(self, name)) <= 1.0, f"{name} must be in [0, 1]")
 
 
@@ -317,7 +324,9 @@ def _user_cap(p: SyntheticParams) -> int:
 
 # Presets; any field can still be overridden.
 SCALES: Dict[str, Dict[str, object]] = {
-    "tiny": dict(n_users=200, n_feeds=500, n_actions=30_000),
+    # tiny: a user takes a third of the 455 feeds on offer, so the draw without replacement
+    # saturates and over-picks the short-lived new feeds; a smaller boost keeps ~15 % cold
+    "tiny": dict(n_users=200, n_feeds=500, n_actions=30_000, freshness_boost=0.5),
     "sample": dict(n_users=2_000, n_feeds=4_000, n_actions=350_000),
     "full": dict(n_users=20_000, n_feeds=106_444, n_active_feeds=96_564, n_authors=18_789,
                  n_actions=7_317_882, activity_sigma=1.0),
@@ -375,6 +384,7 @@ class World:
     feed_song: np.ndarray  # (n_feeds,) bgm_song_id, 0 = no music
     feed_singer: np.ndarray  # (n_feeds,) bgm_singer_id, 0 = no music
     feed_bgm_hit: np.ndarray  # (n_feeds,) 1.0 when the feed's singer is a hit, else 0.0
+    feed_release: np.ndarray  # (n_feeds,) day from which the feed is shown; 0 = on offer before day 1
 
     @property
     def m_range(self) -> Tuple[float, float]:
@@ -465,7 +475,34 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     return World(p, topic_weight, author_topic, feed_author, feed_topic, feed_topic2,
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
                  affinity, user_actions, user_device, user_propensity, userid, topic_effect,
-                 song, singer, hit)
+                 song, singer, hit, _release_days(p, seed, feed_popularity))
+
+
+def _release_days(p: SyntheticParams, seed: int, popularity: np.ndarray) -> np.ndarray:
+    """Each feed's release day: 0 (on offer before day 1) or, for a random ``new_feed_share`` of
+    the feeds, a day 1..n_days. The new feeds, ranked by popularity, take the days in blocks of
+    ``n_days``, each block a random permutation of the days: every day gets the same number of
+    new feeds and about the same popularity mass (with Zipf popularity one top feed released on
+    the last day would otherwise swing a small sample's cold share by several points). From a
+    stream of its own: which feeds are new and when is independent of everything else."""
+    rng = _rng(seed, _S_RELEASE)
+    release = np.zeros(p.n_feeds, dtype=np.int64)
+    new = rng.permutation(p.n_feeds)[: int(round(p.new_feed_share * p.n_feeds))]
+    new = new[np.argsort(-popularity[new], kind="stable")]
+    blocks = -(-len(new) // p.n_days)
+    days = np.concatenate([rng.permutation(p.n_days) + 1 for _ in range(blocks)])
+    release[new] = days[: len(new)]
+    return release
+
+
+def exposure_by_day(p: SyntheticParams, release: np.ndarray) -> np.ndarray:
+    """(feeds, days) exposure weight of each feed on each day 1..n_days: 0 before its release,
+    ``1 + freshness_boost * exp(-age / freshness_days)`` from it on (age in days since release),
+    1 for a feed on offer before day 1."""
+    age = np.arange(1, p.n_days + 1)[None, :] - np.asarray(release)[:, None]
+    fresh = p.freshness_boost * np.exp(-np.maximum(age, 0) / p.freshness_days)
+    weight = np.where(np.asarray(release)[:, None] > 0, 1.0 + fresh, 1.0)
+    return np.where(age >= 0, weight, 0.0)
 
 
 def _background_music(p: SyntheticParams, feed_topic: np.ndarray, seed: int):
@@ -657,20 +694,28 @@ def _write_feed_files(world: World, seed: int, tmp_info: str, tmp_emb: str) -> N
 
 
 def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
-    """Exposures and engagement latents, user chunk by user chunk (rows: userid, then day)."""
+    """Exposures and engagement latents, user chunk by user chunk (rows: userid, then day).
+
+    A user's feeds are one draw without replacement (Gumbel top-k) with weight
+    ``sum_d prob(u, f) * h(f, d) / W(u, d)``, ``h`` the exposure by day (release, freshness) and
+    ``W(u, d) = sum_f prob(u, f) h(f, d)``; a drawn feed's day then follows ``h(f, d) / W(u, d)``.
+    So each day carries about the same share of the user's rows however many feeds are on offer,
+    and on each day the feeds on offer share it in proportion to ``prob * h``."""
     p = world.params
     active = np.flatnonzero(world.feed_active)
     topic = world.feed_topic[active]
     pop = world.feed_popularity[active]
     within = pop / np.bincount(topic, weights=pop, minlength=p.n_topics)[topic]
     glob = pop / pop.sum()
+    by_day = exposure_by_day(p, world.feed_release[active])  # (F, D)
     per_chunk = max(1, p.chunk_cells // len(active))
     for c, u0 in enumerate(range(0, p.n_users, per_chunk)):
         u1 = min(p.n_users, u0 + per_chunk)
         rng = _rng(seed, _S_EXPOSURE, c)
         counts = world.user_actions[u0:u1]
         prob = p.taste_exposure * world.taste[u0:u1][:, topic] * within + (1 - p.taste_exposure) * glob
-        keys = np.log(prob) + rng.gumbel(size=prob.shape)
+        per_day = 1.0 / np.maximum(prob @ by_day, 1e-300)  # (users, D): 1 / W(u, d)
+        keys = np.log(prob * (per_day @ by_day.T)) + rng.gumbel(size=prob.shape)
         del prob
         kmax = int(counts.max())
         top = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax]
@@ -678,10 +723,14 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
         del keys
         top = np.take_along_axis(top, order, axis=1)
         take = np.arange(kmax)[None, :] < counts[:, None]
-        feed = active[top[take]]
-        user = np.repeat(np.arange(u0, u1), counts)
+        local = np.repeat(np.arange(u1 - u0), counts)
+        feed_local = top[take]
+        feed = active[feed_local]
+        user = u0 + local
         n = len(feed)
-        date = rng.integers(1, p.n_days + 1, size=n)
+        day_cdf = np.cumsum(by_day[feed_local] * per_day[local], axis=1)
+        date = 1 + (day_cdf < (1.0 - rng.random(n))[:, None] * day_cdf[:, -1:]).sum(axis=1)  # u in (0, 1]
+        del day_cdf
         order = np.lexsort((rng.random(n), date, user))
         user, feed, date = user[order], feed[order], date[order]
         switch = rng.random(n) < p.device_switch
@@ -884,6 +933,7 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
     keep_actions = p.n_actions <= _PER_ACTION_AUC_MAX_ROWS
     user_counts = np.zeros(p.n_users, dtype=np.int64)
     feeds_seen = np.zeros(p.n_feeds, dtype=bool)
+    feed_all, date_all = [], []
     n_rows = 0
 
     def chunk_stream():
@@ -910,6 +960,8 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
                 p_act_all.append(orc[["p_" + a for a in ACTIONS]].to_numpy(np.float32))
             user_counts += np.bincount(ch["user"], minlength=p.n_users)
             feeds_seen[ch["feed"]] = True
+            feed_all.append(ch["feed"].astype(np.int32))
+            date_all.append(ch["date"].astype(np.int16))
             n_rows += len(ua)
     p_weighted = np.concatenate(p_weighted_all)
     label = np.concatenate(label_all)
@@ -920,7 +972,35 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
     return dict(n_rows=n_rows, positives=positives, p_sums=p_sums, base=base,
                 label_pos=int(label.sum()), p_weighted_mean=float(p_weighted.mean()),
                 auc=roc_auc(p_weighted, label), auc_actions=oracle_actions,
-                user_counts=user_counts, feeds_seen=int(feeds_seen.sum()))
+                user_counts=user_counts, feeds_seen=int(feeds_seen.sum()),
+                released=int(((world.feed_release > 0) & world.feed_active).sum()),
+                cold=cold_shares(np.concatenate(feed_all), np.concatenate(date_all), p.n_days))
+
+
+def cold_shares(feed: np.ndarray, date: np.ndarray, n_days: int) -> Dict[str, float]:
+    """How many evaluation rows fall on feeds unseen before them, rows in file order.
+
+    Chronological order is by day, file order within a day (the converter's). Under the honest
+    8:1:1 cut: the share of the last 10 % of rows (test) whose feed is not in the first 80 %
+    (train), and the same for the valid rows; and of the test rows whose feed is not in the first
+    90 % either. Under the challenge's day split (train days 1..n_days-2, valid n_days-1, test
+    n_days): the share of the last day's rows whose feed is not in the training days."""
+    order = np.argsort(date, kind="stable")
+    feed, date = np.asarray(feed)[order], np.asarray(date)[order]
+    n = len(feed)
+    n_test = n_valid = n // 10  # RecBole's RS cut: int(0.1 * n) each, train the rest
+    train_end, valid_end = n - n_test - n_valid, n - n_test
+
+    def unseen(rows: np.ndarray, before: np.ndarray) -> float:
+        return float(np.mean(~np.isin(rows, before))) if len(rows) else float("nan")
+
+    day_train = feed[date <= n_days - 2]
+    return {
+        "test_rows_on_feeds_not_in_train": unseen(feed[valid_end:], feed[:train_end]),
+        "valid_rows_on_feeds_not_in_train": unseen(feed[train_end:valid_end], feed[:train_end]),
+        "test_rows_on_feeds_not_in_train_or_valid": unseen(feed[valid_end:], feed[:valid_end]),
+        "day_split_test_rows_on_feeds_not_in_train": unseen(feed[date == n_days], day_train),
+    }
 
 
 def _rate_dict(values: np.ndarray) -> Dict[str, float]:
@@ -953,7 +1033,9 @@ def _record(params: SyntheticParams, scale: str, seed: int, st: dict) -> dict:
             "feeds_in_actions": int(st["feeds_seen"]),
             "authors": int(params.n_authors),
             "days": int(params.n_days),
+            "feeds_released_in_window": int(st["released"]),
         },
+        "cold_items": {k: (None if v != v else round(v, 4)) for k, v in st["cold"].items()},
         "calibrated_base": _rate_dict(st["base"]),
         "target_positive_rate": _rate_dict(1.0 / (1.0 + np.asarray(params.negatives_per_positive))),
         "positive_rate": _rate_dict(rates),
