@@ -48,8 +48,8 @@ def test_test_rows_on_cold_feeds_are_about_15_percent(generated):
     # SYNTHETIC.json states the same shares
     record = json.loads((out / "SYNTHETIC.json").read_text())
     assert record["version"] == syn.GENERATOR_VERSION == "1.3"
-    assert record["cold_items"]["test_rows_on_feeds_not_in_train"] == pytest.approx(share, abs=1e-4)
-    assert record["cold_items"]["day_split_test_rows_on_feeds_not_in_train"] == pytest.approx(day_share, abs=1e-4)
+    assert record["cold_items"]["test_rows_on_items_not_in_train"] == pytest.approx(share, abs=1e-4)
+    assert record["cold_items"]["day_split_test_rows_on_items_not_in_train"] == pytest.approx(day_share, abs=1e-4)
     assert summary["cold_items"] == record["cold_items"]
 
 

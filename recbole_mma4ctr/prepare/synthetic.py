@@ -499,33 +499,34 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     return World(p, topic_weight, author_topic, feed_author, feed_topic, feed_topic2,
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
                  affinity, user_actions, user_device, user_propensity, userid, topic_effect,
-                 song, singer, hit, _release_days(p, seed, feed_popularity))
+                 song, singer, hit,
+                 release_days(p.n_feeds, p.new_feed_share, p.n_days, feed_popularity, _rng(seed, _S_RELEASE)))
 
 
-def _release_days(p: SyntheticParams, seed: int, popularity: np.ndarray) -> np.ndarray:
-    """Each feed's release day: 0 (on offer before day 1) or, for a random ``new_feed_share`` of
-    the feeds, a day 1..n_days. The new feeds, ranked by popularity, take the days in blocks of
+def release_days(n: int, new_share: float, n_days: int, popularity: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Each of ``n`` items' release day: 0 (on offer before day 1) or, for a random ``new_share``
+    of them, a day 1..n_days. The new items, ranked by popularity, take the days in blocks of
     ``n_days``, each block a random permutation of the days: every day gets the same number of
-    new feeds and about the same popularity mass (with Zipf popularity one top feed released on
-    the last day would otherwise swing a small sample's cold share by several points). From a
-    stream of its own: which feeds are new and when is independent of everything else."""
-    rng = _rng(seed, _S_RELEASE)
-    release = np.zeros(p.n_feeds, dtype=np.int64)
-    new = rng.permutation(p.n_feeds)[: int(round(p.new_feed_share * p.n_feeds))]
+    new items and about the same popularity mass (with Zipf popularity one top item released on
+    the last day would otherwise swing a small sample's cold share by several points). Which
+    items are new, and when, is independent of everything else about them."""
+    release = np.zeros(n, dtype=np.int64)
+    new = rng.permutation(n)[: int(round(new_share * n))]
     new = new[np.argsort(-popularity[new], kind="stable")]
-    blocks = -(-len(new) // p.n_days)
-    days = np.concatenate([np.zeros(0, dtype=np.int64)] + [rng.permutation(p.n_days) + 1 for _ in range(blocks)])
+    blocks = -(-len(new) // n_days)
+    days = np.concatenate([np.zeros(0, dtype=np.int64)] + [rng.permutation(n_days) + 1 for _ in range(blocks)])
     release[new] = days[: len(new)]
     return release
 
 
-def exposure_by_day(p: SyntheticParams, release: np.ndarray) -> np.ndarray:
-    """(feeds, days) exposure weight of each feed on each day 1..n_days: 0 before its release,
-    ``1 + freshness_boost * exp(-age / freshness_days)`` from it on (age in days since release),
-    1 for a feed on offer before day 1."""
-    age = np.arange(1, p.n_days + 1)[None, :] - np.asarray(release)[:, None]
-    fresh = p.freshness_boost * np.exp(-np.maximum(age, 0) / p.freshness_days)
-    weight = np.where(np.asarray(release)[:, None] > 0, 1.0 + fresh, 1.0)
+def exposure_by_day(release: np.ndarray, n_days: int, boost: float, fresh_days: float) -> np.ndarray:
+    """(items, days) exposure weight of each item on each day 1..n_days: 0 before its release,
+    ``1 + boost * exp(-age / fresh_days)`` from it on (age in days since release), 1 for an item
+    on offer before day 1 (release 0)."""
+    release = np.asarray(release)
+    age = np.arange(1, n_days + 1)[None, :] - release[:, None]
+    weight = np.where(release[:, None] > 0, 1.0 + boost * np.exp(-np.maximum(age, 0) / fresh_days), 1.0)
     return np.where(age >= 0, weight, 0.0)
 
 
@@ -731,7 +732,7 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
     pop = world.feed_popularity[active]
     within = pop / np.bincount(topic, weights=pop, minlength=p.n_topics)[topic]
     glob = pop / pop.sum()
-    by_day = exposure_by_day(p, world.feed_release[active])  # (F, D)
+    by_day = exposure_by_day(world.feed_release[active], p.n_days, p.freshness_boost, p.freshness_days)  # (F, D)
     per_chunk = max(1, p.chunk_cells // len(active))
     for c, u0 in enumerate(range(0, p.n_users, per_chunk)):
         u1 = min(p.n_users, u0 + per_chunk)
@@ -998,33 +999,36 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
                 auc=roc_auc(p_weighted, label), auc_actions=oracle_actions,
                 user_counts=user_counts, feeds_seen=int(feeds_seen.sum()),
                 released=int(((world.feed_release > 0) & world.feed_active).sum()),
-                cold=cold_shares(np.concatenate(feed_all), np.concatenate(date_all), p.n_days))
+                cold=_wechat_cold_shares(np.concatenate(feed_all), np.concatenate(date_all), p.n_days))
 
 
-def cold_shares(feed: np.ndarray, date: np.ndarray, n_days: int) -> Dict[str, float]:
-    """How many evaluation rows fall on feeds unseen before them, rows in file order.
+def cold_shares(item: np.ndarray, order_key: np.ndarray) -> Dict[str, float]:
+    """How many evaluation rows fall on items no earlier row of the split saw.
 
-    Chronological order is by day, file order within a day (the converter's). Under the honest
-    8:1:1 cut: the share of the last 10 % of rows (test) whose feed is not in the first 80 %
-    (train), and the same for the valid rows; and of the test rows whose feed is not in the first
-    90 % either. Under the challenge's day split (train days 1..n_days-2, valid n_days-1, test
-    n_days): the share of the last day's rows whose feed is not in the training days."""
-    order = np.argsort(date, kind="stable")
-    feed, date = np.asarray(feed)[order], np.asarray(date)[order]
-    n = len(feed)
-    n_test = n_valid = n // 10  # RecBole's RS cut: int(0.1 * n) each, train the rest
-    train_end, valid_end = n - n_test - n_valid, n - n_test
-
-    def unseen(rows: np.ndarray, before: np.ndarray) -> float:
-        return float(np.mean(~np.isin(rows, before))) if len(rows) else float("nan")
-
-    day_train = feed[date <= n_days - 2]
+    Rows in chronological order: by ``order_key`` (WeChat's day, TikTok's time), file order among
+    ties (the converters'). Under RecBole's 8:1:1 cut (``int(0.1 * n)`` rows each for valid and
+    test, train the rest): the share of test rows whose item is not in train, of valid rows
+    whose item is not in train, and of test rows whose item is in neither train nor valid."""
+    item = np.asarray(item)[np.argsort(order_key, kind="stable")]
+    n = len(item)
+    train_end, valid_end = n - 2 * (n // 10), n - n // 10
     return {
-        "test_rows_on_feeds_not_in_train": unseen(feed[valid_end:], feed[:train_end]),
-        "valid_rows_on_feeds_not_in_train": unseen(feed[train_end:valid_end], feed[:train_end]),
-        "test_rows_on_feeds_not_in_train_or_valid": unseen(feed[valid_end:], feed[:valid_end]),
-        "day_split_test_rows_on_feeds_not_in_train": unseen(feed[date == n_days], day_train),
+        "test_rows_on_items_not_in_train": unseen_share(item[valid_end:], item[:train_end]),
+        "valid_rows_on_items_not_in_train": unseen_share(item[train_end:valid_end], item[:train_end]),
+        "test_rows_on_items_not_in_train_or_valid": unseen_share(item[valid_end:], item[:valid_end]),
     }
+
+
+def unseen_share(rows: np.ndarray, seen: np.ndarray) -> float:
+    """Share of ``rows`` whose value is not in ``seen`` (nan without rows)."""
+    return float(np.mean(~np.isin(rows, seen))) if len(rows) else float("nan")
+
+
+def _wechat_cold_shares(feed: np.ndarray, date: np.ndarray, n_days: int) -> Dict[str, float]:
+    """``cold_shares`` by day, plus the challenge's day split (train days 1..n_days-2, valid
+    n_days-1, test n_days): the share of the last day's rows on feeds absent from the train days."""
+    return {**cold_shares(feed, date),
+            "day_split_test_rows_on_items_not_in_train": unseen_share(feed[date == n_days], feed[date <= n_days - 2])}
 
 
 def _rate_dict(values: np.ndarray) -> Dict[str, float]:
