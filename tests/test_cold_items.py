@@ -92,3 +92,29 @@ def test_content_model_scores_cold_items_an_id_model_cannot(tmp_path, monkeypatc
     # seed 2024: MMa4CTR 0.643 on cold items (0.696 warm), BPR 0.454 (0.568 warm)
     assert cold["auc"] >= 0.6, cold
     assert cold["auc"] > cold_bpr["auc"] + 0.1, (cold, cold_bpr)
+
+
+@pytest.mark.parametrize("seed", [2024, 3])
+def test_tiktok_test_rows_on_cold_items_and_release_respected(tmp_path, seed):
+    from recbole_mma4ctr.prepare import synthetic_tiktok as st
+    from recbole_mma4ctr.prepare.tiktok import TRAIN_COLUMNS, TRAIN_FILE
+
+    summary = st.write_tiktok_raw(tmp_path, scale="tiny", seed=seed)
+    train = pd.read_csv(tmp_path / TRAIN_FILE, sep="\t", header=None, names=list(TRAIN_COLUMNS),
+                        usecols=["item_id", "time"])
+    rows = train.iloc[np.argsort(train["time"].to_numpy(), kind="stable")].rename(columns={"item_id": "feedid"})
+    share = _test_cold_share(rows)
+    assert COLD_BAND[0] <= share <= COLD_BAND[1], (seed, share)
+    assert summary["cold_items"]["test_rows_on_items_not_in_train"] == pytest.approx(share, abs=1e-4)
+    world = st.build_world(st.make_params("tiny"), seed=seed)
+    release = pd.Series(world.release, index=world.item_id[: world.params.n_items])
+    day = (train["time"].to_numpy() - world.params.time_origin) // 86_400 + 1
+    assert (day >= release[train["item_id"].to_numpy()].to_numpy()).all()
+    assert summary["counts"]["items_released_in_window"] == round(0.35 * world.params.n_items)
+
+
+def test_tiktok_without_new_items_few_test_rows_are_cold(tmp_path):
+    from recbole_mma4ctr.prepare import synthetic_tiktok as st
+
+    summary = st.write_tiktok_raw(tmp_path, scale="tiny", seed=2024, new_item_share=0.0)
+    assert summary["cold_items"]["test_rows_on_items_not_in_train"] < 0.05
