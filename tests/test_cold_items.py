@@ -118,3 +118,18 @@ def test_tiktok_without_new_items_few_test_rows_are_cold(tmp_path):
 
     summary = st.write_tiktok_raw(tmp_path, scale="tiny", seed=2024, new_item_share=0.0)
     assert summary["cold_items"]["test_rows_on_items_not_in_train"] < 0.05
+
+
+def test_a_sample_of_the_previous_generator_version_is_regenerated(tmp_path):
+    """A cached sample written before items were released over time (version 1.2) must not be
+    reused silently: sources.raw_source sees the version and writes a new one."""
+    from recbole_mma4ctr.prepare import sources
+
+    sample = tmp_path / "synthetic" / "wechat"
+    syn.write_wechat_raw(sample, scale="tiny", seed=7, new_feed_share=0.0)  # no cold rows, like 1.2's
+    info = json.loads((sample / "SYNTHETIC.json").read_text())
+    (sample / "SYNTHETIC.json").write_text(json.dumps({**info, "version": "1.2"}))
+    assert not sources.synthetic_matches(sample, "tiny", 7)
+    assert sources.raw_source("wechat", tmp_path / "dataset", tmp_path / "synthetic", "tiny", 7) == sample
+    assert json.loads((sample / "SYNTHETIC.json").read_text())["version"] == syn.GENERATOR_VERSION
+    assert COLD_BAND[0] <= _test_cold_share(_chronological(sample)) <= COLD_BAND[1]
