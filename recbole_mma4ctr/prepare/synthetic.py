@@ -59,11 +59,35 @@ Users
     A main device (2 with probability ``device2_share``), switched on ``device_switch`` of the
     actions. A propensity ``prop_u ~ N(0, propensity_sd)``. Userids are a sorted random sample
     of ``[0, userid_span * n_users)``; feedids a random sample of ``[0, feedid_span * n_feeds)``.
+New feeds over time (cold items)
+    ``new_feed_share`` (50 %) of the feeds are released during the window, on a day 1..``n_days``
+    (the same number each day, spread evenly over the popularity ranks, independent of topic,
+    quality and music); the rest are on offer from day 1. A feed is never shown before its
+    release day, and a fresh one is shown more: on day d a feed released on day r weighs
+    ``h = 1 + freshness_boost * exp(-(d - r) / freshness_days)`` (boost 2, 1.5 days; ``h = 1``
+    for a feed on offer from the start, ``h = 0`` before release). As on the real platform, new
+    feeds arrive every day and take most of their views in their first days, so the rows at the
+    end of the window hit feeds that the earlier rows never saw: with the defaults about 16 % of
+    the chronologically last 10 % of rows (the honest 8:1:1 test) are on feeds absent from the
+    first 80 % (train), about 8 % on feeds absent from the first 90 %, about 6 % of the valid
+    rows; about 18 % of the day-14 rows are on feeds absent from days 1-12 (the challenge's day
+    split). The real WeChat data: 14-17 % of the test feeds never appear in training (DATA.md).
+    The ``tiny`` preset uses a boost of 0.5 (its users take a third of the feeds each, so the
+    draw below saturates and over-picks the short-lived new feeds), giving 13-18 %.
+    ``SYNTHETIC.json`` states the realised shares (``cold_items``); ``World.feed_release``
+    holds the days. A cold feed carries the same planted content as any other (its topic,
+    quality and music shape its text, music and embedding), so a model that scores items by
+    their modalities can score it; an ID model cannot. With ``new_feed_share = 0`` every feed is
+    on offer from day 1 and (almost) no test row is cold.
 Exposure
-    User u sees distinct feeds, drawn without replacement (Gumbel top-k) with probability
-    ``taste_exposure * taste[u, topic(f)] * pop(f) / pop(topic(f)) + (1 - taste_exposure) *
-    pop(f) / pop(all)``, so the watched-topic mix reflects taste. Days are uniform on
-    1..``n_days``; rows are ordered by userid, then day.
+    User u sees distinct feeds, drawn without replacement (Gumbel top-k); on day d feed f has
+    weight ``prob(u, f) * h(f, d)``, ``prob(u, f) = taste_exposure * taste[u, topic(f)] * pop(f)
+    / pop(topic(f)) + (1 - taste_exposure) * pop(f) / pop(all)``, so the watched-topic mix
+    reflects taste. Each day gets about the same share of a user's rows: the draw weighs a feed
+    by ``sum_d prob(u, f) h(f, d) / W(u, d)`` (``W(u, d)`` the user's total weight on day d) and
+    a drawn feed's day follows ``h(f, d) / W(u, d)`` (saturation makes the last days a few
+    per cent busier on the sample, up to a fifth on ``tiny``). Rows are ordered by userid, then
+    day.
 Engagement
     ``m = taste_weight * rel[u, topic(f)] + topic_effect[topic(f)] + q_f + prop_u + bgm_effect *
     hit(f)`` (everything a model could learn in principle; ``topic_effect ~ N(0,
@@ -111,7 +135,7 @@ import pandas as pd
 from .atomic import folder_lock, remove_dead_temporaries, temporary_path
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
-GENERATOR_VERSION = "1.2"  # 1.2: bgm ids drawn with the world; hit singers raise engagement
+GENERATOR_VERSION = "1.3"  # 1.3: feeds released over the window (cold test items); 1.2: hit singers
 
 # The seven actions in user_action.csv column order.
 ACTIONS: Tuple[str, ...] = (
@@ -160,7 +184,7 @@ _LABEL_MIN_SUM = int(np.ceil(LABEL_THRESHOLD * LABEL_DENOMINATOR - 1e-9))
 _PER_ACTION_AUC_MAX_ROWS = 2_000_000
 
 # Independent random streams: SeedSequence([seed, stream, chunk]).
-_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS, _S_BGM = 1, 2, 3, 4, 5, 6
+_S_WORLD, _S_TEXT, _S_EMBED, _S_EXPOSURE, _S_ACTIONS, _S_BGM, _S_RELEASE = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass(frozen=True)
@@ -242,6 +266,10 @@ class SyntheticParams:
     songs_per_singer: float = 1.5
     bgm_hit_share: float = 0.25  # share of singers whose songs raise engagement
     bgm_effect: float = 0.8  # added to m for a feed whose singer is a hit
+    # new feeds over time (cold items): a share released during the window, fresh ones shown more
+    new_feed_share: float = 0.5  # share of active feeds released on a day 1..n_days; the rest are on offer from day 1
+    freshness_boost: float = 2.0  # a feed released a days ago weighs 1 + boost * exp(-a / freshness_days)
+    freshness_days: float = 1.5
     # feed embedding
     embedding_dim: int = 512
     embedding_centroid_sd: float = 0.06
@@ -286,13 +314,16 @@ class SyntheticParams:
         need(self.noise >= 0 and self.quality_sd >= 0 and self.propensity_sd >= 0,
              "noise, quality_sd, propensity_sd must be >= 0")
         need(self.userid_span >= 1 and self.feedid_span >= 1, "id spans must be >= 1")
+        need(self.freshness_boost >= 0 and self.freshness_days > 0,
+             "freshness_boost must be >= 0 and freshness_days > 0")
         need(all(v > 0 for v in self.negatives_per_positive), "negatives_per_positive must be > 0")
         need(self.token_main_share + self.token_secondary_share <= 1, "token shares exceed 1")
         for name in ("taste_exposure", "popularity_floor", "author_topic_share", "device2_share",
                      "device_switch", "max_user_share", "ocr_empty", "asr_empty",
                      "description_empty", "empty_pair_overlap", "bgm_empty",
                      "manual_keyword_empty", "machine_keyword_empty", "manual_tag_empty",
-                     "machine_tag_empty", "token_main_share", "token_secondary_share", "bgm_hit_share"):
+                     "machine_tag_empty", "token_main_share", "token_secondary_share", "bgm_hit_share",
+                     "new_feed_share"):
             need(0.0 <= float(getattr(self, name)) <= 1.0, f"{name} must be in [0, 1]")
 
 
@@ -317,7 +348,9 @@ def _user_cap(p: SyntheticParams) -> int:
 
 # Presets; any field can still be overridden.
 SCALES: Dict[str, Dict[str, object]] = {
-    "tiny": dict(n_users=200, n_feeds=500, n_actions=30_000),
+    # tiny: a user takes a third of the 455 feeds on offer, so the draw without replacement
+    # saturates and over-picks the short-lived new feeds; a smaller boost keeps ~15 % cold
+    "tiny": dict(n_users=200, n_feeds=500, n_actions=30_000, freshness_boost=0.5),
     "sample": dict(n_users=2_000, n_feeds=4_000, n_actions=350_000),
     "full": dict(n_users=20_000, n_feeds=106_444, n_active_feeds=96_564, n_authors=18_789,
                  n_actions=7_317_882, activity_sigma=1.0),
@@ -375,6 +408,7 @@ class World:
     feed_song: np.ndarray  # (n_feeds,) bgm_song_id, 0 = no music
     feed_singer: np.ndarray  # (n_feeds,) bgm_singer_id, 0 = no music
     feed_bgm_hit: np.ndarray  # (n_feeds,) 1.0 when the feed's singer is a hit, else 0.0
+    feed_release: np.ndarray  # (n_feeds,) day from which the feed is shown; 0 = on offer before day 1
 
     @property
     def m_range(self) -> Tuple[float, float]:
@@ -465,7 +499,35 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     return World(p, topic_weight, author_topic, feed_author, feed_topic, feed_topic2,
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
                  affinity, user_actions, user_device, user_propensity, userid, topic_effect,
-                 song, singer, hit)
+                 song, singer, hit,
+                 release_days(p.n_feeds, p.new_feed_share, p.n_days, feed_popularity, _rng(seed, _S_RELEASE)))
+
+
+def release_days(n: int, new_share: float, n_days: int, popularity: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Each of ``n`` items' release day: 0 (on offer before day 1) or, for a random ``new_share``
+    of them, a day 1..n_days. The new items, ranked by popularity, take the days in blocks of
+    ``n_days``, each block a random permutation of the days: every day gets the same number of
+    new items and about the same popularity mass (with Zipf popularity one top item released on
+    the last day would otherwise swing a small sample's cold share by several points). Which
+    items are new, and when, is independent of everything else about them."""
+    release = np.zeros(n, dtype=np.int64)
+    new = rng.permutation(n)[: int(round(new_share * n))]
+    new = new[np.argsort(-popularity[new], kind="stable")]
+    blocks = -(-len(new) // n_days)
+    days = np.concatenate([np.zeros(0, dtype=np.int64)] + [rng.permutation(n_days) + 1 for _ in range(blocks)])
+    release[new] = days[: len(new)]
+    return release
+
+
+def exposure_by_day(release: np.ndarray, n_days: int, boost: float, fresh_days: float) -> np.ndarray:
+    """(items, days) exposure weight of each item on each day 1..n_days: 0 before its release,
+    ``1 + boost * exp(-age / fresh_days)`` from it on (age in days since release), 1 for an item
+    on offer before day 1 (release 0)."""
+    release = np.asarray(release)
+    age = np.arange(1, n_days + 1)[None, :] - release[:, None]
+    weight = np.where(release[:, None] > 0, 1.0 + boost * np.exp(-np.maximum(age, 0) / fresh_days), 1.0)
+    return np.where(age >= 0, weight, 0.0)
 
 
 def _background_music(p: SyntheticParams, feed_topic: np.ndarray, seed: int):
@@ -657,20 +719,28 @@ def _write_feed_files(world: World, seed: int, tmp_info: str, tmp_emb: str) -> N
 
 
 def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
-    """Exposures and engagement latents, user chunk by user chunk (rows: userid, then day)."""
+    """Exposures and engagement latents, user chunk by user chunk (rows: userid, then day).
+
+    A user's feeds are one draw without replacement (Gumbel top-k) with weight
+    ``sum_d prob(u, f) * h(f, d) / W(u, d)``, ``h`` the exposure by day (release, freshness) and
+    ``W(u, d) = sum_f prob(u, f) h(f, d)``; a drawn feed's day then follows ``h(f, d) / W(u, d)``.
+    So each day carries about the same share of the user's rows however many feeds are on offer,
+    and on each day the feeds on offer share it in proportion to ``prob * h``."""
     p = world.params
     active = np.flatnonzero(world.feed_active)
     topic = world.feed_topic[active]
     pop = world.feed_popularity[active]
     within = pop / np.bincount(topic, weights=pop, minlength=p.n_topics)[topic]
     glob = pop / pop.sum()
+    by_day = exposure_by_day(world.feed_release[active], p.n_days, p.freshness_boost, p.freshness_days)  # (F, D)
     per_chunk = max(1, p.chunk_cells // len(active))
     for c, u0 in enumerate(range(0, p.n_users, per_chunk)):
         u1 = min(p.n_users, u0 + per_chunk)
         rng = _rng(seed, _S_EXPOSURE, c)
         counts = world.user_actions[u0:u1]
         prob = p.taste_exposure * world.taste[u0:u1][:, topic] * within + (1 - p.taste_exposure) * glob
-        keys = np.log(prob) + rng.gumbel(size=prob.shape)
+        per_day = 1.0 / np.maximum(prob @ by_day, 1e-300)  # (users, D): 1 / W(u, d)
+        keys = np.log(prob * (per_day @ by_day.T)) + rng.gumbel(size=prob.shape)
         del prob
         kmax = int(counts.max())
         top = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax]
@@ -678,10 +748,14 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
         del keys
         top = np.take_along_axis(top, order, axis=1)
         take = np.arange(kmax)[None, :] < counts[:, None]
-        feed = active[top[take]]
-        user = np.repeat(np.arange(u0, u1), counts)
+        local = np.repeat(np.arange(u1 - u0), counts)
+        feed_local = top[take]
+        feed = active[feed_local]
+        user = u0 + local
         n = len(feed)
-        date = rng.integers(1, p.n_days + 1, size=n)
+        day_cdf = np.cumsum(by_day[feed_local] * per_day[local], axis=1)
+        date = 1 + (day_cdf < (1.0 - rng.random(n))[:, None] * day_cdf[:, -1:]).sum(axis=1)  # u in (0, 1]
+        del day_cdf
         order = np.lexsort((rng.random(n), date, user))
         user, feed, date = user[order], feed[order], date[order]
         switch = rng.random(n) < p.device_switch
@@ -884,6 +958,7 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
     keep_actions = p.n_actions <= _PER_ACTION_AUC_MAX_ROWS
     user_counts = np.zeros(p.n_users, dtype=np.int64)
     feeds_seen = np.zeros(p.n_feeds, dtype=bool)
+    feed_all, date_all = [], []
     n_rows = 0
 
     def chunk_stream():
@@ -910,6 +985,8 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
                 p_act_all.append(orc[["p_" + a for a in ACTIONS]].to_numpy(np.float32))
             user_counts += np.bincount(ch["user"], minlength=p.n_users)
             feeds_seen[ch["feed"]] = True
+            feed_all.append(ch["feed"].astype(np.int32))
+            date_all.append(ch["date"].astype(np.int16))
             n_rows += len(ua)
     p_weighted = np.concatenate(p_weighted_all)
     label = np.concatenate(label_all)
@@ -920,7 +997,38 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
     return dict(n_rows=n_rows, positives=positives, p_sums=p_sums, base=base,
                 label_pos=int(label.sum()), p_weighted_mean=float(p_weighted.mean()),
                 auc=roc_auc(p_weighted, label), auc_actions=oracle_actions,
-                user_counts=user_counts, feeds_seen=int(feeds_seen.sum()))
+                user_counts=user_counts, feeds_seen=int(feeds_seen.sum()),
+                released=int(((world.feed_release > 0) & world.feed_active).sum()),
+                cold=_wechat_cold_shares(np.concatenate(feed_all), np.concatenate(date_all), p.n_days))
+
+
+def cold_shares(item: np.ndarray, order_key: np.ndarray) -> Dict[str, float]:
+    """How many evaluation rows fall on items no earlier row of the split saw.
+
+    Rows in chronological order: by ``order_key`` (WeChat's day, TikTok's time), file order among
+    ties (the converters'). Under RecBole's 8:1:1 cut (``int(0.1 * n)`` rows each for valid and
+    test, train the rest): the share of test rows whose item is not in train, of valid rows
+    whose item is not in train, and of test rows whose item is in neither train nor valid."""
+    item = np.asarray(item)[np.argsort(order_key, kind="stable")]
+    n = len(item)
+    train_end, valid_end = n - 2 * (n // 10), n - n // 10
+    return {
+        "test_rows_on_items_not_in_train": unseen_share(item[valid_end:], item[:train_end]),
+        "valid_rows_on_items_not_in_train": unseen_share(item[train_end:valid_end], item[:train_end]),
+        "test_rows_on_items_not_in_train_or_valid": unseen_share(item[valid_end:], item[:valid_end]),
+    }
+
+
+def unseen_share(rows: np.ndarray, seen: np.ndarray) -> float:
+    """Share of ``rows`` whose value is not in ``seen`` (nan without rows)."""
+    return float(np.mean(~np.isin(rows, seen))) if len(rows) else float("nan")
+
+
+def _wechat_cold_shares(feed: np.ndarray, date: np.ndarray, n_days: int) -> Dict[str, float]:
+    """``cold_shares`` by day, plus the challenge's day split (train days 1..n_days-2, valid
+    n_days-1, test n_days): the share of the last day's rows on feeds absent from the train days."""
+    return {**cold_shares(feed, date),
+            "day_split_test_rows_on_items_not_in_train": unseen_share(feed[date == n_days], feed[date <= n_days - 2])}
 
 
 def _rate_dict(values: np.ndarray) -> Dict[str, float]:
@@ -953,7 +1061,9 @@ def _record(params: SyntheticParams, scale: str, seed: int, st: dict) -> dict:
             "feeds_in_actions": int(st["feeds_seen"]),
             "authors": int(params.n_authors),
             "days": int(params.n_days),
+            "feeds_released_in_window": int(st["released"]),
         },
+        "cold_items": {k: (None if v != v else round(v, 4)) for k, v in st["cold"].items()},
         "calibrated_base": _rate_dict(st["base"]),
         "target_positive_rate": _rate_dict(1.0 / (1.0 + np.asarray(params.negatives_per_positive))),
         "positive_rate": _rate_dict(rates),

@@ -58,10 +58,22 @@ Users
     exactly the heavy users (the paper kept 1,678 users with >= 4,000 rows). Each user has a taste
     ~ Dirichlet(``taste_concentration``) over topics (affinity = taste / max taste), a propensity
     ``prop_u ~ N(0, propensity_sd)``, a device (Zipf over ``n_devices`` ids) and a city.
+New items over time (cold items)
+    ``new_item_share`` (35 %) of the shown items are released at the start of a day 1..``n_days``
+    (the same number each day, spread evenly over the popularity ranks, independent of topic,
+    quality and music); the rest are on offer from the start. An item is never shown before its
+    release, and a fresh one is shown more: on day d an item released on day r weighs
+    ``h = 1 + freshness_boost * exp(-(d - r) / freshness_days)`` (boost 2, 1.5 days; 1 for an
+    item on offer from the start), the WeChat generator's rule (``synthetic.exposure_by_day``).
+    With the defaults about 15 % of the chronologically last 10 % of rows (the 8:1:1 test) are on
+    items absent from the first 80 % (train; 13-17 % on ``tiny``, by seed); ``SYNTHETIC.json``
+    states the realised shares (``cold_items``). A new item's modalities carry its topic and
+    quality like any other's, so a content model can score it and an ID model cannot.
 Exposure
-    Each row picks, with probability ``taste_exposure``, a topic from the user's taste and an item
-    of that topic by popularity, else an item by global popularity (repeats are possible). Times
-    are uniform seconds in ``n_days`` days from ``time_origin``; ``channel`` is a random source.
+    Each row's day is uniform on the ``n_days`` days from ``time_origin``, its second uniform in
+    the day. Its item is drawn among the items on offer that day: with probability
+    ``taste_exposure`` a topic from the user's taste and an item of that topic, else any item, in
+    proportion to popularity times ``h`` (repeats are possible); ``channel`` is a random source.
     Rows are written in chunks of about ``chunk_rows`` rows, each chunk holding whole users (in
     uid order) and sorted by time: the file is several time-ordered runs with users interleaved,
     so a reader can rely neither on user grouping nor on global time order.
@@ -99,12 +111,12 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from .atomic import folder_lock, remove_dead_temporaries, temporary_path
-from .synthetic import _allocate, _rng, _sigmoid, roc_auc
+from .synthetic import _allocate, _rng, _sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
 from .tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic_tiktok.write_tiktok_raw"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: items released over the window (cold test items)
 LABELS: Tuple[str, ...] = ("finish", "like")
 # DATA.md: negatives per positive of each label in the real final_track1_train.txt.
 REAL_NEGATIVES_PER_POSITIVE: Dict[str, float] = {"finish": 2.53, "like": 61.3}
@@ -112,7 +124,7 @@ ORACLE_COLUMNS: Tuple[str, ...] = ("p_finish", "p_like")
 SYNTHETIC_FILE = "SYNTHETIC.json"
 
 # Independent random streams: SeedSequence([seed, stream, chunk]).
-_S_WORLD, _S_VIDEO, _S_AUDIO, _S_TITLE, _S_ROWS, _S_LABELS = 1, 2, 3, 4, 5, 6
+_S_WORLD, _S_VIDEO, _S_AUDIO, _S_TITLE, _S_ROWS, _S_LABELS, _S_RELEASE = 1, 2, 3, 4, 5, 6, 7
 _GH_NODES = 64
 
 
@@ -151,6 +163,10 @@ class TikTokParams:
     n_devices: int = 400
     time_origin: int = 1_546_300_800  # 2019-01-01 00:00:00 UTC
     n_days: int = 10
+    # new items over time (cold items): a share released during the window, fresh ones shown more
+    new_item_share: float = 0.35  # share of the shown items released at the start of a day 1..n_days
+    freshness_boost: float = 2.0  # an item released a days ago weighs 1 + boost * exp(-a / freshness_days)
+    freshness_days: float = 1.5
     # users' behaviour
     taste_concentration: float = 0.2
     taste_exposure: float = 0.7
@@ -216,12 +232,14 @@ class TikTokParams:
              "negatives_per_positive needs two positive values (finish, like)")
         need(self.uid_span >= 1 and self.item_span >= 1, "id spans must be >= 1")
         need(self.title_mean_len >= 1, "title_mean_len must be >= 1")
+        need(self.freshness_boost >= 0 and self.freshness_days > 0,
+             "freshness_boost must be >= 0 and freshness_days > 0")
         for name in ("noise", "quality_sd", "propensity_sd", "topic_effect_sd", "video_noise_sd", "audio_noise_sd",
                      "video_centroid_sd", "audio_centroid_sd", "duration_sigma"):
             need(float(getattr(self, name)) >= 0, f"{name} must be >= 0")
         for name in ("feature_only_share", "author_topic_share", "popularity_floor", "music_topic_share",
                      "music_missing", "taste_exposure", "video_missing", "audio_missing", "title_missing",
-                     "short_vector_share", "title_topic_share"):
+                     "short_vector_share", "title_topic_share", "new_item_share"):
             need(0.0 <= float(getattr(self, name)) <= 1.0, f"{name} must be in [0, 1]")
 
 
@@ -266,6 +284,7 @@ class World:
     duration: np.ndarray  # seconds
     duration_score: np.ndarray  # standardised log duration
     popularity: np.ndarray  # (n_items,) shown items only
+    release: np.ndarray  # (n_items,) day from whose start the item is shown; 0 = on offer before day 1
     topic_effect: np.ndarray
     uid: np.ndarray  # ascending
     user_rows: np.ndarray
@@ -323,7 +342,9 @@ def build_world(params: TikTokParams, seed: int = 0) -> World:
     return World(
         params=p, item_id=item_id, item_topic=item_topic, item_author=item_author, item_quality=item_quality,
         item_city=item_city, item_music=item_music, music_topic=music_topic, duration=duration,
-        duration_score=duration_score, popularity=popularity, topic_effect=rng.normal(0.0, p.topic_effect_sd, size=K),
+        duration_score=duration_score, popularity=popularity,
+        release=release_days(p.n_items, p.new_item_share, p.n_days, popularity, _rng(seed, _S_RELEASE)),
+        topic_effect=rng.normal(0.0, p.topic_effect_sd, size=K),
         uid=uid, user_rows=user_rows, user_city=_zipf_choice(rng, p.n_cities, 1.0, n_users),
         user_device=_zipf_choice(rng, p.n_devices, 1.1, n_users),
         user_propensity=rng.normal(0.0, p.propensity_sd, size=n_users), taste=taste, affinity=affinity,
@@ -465,18 +486,37 @@ class _Integrator:
         return 0.5 * (lo + hi)
 
 
+def _day_sampler(world: World, weight: np.ndarray):
+    """Draws of one day's items: ``(by_taste(topic, u), by_popularity(u))`` for uniforms ``u`` in
+    [0, 1), over the items on offer that day (``weight`` > 0) in proportion to ``weight``; a row
+    whose topic has nothing on offer falls back to the popularity draw."""
+    on_offer = np.flatnonzero(weight > 0)
+    topic = world.item_topic[on_offer]
+    by_topic = on_offer[np.argsort(topic, kind="stable")]
+    cumulative = np.cumsum(weight[by_topic])
+    mass = np.bincount(topic, weights=weight[on_offer], minlength=world.params.n_topics)
+    before = np.r_[0.0, np.cumsum(mass)[:-1]]
+    global_cumulative = np.cumsum(weight[on_offer])
+    last = len(on_offer) - 1
+
+    def by_taste(row_topic: np.ndarray, u: np.ndarray) -> np.ndarray:
+        pick = by_topic[np.searchsorted(cumulative, before[row_topic] + u * mass[row_topic], side="right").clip(max=last)]
+        return np.where(mass[row_topic] > 0, pick, by_popularity(u))
+
+    def by_popularity(u: np.ndarray) -> np.ndarray:
+        return on_offer[np.searchsorted(global_cumulative, u * global_cumulative[-1], side="right").clip(max=last)]
+
+    return by_taste, by_popularity
+
+
 def _row_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
-    """Rows of whole users (uid order), about ``chunk_rows`` a chunk, each chunk sorted by time."""
+    """Rows of whole users (uid order), about ``chunk_rows`` a chunk, each chunk sorted by time.
+
+    A row's day is uniform on the window; its item is drawn among the items on offer that day,
+    in proportion to popularity times the item's exposure that day (release, freshness)."""
     p = world.params
-    topic_of = world.item_topic[: p.n_items]
-    order = np.argsort(topic_of, kind="stable")
-    sorted_topic = topic_of[order]
-    topic_pop = np.bincount(topic_of, weights=world.popularity, minlength=p.n_topics)
-    cumulative = np.cumsum(world.popularity[order] / topic_pop[sorted_topic])
-    before = np.r_[0.0, cumulative][np.searchsorted(sorted_topic, sorted_topic, side="left")]
-    topic_cdf = sorted_topic + (cumulative - before)  # topic k's items span (k, k + 1]
-    global_cdf = np.cumsum(world.popularity)
-    global_cdf[-1] = 1.0
+    by_day = exposure_by_day(world.release, p.n_days, p.freshness_boost, p.freshness_days)
+    weights = world.popularity[:, None] * by_day  # (n_items, n_days)
     taste_cdf = np.cumsum(world.taste, axis=1)
     ends = np.cumsum(world.user_rows)
     bounds = np.searchsorted(ends, np.arange(p.chunk_rows, ends[-1], p.chunk_rows), side="left") + 1
@@ -486,10 +526,14 @@ def _row_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
         user = np.repeat(np.arange(u0, u1), world.user_rows[u0:u1])
         n = len(user)
         topic = (taste_cdf[user] < rng.random(n)[:, None]).sum(axis=1).clip(max=p.n_topics - 1)
-        by_taste = order[np.searchsorted(topic_cdf, topic + rng.random(n), side="right").clip(max=p.n_items - 1)]
-        by_popularity = np.searchsorted(global_cdf, rng.random(n), side="right").clip(max=p.n_items - 1)
-        item = np.where(rng.random(n) < p.taste_exposure, by_taste, by_popularity)
-        time = p.time_origin + rng.integers(0, p.n_days * 86_400, size=n)
+        day = rng.integers(0, p.n_days, size=n)
+        u, tasteful = rng.random(n), rng.random(n) < p.taste_exposure
+        item = np.empty(n, dtype=np.int64)
+        for d in range(p.n_days):
+            rows = np.flatnonzero(day == d)
+            by_taste, by_popularity = _day_sampler(world, weights[:, d])
+            item[rows] = np.where(tasteful[rows], by_taste(topic[rows], u[rows]), by_popularity(u[rows]))
+        time = p.time_origin + day * 86_400 + rng.integers(0, 86_400, size=n)
         shuffle = np.lexsort((rng.random(n), time))
         user, item, time = user[shuffle], item[shuffle], time[shuffle]
         m = (p.taste_weight * world.affinity[user, world.item_topic[item]] + world.topic_effect[world.item_topic[item]]
@@ -528,6 +572,7 @@ def _write_train(world: World, seed: int, tmp_train: str, tmp_oracle: str) -> di
     probs_all = {label: [] for label in LABELS}
     user_counts = np.zeros(len(world.uid), dtype=np.int64)
     items_seen = np.zeros(p.n_items, dtype=bool)
+    item_all, time_all = [], []
     n_rows = 0
     row_format = "\t".join(["%d"] * len(TRAIN_COLUMNS)) + "\n"
     with open(tmp_train, "w", encoding="utf-8", newline="\n") as train, \
@@ -555,16 +600,20 @@ def _write_train(world: World, seed: int, tmp_train: str, tmp_oracle: str) -> di
             _write_lines(oracle, "%.8g,%.8g\n", [probs["finish"], probs["like"]])
             user_counts += np.bincount(user, minlength=len(world.uid))
             items_seen[item] = True
+            item_all.append(item.astype(np.int32))
+            time_all.append(chunk["time"])
             n_rows += len(user)
     labels_all = {k: np.concatenate(v) for k, v in labels_all.items()}
     probs_all = {k: np.concatenate(v) for k, v in probs_all.items()}
     return dict(n_rows=n_rows, base=base, user_counts=user_counts, items_seen=int(items_seen.sum()),
                 positives={k: int(v.sum()) for k, v in labels_all.items()},
                 mean_probability={k: float(v.mean(dtype=np.float64)) for k, v in probs_all.items()},
-                auc={k: roc_auc(probs_all[k], labels_all[k]) for k in LABELS})
+                auc={k: roc_auc(probs_all[k], labels_all[k]) for k in LABELS},
+                cold=cold_shares(np.concatenate(item_all), np.concatenate(time_all)))
 
 
-def _record(params: TikTokParams, scale: str, seed: int, stats: dict, coverage: Dict[str, int], n_all: int) -> dict:
+def _record(params: TikTokParams, scale: str, seed: int, stats: dict, coverage: Dict[str, int], n_all: int,
+            world_release: np.ndarray) -> dict:
     n = stats["n_rows"]
     positives = stats["positives"]
     return {
@@ -588,6 +637,7 @@ def _record(params: TikTokParams, scale: str, seed: int, stats: dict, coverage: 
             "items": int(params.n_items),
             "items_in_train": stats["items_seen"],
             "items_in_feature_files_only": int(n_all - params.n_items),
+            "items_released_in_window": int((world_release > 0).sum()),
             "items_with_video": coverage["video"],
             "items_with_audio": coverage["audio"],
             "items_with_title": coverage["title"],
@@ -598,6 +648,7 @@ def _record(params: TikTokParams, scale: str, seed: int, stats: dict, coverage: 
         "negatives_per_positive": {k: ((n - positives[k]) / positives[k] if positives[k] else None) for k in LABELS},
         "oracle_mean_probability": stats["mean_probability"],
         "oracle_auc": {k: (None if v != v else float(v)) for k, v in stats["auc"].items()},
+        "cold_items": {k: (None if v != v else round(v, 4)) for k, v in stats["cold"].items()},
     }
 
 
@@ -630,7 +681,7 @@ def _write_files(out_dir: str, params: TikTokParams, scale: str, seed: int) -> d
         world = build_world(params, seed)
         coverage = _write_feature_files(world, seed, tmp)
         stats = _write_train(world, seed, tmp[TRAIN_FILE], tmp[ORACLE_FILE])
-        record = _record(params, scale, seed, stats, coverage, len(world.item_id))
+        record = _record(params, scale, seed, stats, coverage, len(world.item_id), world.release)
         with open(tmp[SYNTHETIC_FILE], "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
             handle.write("\n")
