@@ -1,14 +1,15 @@
 """One command for the paper's comparison: every model, one split, one set of metrics.
 
 ``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50]
-[--seeds=2024,7,11] [--protocol=honest|paper] [--cpus_per_run=1] [--gpus_per_run=0.5]
+[--seeds=2024,7,11] [--protocol=honest|paper|challenge] [--challenge_round=2] [--cpus_per_run=1] [--gpus_per_run=0.5]
 [--ray_address=HOST:PORT] [--max_failures=2]``
 
 Every (model, seed) is one cell (``run.run_cell``), scheduled by the engine on Ray: a local
 127.0.0.1 cluster by default, or a cluster you name. The driver prepares the data once; cells
 run in parallel as resources allow; each cell's record and predictions come back through Ray
 into ``<results_dir>/compare-<dataset>-<protocol>/``, then ``comparison.{md,csv,json}`` and
-plots are made from those records. A rerun with the same settings skips cells whose record
+plots are made from those records (under ``--protocol=challenge`` a cell per action and the
+challenge's score, ``challenge.py``). A rerun with the same settings skips cells whose record
 has the same resume key (content of the settings, data and code; never file names or the
 GPU), so an interrupted comparison resumes; failed cells are tried again. The command exits 1
 when any cell failed, naming them.
@@ -62,14 +63,23 @@ def parse_seeds(text) -> list[int] | None:
 
 
 def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
-    """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds."""
+    """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds. Under a
+    challenge protocol (``challenge.py``) one cell per (model, seed, action) instead, named
+    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
+    from . import challenge
+
+    per_action = challenge.is_challenge(protocol)
     cells = []
     for model in models:
         for seed in seeds or [None]:
             settings = dict(overrides) if seed is None else {**overrides, "seed": seed}
             name = model if seed is None else f"{model}-seed{seed}"
-            cells.append(make_cell(model, dataset, config_files, settings, marks=marks, kind="compare",
-                                   protocol=protocol, name=name, extra={"seed_of_cell": seed}, prepare=False))
+            variants = challenge.action_variants(dataset, protocol, config_files, settings) if per_action \
+                else [("", settings, {})]
+            for suffix, cell_settings, extra in variants:
+                cells.append(make_cell(model, dataset, config_files, cell_settings, marks=marks, kind="compare",
+                                       protocol=protocol, name=name + suffix, extra={"seed_of_cell": seed, **extra},
+                                       prepare=False))
     return cells
 
 
