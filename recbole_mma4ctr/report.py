@@ -246,7 +246,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     same_pairs = all(len(t) == len(scored[0]) and np.array_equal(t, scored[0]) for t in scored) if scored else None
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
     notes = [
-        challenge["note"] if challenge else f"Protocol: **{protocol}** ("
+        challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
         + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
            if protocol == "honest" else
            "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
