@@ -279,7 +279,8 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     if paired:
         sections += [f"## Against {REFERENCE}, paired on the same test rows",
                      f"Each model's test AUC minus {REFERENCE}'s, seed-matched (model seed k against {REFERENCE} "
-                     "seed k), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
+                     "seed k" + (", and action-matched: each action's run against MMa4CTR's run on that action"
+                                 if challenge else "") + "), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
                      "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
                      "interval contains 0 is within noise.", paired_table(paired)]
     markdown = "\n\n".join(sections) + "\n"

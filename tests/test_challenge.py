@@ -278,8 +278,7 @@ def naive_uauc(predictions) -> tuple[float, int]:
     return float(np.mean(aucs)), frame["u"].nunique() - len(aucs)
 
 
-@pytest.mark.ray
-@pytest.mark.slow
+@pytest.mark.ray  # about 70 s on a 2-core VM: under the slow mark's minute-or-more by little
 def test_challenge_comparison_end_to_end(tmp_path_factory):
     from recbole_mma4ctr.record import read_predictions, read_record
 
