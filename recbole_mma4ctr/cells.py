@@ -66,6 +66,11 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
     check_name("dataset", dataset)
     texts = []
     if protocol:
+        from .challenge import is_challenge
+
+        if is_challenge(protocol) and "challenge_action" not in (extra or {}):
+            raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "
+                            f"--compare (a single run, tune or study takes --label_action=... instead)")
         path = protocol_file(protocol)
         texts.append((str(path), path.read_text(encoding="utf-8")))
     texts += read_config_texts(config_files)

@@ -1,7 +1,7 @@
 """One command for the paper's comparison: every model, one split, one set of metrics.
 
 ``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50 |
---train_to=plateau] [--seeds=2024,7,11] [--protocol=honest|paper] [--cpus_per_run=1]
+--train_to=plateau] [--seeds=2024,7,11] [--protocol=honest|paper|challenge] [--challenge_round=2] [--cpus_per_run=1]
 [--gpus_per_run=0.5] [--ray_address=HOST:PORT] [--max_failures=2]``
 
 Two ways to train the cells: the paper's (every model ``max(marks)`` epochs, tested after each
@@ -16,7 +16,8 @@ Every (model, seed) is one cell (``run.run_cell``), scheduled by the engine on R
 127.0.0.1 cluster by default, or a cluster you name. The driver prepares the data once; cells
 run in parallel as resources allow; each cell's record and predictions come back through Ray
 into ``<results_dir>/compare-<dataset>-<protocol>/``, then ``comparison.{md,csv,json}`` and
-plots are made from those records. A rerun with the same settings skips cells whose record
+plots are made from those records (under ``--protocol=challenge`` a cell per action and the
+challenge's score, ``challenge.py``). A rerun with the same settings skips cells whose record
 has the same resume key (content of the settings, data and code; never file names or the
 GPU), so an interrupted comparison resumes; failed cells are tried again. The command exits 1
 when any cell failed, naming them.
@@ -69,12 +70,11 @@ def parse_seeds(text) -> list[int] | None:
     return seeds
 
 
-def comparison_marks(models, dataset, marks, protocol, config_files, overrides) -> list[int]:
-    """The epoch marks of a comparison: ``[]`` when the user's layers set ``train_to: plateau``
-    (``--marks`` is then refused: the two modes train differently), else ``--marks`` or the
-    paper's 10, 20, 30, 50."""
-    probe = make_cell(models[0], dataset, config_files, overrides, protocol=protocol, prepare=False)
-    if str(layered_settings(probe).get("train_to", "epochs")).lower() == "plateau":
+def comparison_marks(cell: dict, marks) -> list[int]:
+    """The epoch marks of a comparison: ``[]`` when the user's layers (of a planned ``cell``) set
+    ``train_to: plateau`` (``--marks`` is then refused: the two modes train differently), else
+    ``--marks`` or the paper's 10, 20, 30, 50."""
+    if str(layered_settings(cell).get("train_to", "epochs")).lower() == "plateau":
         if marks:
             raise CellError("--marks trains every model for fixed epochs and --train_to=plateau each to its own "
                             "validation plateau: give one of them")
@@ -83,14 +83,23 @@ def comparison_marks(models, dataset, marks, protocol, config_files, overrides) 
 
 
 def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
-    """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds."""
+    """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds. Under a
+    challenge protocol (``challenge.py``) one cell per (model, seed, action) instead, named
+    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
+    from . import challenge
+
+    per_action = challenge.is_challenge(protocol)
     cells = []
     for model in models:
         for seed in seeds or [None]:
             settings = dict(overrides) if seed is None else {**overrides, "seed": seed}
             name = model if seed is None else f"{model}-seed{seed}"
-            cells.append(make_cell(model, dataset, config_files, settings, marks=marks, kind="compare",
-                                   protocol=protocol, name=name, extra={"seed_of_cell": seed}, prepare=False))
+            variants = challenge.action_variants(dataset, protocol, config_files, settings) if per_action \
+                else [("", settings, {})]
+            for suffix, cell_settings, extra in variants:
+                cells.append(make_cell(model, dataset, config_files, cell_settings, marks=marks, kind="compare",
+                                       protocol=protocol, name=name + suffix, extra={"seed_of_cell": seed, **extra},
+                                       prepare=False))
     return cells
 
 
@@ -100,10 +109,12 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
     from . import engine
     from .report import write_comparison
 
-    marks = comparison_marks(models, dataset, marks, protocol, config_files, overrides)
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)
-    cells = plan_cells(models, dataset, marks, protocol, config_files, dict(overrides or {}), seeds)
+    cells = plan_cells(models, dataset, None, protocol, config_files, dict(overrides or {}), seeds)
+    marks = comparison_marks(cells[0], marks)
+    for cell in cells:
+        cell["marks"] = marks or None
     config, folder, done = engine.prepare_grid(cells, f"compare-{dataset}-{protocol}")
     pending = [cell for cell in cells if cell["key"] not in done]
     for index, cell in enumerate(cells, 1):

@@ -353,6 +353,7 @@ def cell_trainable(params: dict, setup: dict) -> None:
 
     worker_setup()
     cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
+    shipment = setup["shipments"].get(cell.get("data_root"), setup["data"])
     cell["settings"] = dict(cell["settings"])
     if "cell" not in params:
         cell["key"] = cell_key(cell, setup["data"]["fingerprint"])
@@ -360,7 +361,7 @@ def cell_trainable(params: dict, setup: dict) -> None:
     key, ledger = cell["key"], setup["ledger"]
     gpus = setup["gpus_per_run"]
     cell["settings"].update({
-        "data_path": materialize(setup["data"]),
+        "data_path": materialize(shipment),
         "checkpoint_dir": str(Path(session.get_trial_dir()) / "saved"),
         "gpu_id": ",".join(str(int(i)) for i in ray.get_gpu_ids()) if gpus > 0 else "",
         "torch_threads": max(1, int(setup["cpus_per_run"])),
@@ -436,8 +437,10 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
 
     from .record import read_record
 
+    # every data folder the cells read (prepare_grid gives each cell its own), else the config's
+    roots = list(dict.fromkeys(cell["data_root"] for cell in cells if cell.get("data_root"))) or [str(config["data_path"])]
     child = multiprocessing.get_context("spawn").Process(
-        target=_drive, args=(label, cells, str(config["data_path"]), str(config["dataset"]), str(folder), options,
+        target=_drive, args=(label, cells, roots, str(config["dataset"]), str(folder), options,
                              tune_spec), name=f"rmc-{label}-driver")
     child.start()
     try:
@@ -458,10 +461,11 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
             if entry.get("record") and (folder / entry["record"]).exists()}
 
 
-def _drive(label: str, cells: list[dict], data_path: str, dataset: str, folder: str, options: EngineOptions,
+def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, folder: str, options: EngineOptions,
            tune_spec=None) -> None:
     """The Ray driver (in its own process, see ``run_cells``): start or join the cluster, ship
-    the data, run the trials, record what the trials could not (``collect``), stop the cluster."""
+    the data (each of ``data_roots``, the atomic folders the cells read), run the trials, record
+    what the trials could not (``collect``), stop the cluster."""
     import signal
 
     def stop(signum, frame):
@@ -475,12 +479,14 @@ def _drive(label: str, cells: list[dict], data_path: str, dataset: str, folder: 
     say(f"[{label}] {start_ray(folder, options)}")
     try:
         ledger = start_ledger(folder, names)
-        data = ship_data(data_path, dataset)
-        say(f"[{label}] data {data['dataset']} ({data['bytes'] / 1e6:.1f} MB) shipped through Ray's object store; "
+        shipments = {root: ship_data(root, dataset) for root in data_roots}
+        data = shipments[data_roots[0]]
+        say(f"[{label}] data {data['dataset']} ({len(shipments)} folder(s), "
+            f"{sum(s['bytes'] for s in shipments.values()) / 1e6:.1f} MB) shipped through Ray's object store; "
             f"{options.cpus_per_run:g} CPU(s) and {options.gpus_per_run:g} GPU(s) a run, "
             f"up to {options.max_failures} retries of a cell whose worker dies")
         setup = {"cells": {cell["cell"]: cell for cell in cells}, "ledger": ledger, "data": data,
-                 "cpus_per_run": options.cpus_per_run, "gpus_per_run": options.gpus_per_run}
+                 "shipments": shipments, "cpus_per_run": options.cpus_per_run, "gpus_per_run": options.gpus_per_run}
         if tune_spec is None:
             param_space = {"cell": tune.grid_search([cell["cell"] for cell in cells])}
             tune_config = tune.TuneConfig(num_samples=1)
@@ -575,12 +581,19 @@ def _counts(trials) -> str:
 
 
 def prepare_in_driver(cell: dict):
-    """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest).
+    """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest)."""
+    from .prepare.sources import ensure_dataset
+
+    config = driver_config(cell)
+    return config, ensure_dataset(config)
+
+
+def driver_config(cell: dict):
+    """The cell's Config, built in the driver.
 
     RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the driver puts the
     variable back afterwards so that Ray still sees (and hands out) every GPU."""
     from .config import build_config
-    from .prepare.sources import ensure_dataset
     from .run import _config_files
 
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -592,19 +605,44 @@ def prepare_in_driver(cell: dict):
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = before
-    return config, ensure_dataset(config)
+    return config
+
+
+def data_identity(config) -> dict:
+    """What decides the atomic files of a config's data folder: the raw source and the converter settings."""
+    from .prepare.sources import CONVERTERS, converter_settings
+
+    if config["dataset"] not in CONVERTERS:
+        return {}
+    source = {key: config[key] for key in ("raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed")}
+    return {**source, **converter_settings(config)}
 
 
 def prepare_grid(cells: list[dict], folder_name: str):
-    """The driver's share for a grid of cells (comparison, study): prepare the data once, give
-    every cell its resume key, and find the cells a finished record already answers.
-    Returns (config, results folder, {key: ok record})."""
+    """The driver's share for a grid of cells (comparison, study): prepare each data folder the
+    cells read once (a challenge comparison gives every action its own), give every cell its
+    resume key and its folder (``data_root``), and find the cells a finished record already
+    answers. Two cells that would convert different data into one folder are refused before
+    anything is converted. Returns (the first cell's config, results folder, {key: ok record})."""
+    from .prepare.sources import ensure_dataset
     from .record import latest_by_key, records_in
     from .resume_key import cell_key
 
-    config, manifest = prepare_in_driver(cells[0])
+    groups: dict = {}          # data folder -> (config, data identity, first cell's name)
     for cell in cells:
-        cell["key"] = cell_key(cell, (manifest or {}).get("fingerprint"))
+        config = driver_config(cell)
+        root = str(Path(config["data_path"]).resolve())
+        identity = data_identity(config)
+        first = groups.setdefault(root, (config, identity, cell["cell"]))
+        if first[1] != identity:
+            changed = sorted(k for k in set(identity) | set(first[1]) if identity.get(k) != first[1].get(k))
+            raise CellError(f"cells {first[2]} and {cell['cell']} would convert different data ({', '.join(changed)}) "
+                            f"into the same folder {root}: give one of them its own --data_path")
+        cell["data_root"] = root
+    fingerprints = {root: (ensure_dataset(config) or {}).get("fingerprint") for root, (config, _, _) in groups.items()}
+    for cell in cells:
+        cell["key"] = cell_key(cell, fingerprints[cell["data_root"]])
+    config = next(iter(groups.values()))[0]
     folder = results_folder(config, folder_name)
     found = latest_by_key(records_in(folder, {cell["key"] for cell in cells}))
     return config, folder, {key: record for key, record in found.items() if record["status"] == "ok"}

@@ -32,6 +32,14 @@ the negative rows; psi(a, b) = 1 if a > b, 1/2 if a = b, 0 otherwise.
   var(V01_a - V01_b) / |N| (sample variances); z = (AUC_a - AUC_b) / sqrt(Var); two-sided
   p = erfc(|z| / sqrt 2). Rows are taken as independent (users are not), so DeLong's p is the
   optimistic one; the user bootstrap is the one the comparison marks noise by.
+* **Challenge scores** (``challenge_score``; ``challenge.py`` says which actions and weights):
+  score = sum_a w_a m_a / sum_a w_a over the challenge's actions a, m_a the action's metric on
+  the test rows of the run trained on that action. WeChat Big Data Challenge 2021: m_a = UAUC
+  (above; ``uauc_users`` also counts the users dropped for holding one class only), weights
+  read_comment 4, like 3, click_avatar 2, forward 1 (round 1; round 2 adds favorite, comment and
+  follow at 1), i.e. (4 m_rc + 3 m_like + 2 m_ca + m_fwd) / 10 in round 1. ICME 2019 (TikTok):
+  m_a = global AUC, weights finish 0.7 and like 0.3 (they sum to 1, so the score is
+  0.7 AUC(finish) + 0.3 AUC(like)).
 * **Cold and warm** (``by_coldness``): the global AUC, GAUC and UAUC (and row counts) of the
   test rows whose item was seen in the training split (warm items), never seen (cold items),
   and whose user has no training row (cold users).
@@ -195,3 +203,24 @@ def summarize(scores, labels, users, probabilities=True, resamples: int = 200) -
     if probabilities:
         summary["logloss"] = logloss(scores, labels)
     return summary
+
+
+def uauc_users(scores, labels, users) -> dict:
+    """UAUC (the plain mean of per-user AUC over users whose rows hold both classes) with the
+    users it counted and those it dropped (one class only), as the WeChat challenge scored it."""
+    kept = per_user_auc(scores, labels, users)
+    total = int(len(np.unique(np.asarray(users))))
+    return {"uauc": float(kept.auc.mean()) if len(kept.users) else None, "users": total,
+            "users_scored": int(len(kept.users)), "users_dropped": total - int(len(kept.users))}
+
+
+def challenge_score(values: dict, weights: dict) -> float | None:
+    """sum_a w_a values[a] / sum_a w_a over the actions of ``weights``; None when an action's value
+    is missing or undefined (a test split where no user holds both classes)."""
+    total = float(sum(weights.values()))
+    if total <= 0:
+        raise ValueError(f"challenge weights must have a positive sum, got {weights}")
+    parts = [values.get(action) for action in weights]
+    if any(part is None or math.isnan(float(part)) for part in parts):
+        return None
+    return float(sum(float(weights[action]) * float(values[action]) for action in weights) / total)

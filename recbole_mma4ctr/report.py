@@ -187,14 +187,16 @@ def aligned(reference: dict, other: dict):
 def paired_entries(rows) -> list[dict]:
     """Each model against MMa4CTR, seed-matched (model seed k against MMa4CTR seed k): the AUC
     difference (model - MMa4CTR), its 95 % paired user-bootstrap interval and DeLong's p."""
-    reference = {row["seed"]: row for row in rows if row["_group"] == REFERENCE and "_predictions" in row}
+    reference = {(row["seed"], row["action"]): row for row in rows if row["_model"] == REFERENCE and "_predictions" in row}
     entries = []
     for row in rows:
-        if row["_group"] == REFERENCE or "_predictions" not in row or row["seed"] not in reference:
+        pair = (row["seed"], row["action"])
+        if row["_model"] == REFERENCE or "_predictions" not in row or pair not in reference:
             continue
-        base = reference[row["seed"]]
+        base = reference[pair]
         entry = {"model": row["_group"], "against": REFERENCE, "seed": row["seed"], "cell": row["model"],
-                 "against_cell": base["model"], "difference_is": f"AUC(model) - AUC({REFERENCE})"}
+                 "against_cell": base["model"], "difference_is": f"AUC(model) - AUC({REFERENCE})",
+                 **({"action": row["action"]} if row["action"] else {})}
         orders = aligned(base["_predictions"], row["_predictions"])
         if orders is None:
             entries.append({**entry, "error": "the two cells did not score the same test rows"})
@@ -240,29 +242,41 @@ def paired_table(entries) -> str:
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
+    from .challenge import comparison_part
+
     records = {cell["cell"]: record for cell, record in outcomes}
+    challenge = comparison_part(outcomes, oracle_probabilities)
     rows = []
     for cell, record in outcomes:
         row = model_row(cell["cell"], record, marks)
-        row["seed"] = (cell.get("extra") or {}).get("seed_of_cell")
-        suffix = f"-seed{row['seed']}"
-        row["_group"] = cell["cell"][:-len(suffix)] if row["seed"] is not None and cell["cell"].endswith(suffix) else cell["cell"]
+        extra = cell.get("extra") or {}
+        # a cell is <model>[-seed<k>][-<action>]: seeds group per model and action, pairs match both
+        row["seed"], row["action"] = extra.get("seed_of_cell"), extra.get("challenge_action")
+        model = cell["cell"]
+        for suffix in ([f"-{row['action']}"] if row["action"] else []) + ([f"-seed{row['seed']}"] if row["seed"] is not None else []):
+            model = model[:-len(suffix)] if model.endswith(suffix) else model
+        row["_model"] = model
+        row["_group"] = model + (f"-{row['action']}" if row["action"] else "")
+        row.update((challenge or {}).get("columns", {}).get(cell["cell"], {}))
         rows.append(row)
     seeds = sorted({row["seed"] for row in rows if row["seed"] is not None}) or None
     summary = over_seeds(rows)
     paired = paired_entries(rows)
-    oracle = oracle_row(records)
-    digests = {row["test_rows_sha256"] for row in rows if row.get("test_rows_sha256")}
-    same_pairs = len(digests) == 1 if digests else None
+    oracle = None if challenge else oracle_row(records)   # the challenge section has one per action
+    digests: dict = {}   # per action (the challenge's actions are different labels of the same rows)
+    for row in rows:
+        if row.get("test_rows_sha256"):
+            digests.setdefault(row.get("action"), set()).add(row["test_rows_sha256"])
+    same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
     notes = [
-        f"Protocol: **{protocol}** ("
+        challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
         + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
            if protocol == "honest" else
            "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
            "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
            "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
-           "to measure it; properties/protocol/paper.yaml)") + ").",
+           "to measure it; properties/protocol/paper.yaml)") + ")."),
         (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
          "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
          "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
@@ -290,13 +304,16 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
                      "row. Their AUC is over those test rows only (rows in brackets; '-' where a group has no "
                      "rows or one class); GAUC and UAUC per group are in comparison.json.")
     sections = [f"# Comparison on {records_dataset(records)}", table] + [n for n in notes if n]
+    if challenge:
+        sections.append(challenge["markdown"])
     if seeds and len(seeds) > 1:
         sections += ["## Over seeds", "Mean +- sd (ddof 1) over the seeds of the best-valid test metrics.",
                      seeds_table(summary)]
     if paired:
         sections += [f"## Against {REFERENCE}, paired on the same test rows",
                      f"Each model's test AUC minus {REFERENCE}'s, seed-matched (model seed k against {REFERENCE} "
-                     "seed k), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
+                     "seed k" + (", and action-matched: each action's run against MMa4CTR's run on that action"
+                                 if challenge else "") + "), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
                      "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
                      "interval contains 0 is within noise.", paired_table(paired)]
     markdown = "\n\n".join(sections) + "\n"
@@ -306,7 +323,8 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
                                                         "train_to": "epochs" if marks else "plateau",
                                                         "same_test_pairs": same_pairs,
                                                         "seeds": seeds, "models": summary, "paired": paired,
-                                                        "rows": plain_rows}, indent=2, default=_json_default))
+                                                        "rows": plain_rows,
+                                                        **({"challenge": challenge["json"]} if challenge else {})}, indent=2, default=_json_default))
     _write_csv(folder / "comparison.csv", plain_rows)
     plot_curves(folder, records)
     return table

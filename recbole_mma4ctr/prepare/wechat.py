@@ -16,7 +16,8 @@ the paper's recipe and read only with ``feed_embedding: true``, ``feed_embedding
   parse with pandas' python engine; the sidecar is exact and loads in milliseconds.
 - ``wechat.oracle.npy``: only for generated samples (``oracle_prob.csv`` present): each kept
   row's true probability of the chosen label, in ``.inter`` order, for "oracle" ceilings.
-- ``manifest.json``: fingerprint, settings, row counts, dropped rows and why, dimensions.
+- ``manifest.json``: fingerprint, settings, row counts, dropped rows and why, dimensions, and
+  ``rows_by_day`` (rows of each ``date_``, in .inter order: the day split's source).
 
 The item recipe is the authors' released one (DATA.md; ``text_recipe: paper``, the default), each
 token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``):
@@ -526,6 +527,17 @@ def kept_rows(actions: dict, labels: np.ndarray, known: np.ndarray, settings: di
     return chronological(rows, actions["date_"])
 
 
+def rows_by_day(days: np.ndarray, row_order: str) -> list[list[int]] | None:
+    """``[[day, rows], ...]`` of the written rows, in .inter order: with ``row_order:
+    chronological`` the rows of each day are one block, so a row's day follows from its position
+    (``timestamp``); the day split (``paper_split.py``, ``split_rule: day``) reads it. None for
+    ``row_order: authors``, where days interleave."""
+    if row_order != "chronological":
+        return None
+    values, counts = np.unique(days, return_counts=True)
+    return [[int(day), int(count)] for day, count in zip(values, counts)]
+
+
 def row_devices(actions: dict, order: np.ndarray, choice: str) -> np.ndarray:
     """The device written on each kept row: its own (``row``) or its user's as the authors choose
     it from every raw row (``last_pair``, ``paper_split.last_pair_device``)."""
@@ -626,6 +638,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
         used = np.zeros(len(feed_ids), dtype=bool)
         used[feed_row[order]] = True
         item_ids = feed_ids[used]
+        actions_days = actions["date_"][order]
         del actions, labels, weighted, oracle
 
         log(f"building modalities for {len(feed_ids):,} feeds ({settings['text_recipe']} recipe, "
@@ -657,6 +670,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             "rows": {"raw_actions": n_rows, "inter": len(order), "items": len(item_ids),
                      "feeds_in_feed_info": len(feed_ids), "users": distinct_count(inter["user_id"])},
             "dropped": dropped,
+            "rows_by_day": rows_by_day(actions_days, settings["row_order"]),
             "label": label_name,
             "label_rate": float(inter["label"].mean()),
             "action_rates": action_rates,
