@@ -1,7 +1,7 @@
 """Argument handling for ``run_recbole_mma4ctr.py`` / ``python -m recbole_mma4ctr`` (kept apart so it can be tested).
 
     --model=M --dataset=D [--protocol=honest|paper] [--key=value ...]   one run (RecBole settings as --key=value)
-    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50 | --train_to=plateau] [--seeds=2024,7] [--protocol=honest|paper]
+    --compare --models=all|A,B --dataset=D [--marks=10,20,30,50 | --train_to=plateau] [--seeds=2024,7] [--protocol=honest|paper|challenge]
     --tune --model=M --dataset=D [--params_file=...] [--num_samples=8] [--metric=auc]            (tune.py)
     --study=NAME --dataset=D [--grid=a,b] [--marks=10,30]                                         (studies.py)
     --report=RESULTS_FOLDER                            report.md + report.html from its records
