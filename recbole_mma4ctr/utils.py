@@ -62,7 +62,12 @@ def get_model(model_name: str):
     from .feature_fair import split_name
 
     check_model(model_name)
-    model_class = _get_model(split_name(model_name)[0])
+    base, feature_fair = split_name(model_name)
+    model_class = _get_model(base)
+    if feature_fair:
+        from .feature_fair import lean_model_class
+
+        model_class = lean_model_class(model_class)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
     switch_off_anomaly_detection()
     return model_class

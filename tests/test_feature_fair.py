@@ -185,6 +185,27 @@ def test_a_batch_carries_the_fused_vector_of_its_items(data, mma4ctr_features, m
     assert len(weights) >= 1 and all(w.weight.grad is not None and w.weight.grad[1:].abs().sum() > 0 for w in weights)
 
 
+@pytest.mark.parametrize("model", ["DIN+mm", "DIEN+mm"])
+def test_the_lean_sequence_pooling_gives_recbole_s_scores(data, model):
+    """DIN's and DIEN's +mm fields are pooled by a matrix product (feature_fair.lean_float_seq_fields);
+    with RecBole's own method put back, the same batch gets the same scores."""
+    _, _, train, net, _ = built(data, model)
+    batch = next(iter(train))
+    layer = net.embedding_layer
+    assert "embed_float_seq_fields" in vars(layer)              # the lean method is in place
+    net.eval()
+    with torch.no_grad():
+        lean = net.predict(batch)
+        seq = batch["item_id_list"][:64]
+        fields = [layer.item_feat["item_mm"][seq]]
+        pooled = layer.embed_float_seq_fields(fields, "item")
+        del layer.embed_float_seq_fields                        # RecBole's ContextSeqEmbAbstractLayer method
+        stock = net.predict(batch)
+        assert torch.allclose(pooled, layer.embed_float_seq_fields(fields, "item"), atol=1e-6)
+    assert torch.allclose(lean, stock, atol=1e-5)
+    assert type(net).__name__ == model[:-3]
+
+
 def test_user_profiles_are_mma4ctr_s_train_only_profiles(data, mma4ctr_features):
     _, plain_dataset, _, _, without = built(data, "DeepFM+mm")
     config, dataset, train, _, with_profiles = built(data, "DeepFM+mm", mm_user_profiles=True)
