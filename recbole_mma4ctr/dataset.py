@@ -47,9 +47,7 @@ class MMa4CTRDataset(ModalityFeatures, PositionalSplit, Dataset):
     def __init__(self, config):
         super().__init__(config)
         self._init_modalities(config)      # item_modalities: load, align, fuse (shared with the +mm baselines)
-        self.profile_source = setting(config, "profile_source", MODEL_YAML)
-        if self.profile_source not in ("train", "all"):
-            raise UsageError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
+        self.profile_source = self._checked_profile_source(config)
         self.train_profile = self._resolve_train_profile(config)
         self.row_profiles = None  # training split only (leave_one_out): field -> [rows, L + 1], set by build()
         self.mm_feature_fields = [profile_field(m) for m in self.fused_modalities] + [ITEM_FIELD]

@@ -122,9 +122,7 @@ class FeatureFair(ModalityFeatures):
         config["numerical_features"] = [f for f in (config["numerical_features"] or []) if f not in ours]
         super().__init__(config)
         self._init_modalities(config)
-        self.profile_source = setting(config, "profile_source", MODEL_YAML)
-        if self.profile_source not in ("train", "all"):
-            raise UsageError(f"profile_source must be 'train' or 'all', got {self.profile_source!r}")
+        self.profile_source = self._checked_profile_source(config)
         self.train_profile = "inclusive"
         self.user_profiles = mm_user_profiles
         profiles = [profile_field(m) for m in self.fused_modalities] if mm_user_profiles else []

@@ -30,7 +30,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
 from .defaults import setting
-from .errors import InputError, MissingInputError
+from .errors import InputError, MissingInputError, UsageError
 from .fusion import fuse, fusion_modalities
 from .prepare.byo import check_modality_archive, coverage_problem
 from .profiles import FittedProfiles, fit_user_profiles
@@ -53,6 +53,13 @@ class ModalityFeatures:
         self.profile_length = int(setting(config, "profile_length", MODEL_YAML))
         self.modality_matrices, self.items_without_features = self._load_modalities()
         self.item_matrix = self._fuse_items()
+
+    def _checked_profile_source(self, config) -> str:
+        """``profile_source``: ``train`` (honest) or ``all`` (the authors' leaky choice)."""
+        source = setting(config, "profile_source", MODEL_YAML)
+        if source not in ("train", "all"):
+            raise UsageError(f"profile_source must be 'train' or 'all', got {source!r}")
+        return source
 
     def _modality_file(self) -> str:
         name = setting(self.config, "mm_file") or f"{self.dataset_name}.mm.npz"  # ~: the dataset's own
