@@ -2,6 +2,10 @@
 
 Order (later wins): ``properties/overall.yaml`` < ``properties/dataset/<dataset>.yaml`` <
 ``properties/model/<model>.yaml`` < user ``--config_files`` < ``--key=value`` overrides.
+A feature-fair baseline ``<Model>+mm`` (``feature_fair.py``) adds, before its model's file, the
+fused-vector and profile keys of ``properties/model/MMa4CTR.yaml`` (``FEATURE_KEYS``: the same
+features MMa4CTR gets, their defaults kept in one place) and ``properties/feature_fair.yaml``;
+its RecBole model is ``<Model>`` and ``config['feature_fair']`` is True.
 
 Nothing a user writes is executed. RecBole 1.2.1 ``eval()``s every string value of a
 ``config_dict`` (and of its own command line) and reads YAML with PyYAML's FullLoader, which
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from recbole.config import Config
@@ -37,6 +42,16 @@ class SafeSettingsLoader(yaml.SafeLoader):
 
 SafeSettingsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 PLAIN_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
+# MMa4CTR's settings that decide its item vector and user profiles: a +mm baseline reads the same
+FEATURE_KEYS = ("fusion", "fusion_max_dim", "fusion_modality_max_dim", "profile_length", "profile_source",
+                "profile_device_field")
+
+
+class KeysOf(NamedTuple):
+    """A settings layer made of some keys of a file (``property_files``), not all of it."""
+
+    path: str
+    keys: tuple
 
 
 def typed_value(text):
@@ -73,17 +88,33 @@ class MMa4CTRConfig(Config):
 
         recbole_stack_settings()
 
+    def _load_config_files(self, file_list):
+        """RecBole's merge of the files in order, read safely; a ``KeysOf`` entry adds only its keys."""
+        merged = {}
+        for entry in file_list or []:
+            path, keys = (entry.path, entry.keys) if isinstance(entry, KeysOf) else (entry, None)
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.load(handle.read(), Loader=self.yaml_loader) or {}
+            merged.update(values if keys is None else {key: values[key] for key in keys if key in values})
+        return merged
+
     def _convert_config_dict(self, config_dict):
         for key in config_dict:
             config_dict[key] = typed_value(config_dict[key])
         return config_dict
 
 
-def property_files(model_name: str, dataset: str) -> list[str]:
-    """overall.yaml (required) plus the dataset's and the model's files where they exist."""
+def property_files(model_name: str, dataset: str) -> list:
+    """overall.yaml (required) plus the dataset's and the model's files where they exist; for
+    ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``."""
+    from .feature_fair import split_name
+
     folder = properties_dir()
-    optional = [folder / "dataset" / f"{dataset}.yaml", folder / "model" / f"{model_name}.yaml"]
-    return [str(folder / "overall.yaml")] + [str(path) for path in optional if path.is_file()]
+    base, feature_fair = split_name(model_name)
+    files = [str(folder / "overall.yaml")] + [str(p) for p in [folder / "dataset" / f"{dataset}.yaml"] if p.is_file()]
+    if feature_fair:
+        files += [KeysOf(str(folder / "model" / "MMa4CTR.yaml"), FEATURE_KEYS), str(folder / "feature_fair.yaml")]
+    return files + [str(p) for p in [folder / "model" / f"{base}.yaml"] if p.is_file()]
 
 
 def parse_overrides(arguments: list[str]) -> dict[str, str]:
@@ -100,7 +131,8 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
 
 
 def build_config(model, dataset: str, config_files=None, overrides=None) -> Config:
-    """The effective Config for one run. ``model`` is a name or a model class."""
+    """The effective Config for one run. ``model`` is a name (``DIN+mm`` included) or a model class."""
+    from .feature_fair import MARKER, split_name
     from .metrics import register_metrics
 
     register_metrics()
@@ -109,14 +141,18 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
         config_files = config_files.split()
     files = property_files(model_name, dataset) + [str(Path(f)) for f in (config_files or [])]
     for path in files:
-        if not Path(path).exists():
+        if not Path(path.path if isinstance(path, KeysOf) else path).exists():
             raise FileNotFoundError(f"config file {path} not found")
     if isinstance(model, str):
         from .utils import get_model
 
         model = get_model(model)
     values = {key: typed_value(value) for key, value in dict(overrides or {}).items()}
+    if MARKER in values:
+        raise ValueError(f"--{MARKER} is set by the model name: write --model=<Model>+mm instead")
+    if split_name(model_name)[1]:
+        values[MARKER] = True
     return MMa4CTRConfig(model=model, dataset=dataset, config_file_list=files, config_dict=values)
 
 
-__all__ = ["MMa4CTRConfig", "SettingError", "build_config", "parse_overrides", "property_files", "typed_value"]
+__all__ = ["FEATURE_KEYS", "KeysOf", "MMa4CTRConfig", "SettingError", "build_config", "parse_overrides", "property_files", "typed_value"]

@@ -124,7 +124,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
-        "key": key, "model": config["model"], "dataset": config["dataset"],
+        "key": key, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
         "protocol": cell.get("protocol") or _protocol_of(config),
         "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),

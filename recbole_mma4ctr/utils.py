@@ -31,7 +31,16 @@ def recbole_model_files() -> dict[str, str]:
 
 
 def check_model(model_name: str) -> str:
-    """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so."""
+    """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so.
+
+    ``<Model>+mm`` (``feature_fair.py``) is accepted where the base model embeds item features."""
+    from .feature_fair import check_variant, split_name
+
+    base, feature_fair = split_name(model_name)
+    if feature_fair:
+        check_model(base)
+        check_variant(model_name, base, recbole_model_files().get(base.lower()))
+        return model_name
     if model_name in OWN_MODELS:
         return model_name
     kind = recbole_model_files().get(model_name.lower())
@@ -48,10 +57,17 @@ def check_model(model_name: str) -> str:
 
 
 def get_model(model_name: str):
+    """The model class; for ``<Model>+mm`` RecBole's ``<Model>`` (the features come with the dataset)."""
     from .baselines import switch_off_anomaly_detection
+    from .feature_fair import split_name
 
     check_model(model_name)
-    model_class = _get_model(model_name)
+    base, feature_fair = split_name(model_name)
+    model_class = _get_model(base)
+    if feature_fair:
+        from .feature_fair import lean_model_class
+
+        model_class = lean_model_class(model_class)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
     switch_off_anomaly_detection()
     return model_class
@@ -77,7 +93,9 @@ def _get_model(model_name: str):
 
 
 def create_dataset(config):
-    """MMa4CTRDataset for MMa4CTR; for sequential models under labeled evaluation a sequential
+    """MMa4CTRDataset for MMa4CTR; for a ``+mm`` name (``config['feature_fair']``, set by
+    ``config.build_config``) the base model's dataset with MMa4CTR's item features
+    (``feature_fair.py``); for sequential models under labeled evaluation a sequential
     dataset that keeps every interaction in place, so they split exactly like every other model
     (``baselines.py``); RecBole's own dataset otherwise. Atomic files are read with pandas' C
     engine (``compat.building_dataset``)."""
@@ -88,6 +106,10 @@ def create_dataset(config):
 
 
 def _create_dataset(config):
+    if config["feature_fair"]:
+        from .feature_fair import create_feature_fair_dataset
+
+        return create_feature_fair_dataset(config)
     if config["model"] == "MMa4CTR":
         from .dataset import MMa4CTRDataset
 

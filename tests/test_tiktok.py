@@ -372,14 +372,15 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     config = build_config("MMa4CTR", "tiktok", overrides={"visual_dim": "71", "label_action": "finish"})
     assert converter_settings(config) == {"label_action": "finish", "min_user_interactions": None, "pca_variance": 0.9,
                                           "visual_dim": 71, "acoustic_dim": 10, "textual_dim": None,
-                                          "chunk_rows": 1_000_000, "converter_seed": 2024}
+                                          "chunk_rows": 1_000_000, "converter_seed": 2024, "item_float_seq": False}
     assert converter_settings(build_config("MMa4CTR", "tiktok", overrides={"min_user_interactions": "7"}))[
         "min_user_interactions"] == 7
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
     assert wechat == {"label_action": "weighted", "min_user_actions": 100, "pca_variance": 0.9, "token_maxlen": 512,
                       "text_recipe": "paper", "text_max_dim": 128, "visual_dim": None, "acoustic_dim": None,
                       "textual_dim": None, "embedding_dim": None, "feed_embedding": False, "converter_seed": 2024,
-                      "dedupe": "none", "row_order": "chronological", "device_choice": "row"}
+                      "dedupe": "none", "row_order": "chronological", "device_choice": "row",
+                      "item_float_seq": False}
 
 
 def test_user_filter_follows_the_source_unless_set(raw, tmp_path):

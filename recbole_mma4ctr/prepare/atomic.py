@@ -37,8 +37,9 @@ import pandas as pd
 
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
 # properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed). 5: the
-# authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings
-CONVERTER_VERSION = "5"
+# authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings.
+# 6: item_float_seq (the modality vectors as float_seq columns of <name>.item)
+CONVERTER_VERSION = "6"
 MANIFEST = "manifest.json"
 # .<name>.<pid>.<8 hex>.tmp; also the older .<name>.<pid>.tmp
 TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{8})?\.tmp$")
@@ -224,10 +225,41 @@ def folder_lock(folder):
             release.close()
 
 
-def _arrow_column(values: np.ndarray):
-    """Integers and floats as they are; anything else as text."""
+def float_seq_column(matrix: np.ndarray):
+    """A RecBole ``float_seq`` column: each row's float32 values, space-separated (RecBole's
+    ``seq_separator``), each the shortest text that reads back as the same float32 (pyarrow's
+    float-to-string cast); built column-wise by pyarrow, never row by row in Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    rows, width = matrix.shape
+    if not np.isfinite(matrix).all():
+        raise ValueError("a float_seq column cannot hold NaN or infinite values")
+    values = pc.cast(pa.array(matrix.ravel()), pa.string())
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int64) * width)
+    return pc.binary_join(pa.LargeListArray.from_arrays(offsets, values), " ")
+
+
+def item_float_seq(item_columns: dict, item_types: dict, matrices: dict, on: bool) -> tuple[dict, dict]:
+    """The ``.item`` columns and types, plus (``item_float_seq: true``) one ``<modality>:float_seq``
+    column per modality matrix, rows aligned with the item ids, so stock RecBole reads the same
+    vectors as ``<name>.mm.npz`` (``load_col: {item: [item_id, visual, ...]}``)."""
+    if not on:
+        return item_columns, item_types
+    clash = sorted(set(matrices) & set(item_columns))
+    if clash:
+        raise ValueError(f"item_float_seq: modality names {clash} are already .item columns")
+    return ({**item_columns, **{name: float_seq_column(matrix) for name, matrix in matrices.items()}},
+            {**item_types, **{name: "float_seq" for name in matrices}})
+
+
+def _arrow_column(values):
+    """Integers and floats as they are; a pyarrow array (``float_seq_column``) as it is; anything else as text."""
     import pyarrow as pa
 
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
     if values.dtype.kind in "iuf":
         return pa.array(values)
     return pa.array([str(value) for value in values], type=pa.string())
@@ -264,7 +296,8 @@ class AtomicWriter:
         import pyarrow as pa
         from pyarrow import csv
 
-        columns = {column: np.asarray(frame[column]) for column in (frame.columns if isinstance(frame, pd.DataFrame) else frame)}
+        columns = {column: frame[column] if isinstance(frame[column], (pa.Array, pa.ChunkedArray)) else np.asarray(frame[column])
+                   for column in (frame.columns if isinstance(frame, pd.DataFrame) else frame)}
         table = pa.table({column: _arrow_column(values) for column, values in columns.items()})
         path = self._temporary(name)
         header = "\t".join(f"{column}:{types[column]}" for column in columns) + "\n"

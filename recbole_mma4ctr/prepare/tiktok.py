@@ -64,8 +64,8 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
-                     read_json_or_none, read_manifest, require)
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
+                     item_float_seq, log, read_json_or_none, read_manifest, require)
 from .rawtext import decode_line
 from ..errors import InputError, MissingInputError
 from .tokens import RawFormatError
@@ -86,7 +86,7 @@ PAPER_MIN_USER_INTERACTIONS = 4_000
 COVARIANCE_MAX_WORDS = 4_096
 # The converter's settings: the keys of properties/dataset/tiktok.yaml that hold their defaults.
 SETTINGS = ("label_action", "min_user_interactions", "pca_variance", "visual_dim", "acoustic_dim", "textual_dim",
-            "chunk_rows", "converter_seed")
+            "chunk_rows", "converter_seed", "item_float_seq")
 # Settings that change how the work is done, not its result (left out of the fingerprint).
 _NO_EFFECT_SETTINGS = ("chunk_rows",)
 _EXTRA = "_extra_column"
@@ -469,6 +469,7 @@ def _checked_settings(settings: dict | None) -> dict:
     require(settings, "chunk_rows", is_integer(settings["chunk_rows"], 1), "an integer >= 1")
     require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
     require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
+    require(settings, "item_float_seq", isinstance(settings["item_float_seq"], bool), "true or false")
     return settings
 
 
@@ -572,7 +573,9 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
     with AtomicWriter(out_dir) as writer:
         writer.write_table("tiktok.inter", inter, {"user_id": "token", "item_id": "token", "timestamp": "float",
                                                    "label": "float", "device": "float"})
-        writer.write_table("tiktok.item", item, {"item_id": "token", "author_id": "token", "duration": "float"})
+        writer.write_table("tiktok.item", *item_float_seq({column: item[column].to_numpy() for column in item.columns},
+                                                          {"item_id": "token", "author_id": "token", "duration": "float"},
+                                                          reduced, settings["item_float_seq"]))
         writer.write_arrays("tiktok.mm.npz", {"item_id": kept_items.astype(str), **reduced})
         if oracle is not None:
             writer.write_array("tiktok.oracle.npy", oracle.astype(np.float32))

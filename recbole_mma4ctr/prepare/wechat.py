@@ -66,8 +66,8 @@ import pandas as pd
 from ..errors import InputError, MissingInputError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date, log,
-                     read_manifest, require)
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
+                     item_float_seq, log, read_manifest, require)
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
@@ -84,7 +84,7 @@ FEED_COLUMNS = (
 # The converter's settings: the keys of properties/dataset/wechat.yaml that hold their defaults.
 SETTINGS = ("label_action", "min_user_actions", "pca_variance", "token_maxlen", "text_recipe", "text_max_dim",
             "visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "feed_embedding", "converter_seed",
-            "dedupe", "row_order", "device_choice")
+            "dedupe", "row_order", "device_choice", "item_float_seq")
 
 
 def default_settings() -> dict:
@@ -565,6 +565,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     require(settings, "min_user_actions", is_integer(settings["min_user_actions"]), "an integer >= 0")
     require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
     require(settings, "feed_embedding", isinstance(settings["feed_embedding"], bool), "true or false")
+    require(settings, "item_float_seq", isinstance(settings["item_float_seq"], bool), "true or false")
     require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
     inputs = required_files(raw_dir)
     for path in inputs:
@@ -653,10 +654,11 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
                                 "items_without_embedding": int((~covered[used]).sum()),
                                 "embeddings_of_unknown_feeds": unknown}
-        writer.write_table("wechat.item", {"item_id": item_ids, "author_id": feeds.column("authorid").to_numpy()[used],
-                                           "duration": duration[used]}, ITEM_TYPES)
-        writer.write_arrays("wechat.mm.npz", {"item_id": item_ids.astype(str),
-                                              **{name: matrix[used] for name, matrix in reduced.items()}})
+        kept = {name: matrix[used] for name, matrix in reduced.items()}
+        writer.write_table("wechat.item", *item_float_seq(
+            {"item_id": item_ids, "author_id": feeds.column("authorid").to_numpy()[used], "duration": duration[used]},
+            ITEM_TYPES, kept, settings["item_float_seq"]))
+        writer.write_arrays("wechat.mm.npz", {"item_id": item_ids.astype(str), **kept})
         dims = {name: int(matrix.shape[1]) for name, matrix in reduced.items()}
         inter_written.result()
         manifest = {
