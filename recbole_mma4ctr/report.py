@@ -231,10 +231,10 @@ def paired_table(entries) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
         if "error" in e:
-            lines.append(f"| {e['model']} | {e['seed']} | - | - | - | {e['error']} |")
+            lines.append(f"| {e['model']} | {'-' if e['seed'] is None else e['seed']} | - | - | - | {e['error']} |")
             continue
         verdict = "within noise" if e["within_noise"] else (f"{REFERENCE} better" if e["difference"] < 0 else "model better")
-        lines.append(f"| {e['model']} | {e['seed']} | {e['difference']:+.4f} | [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] "
+        lines.append(f"| {e['model']} | {'-' if e['seed'] is None else e['seed']} | {e['difference']:+.4f} | [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] "
                      f"| {e['delong_p']:.3g} | {verdict} |")
     return "\n".join(lines)
 
