@@ -265,10 +265,20 @@ def stock_dataset(folder: Path, name: str, columns, numerical=()):
     from recbole.config import Config
     from recbole.data.dataset import Dataset
 
-    config = Config(model="DeepFM", dataset=name, config_dict={
-        "data_path": str(folder.parent), "load_col": {"inter": ["user_id", "item_id", "label", "timestamp"],
-                                                      "item": ["item_id", *columns]},
-        "numerical_features": list(numerical), "show_progress": False, "checkpoint_dir": str(folder / "saved")})
+    from recbole_mma4ctr.compat import recbole_stack_settings
+
+    stock_settings = Config.compatibility_settings
+    if int(np.__version__.split(".")[0]) >= 2:
+        # RecBole 1.2.1's Config dies on numpy 2 before reading anything (np.float_); only that
+        # alias table is replaced, the reading stays RecBole's own
+        Config.compatibility_settings = lambda self: recbole_stack_settings()
+    try:
+        config = Config(model="DeepFM", dataset=name, config_dict={
+            "data_path": str(folder.parent), "load_col": {"inter": ["user_id", "item_id", "label", "timestamp"],
+                                                          "item": ["item_id", *columns]},
+            "numerical_features": list(numerical), "show_progress": False, "checkpoint_dir": str(folder / "saved")})
+    finally:
+        Config.compatibility_settings = stock_settings
     dataset = Dataset(config)
     dataset.build()
     return dataset
