@@ -229,10 +229,9 @@ def scored_rows_digest(predictions: dict | None) -> dict | None:
     columns = [np.asarray(predictions[name]) for name in ("user", "item", "timestamp", "label") if name in predictions]
     text = [column.astype(str) for column in columns]
     order = np.lexsort(tuple(reversed(text)))
-    digest = hashlib.sha256()
-    for index in order:
-        digest.update(("\t".join(column[index] for column in text) + "\n").encode())
-    return {"rows": int(len(order)), "sha256": digest.hexdigest(),
+    ordered = [column[order].tolist() for column in text]
+    payload = "".join(line + "\n" for line in map("\t".join, zip(*ordered)))   # one "u\ti\tt\tl\n" a row
+    return {"rows": int(len(order)), "sha256": hashlib.sha256(payload.encode()).hexdigest(),
             "columns": [name for name in ("user", "item", "timestamp", "label") if name in predictions]}
 
 
