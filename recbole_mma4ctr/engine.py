@@ -255,9 +255,9 @@ class LedgerImpl:
         self._write_progress()
 
     def save_checkpoint(self, key: str, epoch: int, blob: bytes, report: dict) -> None:
-        from .record import _atomic_bytes
+        from .files import write_bytes
 
-        _atomic_bytes(self.checkpoints / f"{key}.ckpt", blob)
+        write_bytes(self.checkpoints / f"{key}.ckpt", blob)
         self.progress.setdefault(key, {"cell": self.names.get(key, key)}).update(epoch=int(epoch), checkpointed=int(epoch))
         self.last[key] = report
         self._write_progress()
@@ -288,9 +288,9 @@ class LedgerImpl:
         return dict(self.progress)
 
     def _write_progress(self) -> None:
-        from .record import _atomic_bytes
+        from .files import write_bytes
 
-        _atomic_bytes(self.folder / "progress.json", json.dumps(self.progress, indent=2, default=str).encode())
+        write_bytes(self.folder / "progress.json", json.dumps(self.progress, indent=2, default=str).encode())
 
 
 class LedgerCheckpoints:

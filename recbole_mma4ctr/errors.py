@@ -20,3 +20,7 @@ class UsageError(InputError):
 
 class MissingInputError(InputError, FileNotFoundError):
     """A file the input needs is not there (still a ``FileNotFoundError`` for callers that ask)."""
+
+
+class OutputError(InputError):
+    """A file could not be written (disk full, no permission): the message names the file."""

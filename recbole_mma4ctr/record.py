@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import write_bytes
 
 SCHEMA = 2
 STATUSES = ("ok", "failed", "stopped")
@@ -135,17 +136,6 @@ def validate(record: dict, source: str = "record") -> dict:
     return record
 
 
-def _atomic_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    try:
-        temporary.write_bytes(payload)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def write_record(record: dict, folder, predictions: dict | None = None) -> Path:
     """Validate and write ``record`` (and its predictions first) into ``folder``; returns its path."""
     folder = Path(folder)
@@ -153,10 +143,10 @@ def write_record(record: dict, folder, predictions: dict | None = None) -> Path:
     stem = stem_of(record)
     if predictions is not None:
         record["predictions"] = f"{stem}.predictions.npz"
-        _atomic_bytes(folder / record["predictions"], predictions_bytes(predictions))
+        write_bytes(folder / record["predictions"], predictions_bytes(predictions))
     validate(record, f"{folder / stem}.json")
     path = folder / f"{stem}.json"
-    _atomic_bytes(path, json.dumps(record, indent=2).encode())
+    write_bytes(path, json.dumps(record, indent=2).encode())
     return path
 
 

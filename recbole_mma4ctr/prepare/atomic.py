@@ -24,8 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
-import secrets
 import sys
 import threading
 import time
@@ -35,14 +33,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import files
+from ..files import temporary_path
+
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
 # properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed). 5: the
 # authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings.
 # 6: item_float_seq (the modality vectors as float_seq columns of <name>.item)
 CONVERTER_VERSION = "6"
 MANIFEST = "manifest.json"
-# .<name>.<pid>.<8 hex>.tmp; also the older .<name>.<pid>.tmp
-TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{8})?\.tmp$")
 
 
 def log(message: str) -> None:
@@ -136,40 +135,9 @@ def listed_file(folder, name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def temporary_path(final: Path) -> Path:
-    """A temporary name beside ``final`` that no other process (nor another call) uses."""
-    final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_dead_temporaries(folder) -> list[str]:
-    """Remove ``.<name>.<pid>[.<random>].tmp`` files whose process is gone; returns their names.
-    A live process's files (this one's included) are left alone: it may still be writing them."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        match = TEMPORARY.match(path.name)
-        if match and int(match["pid"]) != os.getpid() and not _alive(int(match["pid"])):
-            try:
-                path.unlink()
-                removed.append(path.name)
-            except FileNotFoundError:
-                pass
-    if removed:
-        log(f"removed {len(removed)} temporary file(s) of stopped processes in {folder}: {', '.join(sorted(removed))}")
-    return removed
+    """The writer's clean-up of dead processes' temporary files, with this module's progress log."""
+    return files.remove_dead_temporaries(folder, log)
 
 
 _HELD: dict[str, list] = {}  # folder -> [open lock file, depth]: this process's locks (reentrant)

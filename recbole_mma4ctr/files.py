@@ -1,0 +1,98 @@
+"""The one writer of files: every file the project writes goes through here.
+
+A file is written under a temporary name of its own beside the final one
+(``.<name>.<pid>.<8 hex>.tmp``: two processes, or two calls, never share one) and renamed into
+place only once complete, so a crash, a kill or a full disk never leaves a half-written result
+that looks finished; the temporary file is removed when the write fails. Temporary files left by
+a process that no longer exists (a ``kill -9``) are removed by the next writer in that folder.
+A failed write raises ``OutputError`` naming the file, so the command line prints one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputError
+
+# .<name>.<pid>.<8 hex>.tmp; also the older .<name>.<pid>.tmp
+TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>[0-9]+)(?:\.[0-9a-f]{6,8})?\.tmp$")
+
+
+def temporary_path(final) -> Path:
+    """A temporary name beside ``final`` that no other process (nor another call) uses."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_path(final):
+    """Yield a temporary path to write ``final`` through (for writers that want a path: numpy,
+    torch, pyarrow); it is renamed to ``final`` when the block ends without error, removed
+    otherwise. Parent folders are created."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{final.parent}: cannot create the folder ({error.strerror or error})") from None
+    temporary = temporary_path(final)
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    except OSError as error:
+        raise OutputError(f"{final}: could not be written ({error.strerror or error}); nothing was left "
+                          f"behind under its name") from None
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_bytes(final, payload: bytes) -> Path:
+    """Write ``payload`` to ``final`` atomically; returns the final path."""
+    with atomic_path(final) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(final)
+
+
+def write_text(final, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``final`` atomically; returns the final path."""
+    return write_bytes(final, text.encode("utf-8"))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (someone else's live process counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder, log=None) -> list[str]:
+    """Remove ``.<name>.<pid>[.<random>].tmp`` files whose process is gone; returns their names.
+    A live process's files (this one's included) are left alone: it may still be writing them."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = TEMPORARY.match(path.name)
+        if match and int(match["pid"]) != os.getpid() and not pid_alive(int(match["pid"])):
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except FileNotFoundError:
+                pass
+    if removed:
+        message = f"removed {len(removed)} temporary file(s) of stopped processes in {folder}: {', '.join(sorted(removed))}"
+        (log or (lambda text: print(text, file=sys.stderr, flush=True)))(message)
+    return removed
