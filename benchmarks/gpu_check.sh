@@ -45,6 +45,16 @@ if ! ls "$wheels"/recbole-1.2.1-*.whl "$wheels"/recbole_mma4ctr-*.whl >/dev/null
     echo "error: $wheels has no recbole 1.2.1 / recbole_mma4ctr wheel: prepare it with benchmarks/gpu_wheels.sh" >&2
     exit 2
 fi
+# What the machine itself must bring (a GPU image has them; none of them travels as a wheel).
+missing=()
+for pair in torch:torch numpy:numpy pandas:pandas scipy:scipy sklearn:scikit-learn pyarrow:pyarrow \
+            matplotlib:matplotlib; do
+    "$python" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
+done
+if (( ${#missing[@]} )); then
+    echo "error: $("$python" -c 'import sys; print(sys.executable)') lacks ${missing[*]}: this check uses the machine's own" >&2
+    exit 2
+fi
 work=${GPU_CHECK_DIR:-$(mktemp -d)}
 mkdir -p "$work/site" "$work/run" "$work/logs"
 

@@ -6,7 +6,7 @@
 #     bash benchmarks/gpu_wheels.sh [OUT_DIR] [PYTHON_VERSION]      # defaults: benchmarks/gpu_wheels 3.12
 #
 # then copy the clone (or just benchmarks/ with OUT_DIR in it) to the GPU machine. The folder
-# holds RecBole 1.2.1 (installed there with --no-deps: no ray, no plotly), RecBole's small
+# holds RecBole 1.2.1 (installed there with --no-deps: no Ray, which a single run never imports), RecBole's small
 # run-time needs, tensorboard's writer and its two pure needs, and this package's own wheel:
 # about 10 MB. Nothing in it replaces the machine's torch, numpy, pandas, scipy, pyarrow,
 # scikit-learn or matplotlib. It is not committed (benchmarks/gpu_wheels/ is git-ignored).
@@ -22,3 +22,10 @@ pip download --no-deps --only-binary=:all: --dest "$out" \
     tensorboard absl-py protobuf pyyaml tqdm psutil packaging
 pip wheel --no-deps --wheel-dir "$out" .
 ls -l "$out"
+# what travels to the GPU machine must stay well under the 64 MiB a check may carry
+size=$(du -sk "$out" | cut -f1)
+echo "wheels: $((size / 1024)) MiB in $out"
+if (( size > 32 * 1024 )); then
+    echo "error: $out holds $((size / 1024)) MiB of wheels, more than the 32 MiB this check allows itself" >&2
+    exit 1
+fi

@@ -12,7 +12,8 @@ Two kinds, by scope:
   ``dok_matrix`` back the ``_update`` that NGCF and LightGCN call. Both only add names that are
   missing; nothing existing changes meaning.
 * :func:`building_dataset` is a context around building one RecBole Dataset: atomic files read
-  with pandas' C engine, and pandas' copy-on-write off, which RecBole's in-place ``fillna`` needs.
+  with pandas' C engine, and RecBole's two in-place ``fillna`` calls replaced by fills that
+  assign their result (in-place fills do nothing under copy-on-write, pandas 3's only mode).
 """
 
 from __future__ import annotations
@@ -63,9 +64,42 @@ def recbole_stack_settings() -> None:
     dok_update()
 
 
+SEQUENCE_TYPES = (":token_seq", ":float_seq")
+
+
+def fill_sequences(frame):
+    """RecBole's ``_load_feat`` first fill, done so that it sticks: an empty sequence field reads
+    as NaN, which RecBole turns into "" with ``df[field].fillna("", inplace=True)`` before it
+    splits the strings. Applied to the frame as read (columns still named ``name:type``)."""
+    for column in frame.columns:
+        if str(column).endswith(SEQUENCE_TYPES) and frame[column].isna().any():
+            frame[column] = frame[column].fillna("")
+    return frame
+
+
+def fill_nan(dataset) -> None:
+    """RecBole's ``Dataset._fill_nan`` with fills that assign their result: token fields get 0
+    (RecBole's padding id), float fields their column mean, sequence fields an empty array."""
+    import numpy as np
+    from recbole.utils import FeatureType
+
+    for feat_name in dataset.feat_name_list:
+        feat = getattr(dataset, feat_name)
+        for field in feat:
+            ftype = dataset.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x)
+
+
 class _CEnginePandas:
     """pandas, except that ``read_csv`` asked for the python engine with a one-character
-    separator uses the C engine (exact float parsing, ``round_trip``) instead."""
+    separator uses the C engine (exact float parsing, ``round_trip``) instead, and empty sequence
+    fields come back as "" (``fill_sequences``)."""
 
     def __init__(self, pandas):
         self._pandas = pandas
@@ -77,7 +111,7 @@ class _CEnginePandas:
         separator = kwargs.get("delimiter") or kwargs.get("sep") or ","
         if kwargs.get("engine") == "python" and len(separator) == 1:
             kwargs.update(engine="c", float_precision="round_trip")
-        return self._pandas.read_csv(*args, **kwargs)
+        return fill_sequences(self._pandas.read_csv(*args, **kwargs))
 
 
 @contextmanager
@@ -88,21 +122,19 @@ def building_dataset():
       ``.inter`` here, 3.5 s with the C engine, the same frame. RecBole's dataset module sees a
       pandas whose ``read_csv`` picks the C engine (multi-character separators keep the python
       engine, which alone supports them).
-    * RecBole fills missing values with ``feat[field].fillna(..., inplace=True)``: under pandas'
-      copy-on-write (an option in pandas 2.x, ``PANDAS_COPY_ON_WRITE=1``) that fills a copy and
-      the frame keeps its NaNs. Copy-on-write is switched off for the build. pandas 3 cannot
-      switch it off and also breaks RecBole's token-sequence remapping: refused with a message.
+    * RecBole fills missing values with ``feat[field].fillna(..., inplace=True)`` in two places
+      (``_load_feat`` for sequence fields, ``_fill_nan`` for the rest). Under pandas'
+      copy-on-write (pandas 3's only mode, an option in 2.x) that fills a copy and the frame keeps
+      its NaNs. The first is done by the ``read_csv`` above (``fill_sequences``), the second
+      is replaced by :func:`fill_nan` for the build, on every pandas version.
     """
-    import pandas
     import recbole.data.dataset.dataset as dataset_module
 
-    if int(pandas.__version__.split(".")[0]) >= 3:
-        raise RuntimeError(f"RecBole 1.2.1's Dataset needs pandas < 3 (found {pandas.__version__}: "
-                           "copy-on-write can no longer be switched off); install 'pandas<3'")
-    original = dataset_module.pd
-    dataset_module.pd = _CEnginePandas(original)
+    original_pandas, original_fill = dataset_module.pd, dataset_module.Dataset._fill_nan
+    dataset_module.pd = _CEnginePandas(original_pandas)
+    dataset_module.Dataset._fill_nan = fill_nan
     try:
-        with pandas.option_context("mode.copy_on_write", False):
-            yield
+        yield
     finally:
-        dataset_module.pd = original
+        dataset_module.pd = original_pandas
+        dataset_module.Dataset._fill_nan = original_fill

@@ -46,6 +46,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
+CONNECT_PROBE_SECONDS = 5  # a cluster address that does not answer a TCP connect within this is refused
 ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
 DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
 
@@ -95,8 +96,10 @@ def visible_gpus() -> int:
 
 
 def check_local_resources(options: EngineOptions) -> None:
-    """Refuse up front what would leave cells PENDING forever on a local cluster."""
+    """Refuse up front what would leave cells PENDING forever on a local cluster; for a cluster
+    named by address, an address where nothing answers (``probe_address``)."""
     if options.address:
+        probe_address(options.address)
         return
     cores, gpus = available_cores(), visible_gpus()
     if options.gpus_per_run > 0 and gpus == 0:
@@ -148,22 +151,73 @@ def ray_temp_dir(folder: Path, requested: str | None = None) -> str:
     return str(short)
 
 
-def start_ray(folder: Path, options: EngineOptions) -> str:
-    """Start a local Ray on 127.0.0.1 (or join ``options.address``); returns a one-line description."""
-    quiet = "ignore:pkg_resources is deprecated as an API:UserWarning"
-    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
-    import warnings
+def auth_token_found() -> str | None:
+    """Where Ray's own rules would read an authentication token from, if any of them has one:
+    ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), str(Path.home() / ".ray" / "auth_token")):
+        if path and Path(path).is_file() and Path(path).read_text().strip():
+            return path
+    return None
 
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+def probe_address(address: str) -> None:
+    """Refuse an address where nothing answers, before Ray's own retries (minutes) begin."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise CellError(f"cannot join the Ray cluster at {address}: not HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_PROBE_SECONDS):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CellError(f"cannot join the Ray cluster at {address}: {reason.lower()}") from None
+
+
+def join_error(address: str, error: BaseException) -> CellError:
+    """Ray's refusal to connect as one line naming the address and the reason (for a version
+    mismatch: both Ray and Python versions, the cluster's and this process's)."""
+    import re
+
+    text = " ".join(str(error).split())
+    versions = re.findall(r"Ray: (\S+) Python: (\S+)", text)
+    if "Version mismatch" in text and len(versions) >= 2:
+        (cluster_ray, cluster_python), (own_ray, own_python) = versions[0], versions[1]
+        return CellError(f"cannot join the Ray cluster at {address}: it runs Ray {cluster_ray} on Python "
+                         f"{cluster_python}, this process Ray {own_ray} on Python {own_python}; a driver needs "
+                         f"the cluster's exact Ray version and Python patch level")
+    if "auth" in text.lower() or "token" in text.lower():
+        found = auth_token_found()
+        return CellError(f"cannot join the Ray cluster at {address}: it refused the authentication token "
+                         f"({'from ' + found if found else 'none found in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token'}): "
+                         f"{text[:200]}")
+    return CellError(f"cannot join the Ray cluster at {address}: {type(error).__name__}: {text[:300]}")
+
+
+def start_ray(folder: Path, options: EngineOptions) -> str:
+    """Start a local Ray on 127.0.0.1 (or join ``options.address``); returns a one-line description.
+
+    Both use Ray's token authentication: joining, the token Ray's own rules find (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) is sent; a local cluster is started with token
+    authentication on (Ray writes ``~/.ray/auth_token`` when there is none)."""
     import ray
 
     if options.address:
+        probe_address(options.address)
         os.environ.pop("RAY_ADDRESS", None)   # with it set, ray.init refuses explicit arguments
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+        if auth_token_found():
+            os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, OSError, ValueError) as error:
+            raise join_error(options.address, error) from None
         check_cluster_resources(options)
         total = ray.cluster_resources()
         return f"joined Ray at {options.address}: {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
+    os.environ["RAY_AUTH_MODE"] = "token"
     temp_dir = ray_temp_dir(folder, options.temp_dir)
     cores, gpus = available_cores(), visible_gpus()
     ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False,
@@ -328,7 +382,23 @@ def worker_setup() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def gpu_assignment(gpus_per_run: float) -> dict:
+    """What Ray gave this cell (its GPU ids, the ``CUDA_VISIBLE_DEVICES`` it set in the worker)
+    and, when it gave a GPU that torch cannot see (a logical GPU, a missing driver), that the
+    cell runs on the CPU instead: the record says so."""
+    if gpus_per_run <= 0:
+        return {}
+    import ray
+    import torch
+
+    given = {"ray_gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if not torch.cuda.is_available():
+        given["gpu_fallback"] = (f"Ray gave GPU(s) {','.join(given['ray_gpu_ids']) or '-'} (CUDA_VISIBLE_DEVICES="
+                                 f"{given['cuda_visible_devices']}) but torch sees no CUDA device: ran on the CPU")
+    return given
 
 
 def quiet_console() -> None:
@@ -345,7 +415,7 @@ def cell_trainable(params: dict, setup: dict) -> None:
     tune trial's sampled values), run by ``run_cell``; reports validation after every epoch and
     returns nothing (Ray would take a returned dict for one more result, STACK.md)."""
     import ray
-    from ray.air import session
+    from ray import tune
 
     from .record import failure_record, where
     from .resume_key import cell_key
@@ -362,13 +432,14 @@ def cell_trainable(params: dict, setup: dict) -> None:
     gpus = setup["gpus_per_run"]
     cell["settings"].update({
         "data_path": materialize(shipment),
-        "checkpoint_dir": str(Path(session.get_trial_dir()) / "saved"),
+        "checkpoint_dir": str(Path(tune.get_context().get_trial_dir()) / "saved"),
         "gpu_id": ",".join(str(int(i)) for i in ray.get_gpu_ids()) if gpus > 0 else "",
         "torch_threads": max(1, int(setup["cpus_per_run"])),
         "show_progress": False,
     })
     cell["prepare"] = False
-    ray.get(ledger.started.remote(key, where()))
+    gpu = gpu_assignment(gpus)
+    ray.get(ledger.started.remote(key, {**where(), **gpu}))
     sink = LedgerCheckpoints(ledger, key)
     metric = setup.get("metric")
 
@@ -383,7 +454,7 @@ def cell_trainable(params: dict, setup: dict) -> None:
             final["report"] = report    # reported after the record is safe: a scheduler stops a trial
             return False                # at its last rung, which would cut the final test short
         if metric is None or metric in report:
-            session.report(report)
+            tune.report(report)
         return False
 
     final: dict = {}
@@ -393,11 +464,12 @@ def cell_trainable(params: dict, setup: dict) -> None:
     except Exception as error:  # noqa: BLE001 - recorded as this cell's failure, then the grid goes on
         quiet = f"{type(error).__name__}: {error}"
         ray.get(ledger.finish.remote(key, failure_record(cell, quiet, time.time() - started), None))
-        session.report({"failed": 1, "epoch": 0, "cell_key": key, **({metric: float("nan")} if metric else {})})
+        tune.report({"failed": 1, "epoch": 0, "cell_key": key, **({metric: float("nan")} if metric else {})})
         return
+    record["where"].update(gpu)
     ray.get(ledger.finish.remote(key, record, predictions))
     if final and (metric is None or metric in final["report"]):
-        session.report(final["report"])
+        tune.report(final["report"])
 
 
 def _trial_cell(params: dict, setup: dict) -> dict:
@@ -439,10 +511,13 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
 
     # every data folder the cells read (prepare_grid gives each cell its own), else the config's
     roots = list(dict.fromkeys(cell["data_root"] for cell in cells if cell.get("data_root"))) or [str(config["data_path"])]
-    child = multiprocessing.get_context("spawn").Process(
+    context = multiprocessing.get_context("spawn")
+    refusals, refusal_sender = context.Pipe(duplex=False)
+    child = context.Process(
         target=_drive, args=(label, cells, roots, str(config["dataset"]), str(folder), options,
-                             tune_spec), name=f"rmc-{label}-driver")
+                             tune_spec, refusal_sender), name=f"rmc-{label}-driver")
     child.start()
+    refusal_sender.close()
     try:
         child.join()
     except BaseException:
@@ -451,6 +526,8 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
         if child.is_alive():
             child.kill()
         raise
+    if refusals.poll():
+        raise CellError(refusals.recv())    # the cluster could not be started or joined: nothing ran
     try:
         state = json.loads((folder / "progress.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -462,21 +539,27 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
 
 
 def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, folder: str, options: EngineOptions,
-           tune_spec=None) -> None:
+           tune_spec, refusals) -> None:
     """The Ray driver (in its own process, see ``run_cells``): start or join the cluster, ship
     the data (each of ``data_roots``, the atomic folders the cells read), run the trials, record
-    what the trials could not (``collect``), stop the cluster."""
+    what the trials could not (``collect``), stop the cluster. A cluster that cannot be started or
+    joined is sent back through ``refusals`` as one line."""
     import signal
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    from ray import air, tune
+    from ray import tune
 
     folder = Path(folder)
     names = {cell["key"]: cell["cell"] for cell in cells}
-    say(f"[{label}] {start_ray(folder, options)}")
+    try:
+        say(f"[{label}] {start_ray(folder, options)}")
+    except CellError as error:
+        refusals.send(str(error))
+        stop_ray()
+        return
     try:
         ledger = start_ledger(folder, names)
         shipments = {root: ship_data(root, dataset) for root in data_roots}
@@ -498,10 +581,10 @@ def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, f
         trainable = tune.with_resources(tune.with_parameters(cell_trainable, setup=setup),
                                         {"cpu": options.cpus_per_run, "gpu": options.gpus_per_run})
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                           run_config=air.RunConfig(name=f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                                    storage_path=str(folder / "ray"), log_to_file=True, verbose=0,
-                                                    callbacks=[_progress_callback(label)],
-                                                    failure_config=air.FailureConfig(max_failures=options.max_failures)))
+                           run_config=tune.RunConfig(name=f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                                     storage_path=str(folder / "ray"), log_to_file=True, verbose=0,
+                                                     callbacks=[_progress_callback(label)],
+                                                     failure_config=tune.FailureConfig(max_failures=options.max_failures)))
         collect(tuner.fit(), ledger, setup, folder)
     finally:
         stop_ray()

@@ -1,7 +1,7 @@
-"""compat.py's shims for RecBole 1.2.1 on numpy 2, scipy >= 1.13 and pandas copy-on-write.
+"""compat.py's shims for RecBole 1.2.1 on numpy 2, scipy >= 1.13 and pandas 3 (copy-on-write).
 
-These run in both CI environments (the pinned one and the numpy-2 one); the checks that show a
-shim is needed run where its library version breaks RecBole."""
+The checks that show a shim is needed run where its library version breaks RecBole; the pandas
+ones run on pandas 2.x (copy-on-write switched on) and on pandas 3 alike."""
 
 import logging
 
@@ -62,9 +62,11 @@ def test_dok_update_fills_lightgcn_adjacency_with_the_known_normalisation():
     np.testing.assert_allclose(laplacian, expected, rtol=1e-6)
 
 
-def fill_nan_of(frame):
-    """RecBole's ``Dataset._fill_nan`` on a frame with a token and a float column."""
-    from recbole.data.dataset import Dataset
+PANDAS_3 = int(pd.__version__.split(".")[0]) >= 3
+
+
+def fill_nan_of(frame, fill):
+    """``fill`` (RecBole's ``Dataset._fill_nan`` or the shim) on a frame with a token and a float column."""
     from recbole.utils import FeatureType
 
     class Holder:
@@ -73,34 +75,78 @@ def fill_nan_of(frame):
         field2type = {"token": FeatureType.TOKEN, "value": FeatureType.FLOAT}
         inter_feat = frame
 
-    Dataset._fill_nan(Holder())
-    return frame
+    fill(Holder())
+    return Holder.inter_feat
 
 
 def nan_frame():
     return pd.DataFrame({"token": [1.0, np.nan, 3.0], "value": [1.0, np.nan, 3.0]})
 
 
-@pytest.mark.skipif(int(pd.__version__.split(".")[0]) >= 3, reason="pandas 3 is refused")
-def test_copy_on_write_is_off_while_a_dataset_is_built():
-    from recbole_mma4ctr.compat import building_dataset
+def test_recboles_in_place_fill_does_nothing_under_copy_on_write_and_the_shim_fills():
+    from recbole.data.dataset import Dataset
 
-    with pd.option_context("mode.copy_on_write", True), pytest.warns(Warning):
-        assert fill_nan_of(nan_frame()).isna().sum().sum() == 2  # the bug: NaNs stay
-    with pd.option_context("mode.copy_on_write", True):
-        with building_dataset():
-            filled = fill_nan_of(nan_frame())
-        assert pd.get_option("mode.copy_on_write") is True  # restored after the build
+    from recbole_mma4ctr.compat import fill_nan
+
+    copy_on_write = pd.option_context() if PANDAS_3 else pd.option_context("mode.copy_on_write", True)
+    with copy_on_write, pytest.warns(Warning):
+        assert fill_nan_of(nan_frame(), Dataset._fill_nan).isna().sum().sum() == 2  # the bug: NaNs stay
+    with copy_on_write:
+        filled = fill_nan_of(nan_frame(), fill_nan)
     assert filled["token"].tolist() == [1.0, 0.0, 3.0] and filled["value"].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_pandas_3_is_refused_with_a_message(monkeypatch):
-    from recbole_mma4ctr.compat import building_dataset
+# Missing values in every field type RecBole has, in the interactions and in the item features.
+NAN_INTER = ("user_id:token\titem_id:token\tlabel:float\ttimestamp:float\tscore:float\tchannel:token\t"
+             "tags:token_seq\tweights:float_seq\n"
+             "u1\ti1\t1\t1\t0.5\tweb\ta b\t0.5 1.5\n"
+             "u1\ti2\t0\t2\t\t\t\t\n"
+             "u2\ti1\t1\t3\t1.5\tapp\tb\t2.5\n"
+             "u2\ti3\t0\t4\t\tweb\t\t\n"
+             "u3\ti2\t1\t5\t2.5\t\tc a\t\n")
+NAN_ITEM = ("item_id:token\tprice:float\tgenre:token\twords:token_seq\tvector:float_seq\n"
+            "i1\t2.0\tpop\tx y\t0.25 0.75\n"
+            "i2\t\t\t\t\n"
+            "i3\t4.0\trock\ty\t\n")
 
-    monkeypatch.setattr(pd, "__version__", "3.0.0")
-    with pytest.raises(RuntimeError, match="needs pandas < 3"):
-        with building_dataset():
-            pass
+
+def loaded_nan_dataset(tmp_path):
+    """The dataset above through the project's dataset build (``utils.create_dataset``)."""
+    from conftest import run_settings
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.utils import create_dataset
+
+    folder = tmp_path / "nanset"
+    folder.mkdir()
+    (folder / "nanset.inter").write_text(NAN_INTER)
+    (folder / "nanset.item").write_text(NAN_ITEM)
+    settings = run_settings(tmp_path, data_path=tmp_path, load_col="None", unused_col="None")
+    return create_dataset(build_config("DeepFM", "nanset", None, settings))
+
+
+def test_missing_values_of_every_field_type_are_filled_as_recbole_fills_them_on_pandas_2_and_3(tmp_path):
+    dataset = loaded_nan_dataset(tmp_path)
+    inter, item = dataset.inter_feat, dataset.item_feat
+
+    def tokens(field, ids):
+        return [str(dataset.field2id_token[field][i]) for i in ids]
+
+    # rows keep file order here (no split yet); float: the column mean, token: [PAD], sequences: empty
+    np.testing.assert_allclose(inter["score"].numpy(), [0.5, 1.5, 1.5, 1.5, 2.5])
+    assert tokens("channel", inter["channel"].tolist()) == ["web", "[PAD]", "app", "web", "[PAD]"]
+    assert [tokens("tags", [i for i in row if i]) for row in inter["tags"].tolist()] == \
+        [["a", "b"], [], ["b"], [], ["c", "a"]]
+    np.testing.assert_allclose(inter["weights"].numpy(), [[0.5, 1.5], [0, 0], [2.5, 0], [0, 0], [0, 0]])
+    assert dataset.item_feat.length == 4   # [PAD] row + 3 items
+    by_item = {token: index for index, token in enumerate(tokens("item_id", item["item_id"].tolist()))}
+    np.testing.assert_allclose(item["price"].numpy()[[by_item["i1"], by_item["i2"], by_item["i3"]]], [2.0, 3.0, 4.0])
+    assert tokens("genre", item["genre"][[by_item["i1"], by_item["i2"]]].tolist()) == ["pop", "[PAD]"]
+    assert not any(item["words"][by_item["i2"]].tolist()) and not any(item["vector"][by_item["i2"]].tolist())
+    np.testing.assert_allclose(item["vector"][by_item["i1"]].numpy(), [0.25, 0.75])
+    import recbole.data.dataset.dataset as recbole_dataset_module
+    from recbole.data.dataset import Dataset
+
+    assert recbole_dataset_module.pd is pd and Dataset._fill_nan.__module__.startswith("recbole.")  # undone
 
 
 @pytest.mark.skipif(not SCIPY_WITHOUT_UPDATE, reason="scipy < 1.13 still has dok_matrix._update")

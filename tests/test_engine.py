@@ -92,82 +92,121 @@ def test_a_local_cluster_listens_on_loopback_only(tmp_path):
         remove_ray_temp(folder)
 
 
-# ---- a two-node `ray start` cluster on this machine ------------------------------------------------------
-def _alive_nodes(address: str) -> int:
+# ---- `ray start` clusters on this machine, token-authenticated -------------------------------------------
+def cluster_env(home: Path, token: str) -> dict:
+    """What every participant of a test cluster runs with: its own HOME (Ray keeps
+    ``~/.ray/auth_token`` there), token authentication on with ``token``, loopback only."""
+    return {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _alive_nodes(address: str, env: dict) -> int:
     code = ("import ray; ray.init(address='%s', log_to_driver=False); "
             "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
 
 
 # `ray start --address` refuses to join while RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 (how the engine
 # keeps Ray on loopback), and with it at 1 rewrites 127.0.0.1 into the machine's public address. A
 # second node on this machine's loopback therefore runs Ray's own `ray start` with both checks lifted.
-JOIN_ON_LOOPBACK = (
-    "import sys; import ray._private.ray_constants as c; import ray._private.services as s; "
+# A head that must claim another Ray version sets it before Ray writes the cluster's metadata.
+RAY_START = (
+    "import os, sys; import ray; import ray._private.ray_constants as c; import ray._private.services as s; "
     "c.ENABLE_RAY_CLUSTER = True; s.resolve_ip_for_localhost = lambda address: address; "
+    "ray.__version__ = os.environ.get('CLAIM_RAY_VERSION', ray.__version__); "
     "from ray.scripts.scripts import main; sys.argv = ['ray'] + sys.argv[1:]; main()"
 )
+
+
+def stop_group(process) -> None:
+    """Stop one `ray start --block` (and what it started) by its own process group, never `ray stop`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=40)   # `ray start --block` drains for up to 30 s
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@contextmanager
+def ray_head(root: Path, token: str, *, cpus: int, gpus: int = 0, dashboard_port: int | None = None,
+             claim_version: str | None = None):
+    """A `ray start --head --block` on 127.0.0.1 in its own process group, token-authenticated,
+    with its own temporary folder; yields (address, env a participant runs with)."""
+    port, home = free_port(), root / "home"
+    home.mkdir(exist_ok=True)
+    env = cluster_env(home, token)
+    temp = tempfile.mkdtemp(prefix="rmc-c-")
+    dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]
+                 if dashboard_port else ["--include-dashboard=false"])
+    logs = open(root / "head.log", "w")
+    head = subprocess.Popen([sys.executable, "-c", RAY_START, "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+                             f"--temp-dir={temp}", "--disable-usage-stats", *dashboard],
+                            env={**env, **({"CLAIM_RAY_VERSION": claim_version} if claim_version else {})},
+                            stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline and not _head_up(address, root / "head.log"):
+            assert head.poll() is None, (root / "head.log").read_text()[-3000:]
+            time.sleep(1)
+        assert _head_up(address, root / "head.log"), (root / "head.log").read_text()[-3000:]
+        yield address, env
+    finally:
+        stop_group(head)
+        logs.close()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _head_up(address: str, log: Path) -> bool:
+    """`ray start` prints its "Ray runtime started" once the head's services run."""
+    return "Ray runtime started" in log.read_text()
 
 
 @contextmanager
 def two_node_cluster(root: Path):
     """A head node with no CPUs (the driver's node: nothing trains there) and a worker node with
     2 CPUs, started in another working directory with its own empty temporary folder: a second
-    machine, as far as the driver's files go. Both are stopped by process group, never `ray stop`."""
-    port = free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = tempfile.mkdtemp(prefix="rmc-c-")
+    machine, as far as the driver's files go. Token-authenticated; both stopped by process group."""
+    token = os.urandom(16).hex()
     node_home, node_tmp = root / "node2-cwd", Path(tempfile.mkdtemp(prefix="rmc-n2-"))  # short: unix sockets
     node_home.mkdir()
-    logs = open(root / "cluster.log", "w")
-    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=0", "--num-gpus=0", f"--temp-dir={temp}", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, stdout=logs, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    processes = [head]
-    try:
-        address = f"127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline and _alive_nodes(address) < 1:
-            time.sleep(2)
+    with ray_head(root, token, cpus=0) as (address, env):
+        logs = open(root / "cluster.log", "w")
         # 127.0.0.2: another loopback address, so the driver (127.0.0.1) always attaches to the head
-        worker = subprocess.Popen([sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--block", f"--address={address}",
+        worker = subprocess.Popen([sys.executable, "-c", RAY_START, "start", "--block", f"--address={address}",
                                    "--node-ip-address=127.0.0.2", "--num-cpus=2", "--num-gpus=0",
                                    "--disable-usage-stats"], cwd=node_home,
                                   env={**env, "TMPDIR": str(node_tmp)}, stdout=logs, stderr=subprocess.STDOUT,
                                   start_new_session=True)
-        processes.append(worker)
-        while time.time() < deadline and _alive_nodes(address) < 2:
-            time.sleep(2)
-        assert _alive_nodes(address) == 2, (root / "cluster.log").read_text()[-3000:]
-        yield address, node_tmp
-    finally:
-        for process in reversed(processes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        logs.close()
-        import shutil
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and _alive_nodes(address, env) < 2:
+                time.sleep(2)
+            assert _alive_nodes(address, env) == 2, (root / "cluster.log").read_text()[-3000:]
+            yield address, node_tmp, env
+        finally:
+            stop_group(worker)
+            logs.close()
+            import shutil
 
-        shutil.rmtree(temp, ignore_errors=True)
-        shutil.rmtree(node_tmp, ignore_errors=True)
+            shutil.rmtree(node_tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_compare_and_tune_on_a_cluster_whose_worker_node_lacks_the_drivers_files(tmp_path):
     driver = tmp_path / "driver"
     driver.mkdir()
-    with two_node_cluster(tmp_path) as (address, node_tmp):
+    with two_node_cluster(tmp_path) as (address, node_tmp, env):
         done = ok(cli(driver, "--compare", "--models=MMa4CTR,BPR", "--marks=1", "--dataset=wechat", TINY,
-                      f"--ray_address={address}"))
+                      f"--ray_address={address}", env={"RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}))
         assert f"joined Ray at {address}" in done.stdout
         folder = driver / "results" / "compare-wechat-honest"
         summary = json.loads((folder / "comparison.json").read_text())
@@ -186,7 +225,8 @@ def test_compare_and_tune_on_a_cluster_whose_worker_node_lacks_the_drivers_files
         # a 2-trial tune against the same cluster, named by RAY_ADDRESS (as `ray job submit` does)
         (driver / "tiny.hyper").write_text("learning_rate grid [0.001,0.003]\n")
         done = ok(cli(driver, "--tune", "--model=MMa4CTR", "--dataset=wechat", "--params_file=tiny.hyper", TINY,
-                      "--epochs=2", "--num_samples=1", env={"RAY_ADDRESS": address}))
+                      "--epochs=2", "--num_samples=1", env={"RAY_ADDRESS": address,
+                                                            "RAY_AUTH_TOKEN": env["RAY_AUTH_TOKEN"]}))
         assert f"joined Ray at {address}" in done.stdout
         tune_folder = driver / "results" / "tune-MMa4CTR-wechat"
         summary = json.loads((tune_folder / "trials.json").read_text())
@@ -263,3 +303,90 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_an_interrupted_drive
     table = json.loads((folder / "comparison.json").read_text())
     assert {row["model"]: row["status"] for row in table["rows"] if "oracle" not in row["model"]} == \
         {"MMa4CTR": "ok", "FM": "ok"}
+
+
+# ---- joining clusters: unreachable, refused, another version, tokens, `ray job submit`, logical GPUs -------
+def one_error_line(done) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len([line for line in lines if line.startswith("error:")]) == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return next(line for line in lines if line.startswith("error:"))
+
+
+def test_an_address_where_nothing_answers_fails_within_20_s_naming_it(tmp_path):
+    address = f"127.0.0.1:{free_port()}"   # nothing listens there
+    started = time.time()
+    done = cli(tmp_path, "--compare", "--models=BPR", "--marks=1", "--dataset=wechat", TINY, f"--ray_address={address}",
+               timeout=120)
+    seconds = time.time() - started
+    line = one_error_line(done)
+    assert seconds < 20, f"took {seconds:.0f} s"
+    assert address in line and "refused" in line, line
+    assert "records say why" not in done.stderr
+    assert not (tmp_path / "results" / "compare-wechat-honest" / "comparison.md").exists()
+
+
+@pytest.mark.slow
+def test_a_token_cluster_with_a_logical_gpu_runs_two_half_gpu_cells_at_once_and_refuses_a_wrong_token(tmp_path):
+    token = os.urandom(16).hex()
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    with ray_head(tmp_path, token, cpus=2, gpus=1) as (address, env):
+        # a wrong token: one line naming the address and the reason, within 20 s
+        started = time.time()
+        refused = cli(driver, "--compare", "--models=BPR", "--marks=1", "--dataset=wechat", TINY,
+                      f"--ray_address={address}", env={"RAY_AUTH_TOKEN": "0" * 32}, timeout=120)
+        line = one_error_line(refused)
+        assert address in line and "token" in line, line
+        assert time.time() - started < 20 + 15, "the refusal took too long"   # 15 s: tiny data preparation
+        # the token from ~/.ray/auth_token (the driver's HOME), as Ray's own rules find it
+        (driver / ".ray").mkdir()
+        (driver / ".ray" / "auth_token").write_text(token)
+        done = ok(cli(driver, "--compare", "--models=MMa4CTR", "--seeds=1,2", "--marks=3", "--dataset=wechat", TINY,
+                      "--gpus_per_run=0.5", f"--ray_address={address}"))
+        assert f"joined Ray at {address}: 2 CPUs, 1 GPUs" in done.stdout
+    found = records(driver / "results" / "compare-wechat-honest")
+    assert len(found) == 2 and all(r["status"] == "ok" for r in found)
+    for record in found:
+        place = record["where"]
+        assert place["ray_gpu_ids"] == ["0"] and place["cuda_visible_devices"] == "0", place
+        assert "torch sees no CUDA device: ran on the CPU" in place["gpu_fallback"]
+        assert record["device"].startswith("cpu")
+    first, second = sorted(found, key=lambda r: r["started_at"])
+    assert second["started_at"] < first["finished_at"], "the two half-GPU cells did not overlap in time"
+
+
+@pytest.mark.slow
+def test_a_cluster_of_another_ray_version_is_refused_naming_both_versions(tmp_path):
+    import ray
+
+    token = os.urandom(16).hex()
+    with ray_head(tmp_path, token, cpus=1, claim_version="2.41.0") as (address, env):
+        done = cli(tmp_path, "--compare", "--models=BPR", "--marks=1", "--dataset=wechat", TINY,
+                   f"--ray_address={address}", env={"RAY_AUTH_TOKEN": token}, timeout=180)
+    line = one_error_line(done)
+    assert address in line and "Ray 2.41.0" in line and f"Ray {ray.__version__}" in line, line
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_a_comparison_on_a_token_cluster(tmp_path):
+    token = os.urandom(16).hex()
+    dashboard = free_port()
+    work = tmp_path / "job"
+    work.mkdir()
+    with ray_head(tmp_path, token, cpus=2, dashboard_port=dashboard) as (address, env):
+        entrypoint = (f"cd {work} && {sys.executable} {REPO / 'run_recbole_mma4ctr.py'} --compare --models=BPR,FM "
+                      f"--marks=1 --dataset=wechat {TINY}")
+        deadline = time.time() + 60
+        while True:   # the job server answers a little after the head itself
+            done = subprocess.run([RAY, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--",
+                                   "bash", "-c", entrypoint], capture_output=True, text=True, timeout=600, env=env)
+            if done.returncode == 0 or time.time() > deadline or "Connection" not in done.stderr + done.stdout:
+                break
+            time.sleep(2)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert f"joined Ray at {address}" in done.stdout, done.stdout[-3000:]   # RAY_ADDRESS, set by the job
+    summary = json.loads((work / "results" / "compare-wechat-honest" / "comparison.json").read_text())
+    assert {row["model"]: row["status"] for row in summary["rows"] if "oracle" not in row["model"]} == \
+        {"BPR": "ok", "FM": "ok"}
