@@ -13,7 +13,8 @@ Two kinds, by scope:
   missing; nothing existing changes meaning.
 * :func:`building_dataset` is a context around building one RecBole Dataset: atomic files read
   with pandas' C engine, and RecBole's two in-place ``fillna`` calls replaced by fills that
-  assign their result (in-place fills do nothing under copy-on-write, pandas 3's only mode).
+  assign their result (in-place fills do nothing under copy-on-write, pandas 3's only mode),
+  and ``Series.agg(len)`` giving each element's length, as RecBole means it (pandas 3 aggregates).
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ def fill_nan(dataset) -> None:
                 feat[field] = feat[field].apply(lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x)
 
 
+def element_lengths(aggregate):
+    """``Series.agg`` where ``agg(len)`` gives each element's length, as RecBole 1.2.1 means it.
+
+    RecBole takes the lengths of a sequence field's rows with ``feat[field].agg(len)`` (remapping
+    token sequences, normalising and discretising float sequences, sequential and knowledge-graph
+    datasets). pandas 2 applied ``len`` to each element (with a FutureWarning); pandas 3
+    aggregates: the length of the whole Series, and RecBole fails with ``Length of values (1) does
+    not match length of index``. Every other ``agg`` is pandas' own."""
+    def agg(self, func=None, axis=0, *args, **kwargs):
+        if func is len:
+            return self.map(len)
+        return aggregate(self, func, axis, *args, **kwargs)
+
+    return agg
+
+
 class _CEnginePandas:
     """pandas, except that ``read_csv`` asked for the python engine with a one-character
     separator uses the C engine (exact float parsing, ``round_trip``) instead, and empty sequence
@@ -127,14 +144,19 @@ def building_dataset():
       copy-on-write (pandas 3's only mode, an option in 2.x) that fills a copy and the frame keeps
       its NaNs. The first is done by the ``read_csv`` above (``fill_sequences``), the second
       is replaced by :func:`fill_nan` for the build, on every pandas version.
+    * ``Series.agg(len)`` gives element lengths again (:func:`element_lengths`), as on pandas 2.
     """
+    import pandas
     import recbole.data.dataset.dataset as dataset_module
 
     original_pandas, original_fill = dataset_module.pd, dataset_module.Dataset._fill_nan
+    original_agg = pandas.Series.agg
     dataset_module.pd = _CEnginePandas(original_pandas)
     dataset_module.Dataset._fill_nan = fill_nan
+    pandas.Series.agg = element_lengths(original_agg)
     try:
         yield
     finally:
         dataset_module.pd = original_pandas
         dataset_module.Dataset._fill_nan = original_fill
+        pandas.Series.agg = original_agg

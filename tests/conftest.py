@@ -8,6 +8,25 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_home(tmp_path_factory):
+    """Every test (and every command it starts) runs with a HOME of its own: Ray's local cluster
+    writes its authentication token to ~/.ray/auth_token, and once that file exists every
+    `ray start --head` of the machine's user requires it. pip keeps the user's cache."""
+    import os
+
+    real = Path.home()
+    saved = {name: os.environ.get(name) for name in ("HOME", "PIP_CACHE_DIR")}
+    os.environ.setdefault("PIP_CACHE_DIR", str(real / ".cache" / "pip"))
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_raw(tmp_path_factory):
     """A tiny WeChat-format raw folder (200 users, 30 k actions) from the seeded generator."""

@@ -88,7 +88,9 @@ def test_recboles_in_place_fill_does_nothing_under_copy_on_write_and_the_shim_fi
 
     from recbole_mma4ctr.compat import fill_nan
 
-    copy_on_write = pd.option_context() if PANDAS_3 else pd.option_context("mode.copy_on_write", True)
+    from contextlib import nullcontext
+
+    copy_on_write = nullcontext() if PANDAS_3 else pd.option_context("mode.copy_on_write", True)
     with copy_on_write, pytest.warns(Warning):
         assert fill_nan_of(nan_frame(), Dataset._fill_nan).isna().sum().sum() == 2  # the bug: NaNs stay
     with copy_on_write:
@@ -126,23 +128,28 @@ def loaded_nan_dataset(tmp_path):
 
 def test_missing_values_of_every_field_type_are_filled_as_recbole_fills_them_on_pandas_2_and_3(tmp_path):
     dataset = loaded_nan_dataset(tmp_path)
-    inter, item = dataset.inter_feat, dataset.item_feat
+    inter, item = dataset.inter_feat, dataset.item_feat   # frames, before RecBole's split
 
     def tokens(field, ids):
-        return [str(dataset.field2id_token[field][i]) for i in ids]
+        return [str(dataset.field2id_token[field][int(i)]) for i in ids]
 
-    # rows keep file order here (no split yet); float: the column mean, token: [PAD], sequences: empty
-    np.testing.assert_allclose(inter["score"].numpy(), [0.5, 1.5, 1.5, 1.5, 2.5])
-    assert tokens("channel", inter["channel"].tolist()) == ["web", "[PAD]", "app", "web", "[PAD]"]
-    assert [tokens("tags", [i for i in row if i]) for row in inter["tags"].tolist()] == \
-        [["a", "b"], [], ["b"], [], ["c", "a"]]
-    np.testing.assert_allclose(inter["weights"].numpy(), [[0.5, 1.5], [0, 0], [2.5, 0], [0, 0], [0, 0]])
-    assert dataset.item_feat.length == 4   # [PAD] row + 3 items
-    by_item = {token: index for index, token in enumerate(tokens("item_id", item["item_id"].tolist()))}
-    np.testing.assert_allclose(item["price"].numpy()[[by_item["i1"], by_item["i2"], by_item["i3"]]], [2.0, 3.0, 4.0])
-    assert tokens("genre", item["genre"][[by_item["i1"], by_item["i2"]]].tolist()) == ["pop", "[PAD]"]
-    assert not any(item["words"][by_item["i2"]].tolist()) and not any(item["vector"][by_item["i2"]].tolist())
-    np.testing.assert_allclose(item["vector"][by_item["i1"]].numpy(), [0.25, 0.75])
+    def rows(frame, field):
+        return [np.asarray(value).tolist() for value in frame[field]]
+
+    assert not inter.isna().any().any() and not item.isna().any().any()
+    # float: the column mean; token: [PAD]; sequences: empty (rows keep file order here)
+    assert inter["score"].tolist() == [0.5, 1.5, 1.5, 1.5, 2.5]
+    assert tokens("channel", inter["channel"]) == ["web", "[PAD]", "app", "web", "[PAD]"]
+    assert [tokens("tags", row) for row in rows(inter, "tags")] == [["a", "b"], [], ["b"], [], ["c", "a"]]
+    assert rows(inter, "weights") == [[0.5, 1.5], [], [2.5], [], []]
+    by_item = {token: index for index, token in enumerate(tokens("item_id", item["item_id"]))}
+    assert set(by_item) == {"[PAD]", "i1", "i2", "i3"}
+    i1, i2, i3 = (by_item[name] for name in ("i1", "i2", "i3"))
+    assert item["price"].iloc[[i1, i2, i3]].tolist() == [2.0, 3.0, 4.0]
+    assert tokens("genre", item["genre"].iloc[[i1, i2, i3]]) == ["pop", "[PAD]", "rock"]
+    assert [tokens("words", row) for row in rows(item, "words")[i1:i1 + 1] + rows(item, "words")[i2:i2 + 1]] == \
+        [["x", "y"], []]
+    assert [rows(item, "vector")[i] for i in (i1, i2, i3)] == [[0.25, 0.75], [], []]
     import recbole.data.dataset.dataset as recbole_dataset_module
     from recbole.data.dataset import Dataset
 

@@ -19,9 +19,3 @@ def test_ci_runs_the_readme_install_and_test_command():
     assert install_and_test[0] in ci_lines
     # both README commands install the same way
     assert install_and_run[0].split(" && python run_recbole")[0] == install_and_test[0].split(" && python -m pytest")[0]
-
-
-def test_ci_runs_the_readme_newer_stack_install_and_test_command():
-    modern = [c for c in readme_commands() if c.startswith("python3 -m venv .venv-modern")]
-    assert len(modern) == 1 and modern[0].endswith('python -m pytest -q -m "not slow and not ray"')
-    assert modern[0] in (REPO / ".ci" / "run").read_text().splitlines()

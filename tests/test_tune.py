@@ -19,9 +19,9 @@ pytestmark = pytest.mark.ray  # the numpy-2 CI environment has no Ray
 TINY = "--synthetic_scale=tiny"
 
 
-def run(workdir, *arguments, timeout=400):
+def run(workdir, *arguments, timeout=400, env=None):
     """The command line in ``workdir``, with HOME there too (nothing may land in the real home)."""
-    env = {**os.environ, "HOME": str(workdir)}
+    env = {**os.environ, "HOME": str(workdir), **(env or {})}
     command = [sys.executable, str(REPO / "run_recbole_mma4ctr.py"), *arguments]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -143,11 +143,28 @@ def test_cli_does_not_import_ray():
 def mma_tune(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tune")
     (workdir / "tiny.hyper").write_text("learning_rate loguniform -9.2,-4.6\ntrain_batch_size choice [1024,4096]\n")
+    # every DeprecationWarning shown, in the driver and (the variable reaches Ray's workers) in every trial
     done = ok(run(workdir, "--tune", "--model=MMa4CTR", "--dataset=wechat", "--params_file=tiny.hyper", TINY,
-                  "--epochs=2", "--num_samples=2", "--cpus_per_run=1"))
+                  "--epochs=2", "--num_samples=2", "--cpus_per_run=1", env={"PYTHONWARNINGS": "always::DeprecationWarning"}))
     folder = workdir / "results" / "tune-MMa4CTR-wechat"
     yield workdir, folder, done
     remove_ray_temp(folder)
+
+
+def ray_deprecations(text: str) -> list[str]:
+    """Lines of warnings that Ray raises about its own API (module ray or a Ray warning class)."""
+    return [line for line in text.splitlines()
+            if "DeprecationWarning" in line and ("/ray/" in line or "Ray" in line or "ray." in line)]
+
+
+def test_no_deprecated_ray_api_is_used_by_the_driver_or_the_trials(mma_tune):
+    workdir, folder, done = mma_tune
+    logs = list((folder / "rt").resolve().glob("session_*/logs/worker-*"))
+    assert logs, "no worker log found: the check would pass vacuously"
+    found = ray_deprecations(done.stdout + done.stderr)
+    for log in logs:
+        found += [f"{log.name}: {line}" for line in ray_deprecations(log.read_text(errors="replace"))]
+    assert not found, "\n".join(found[:20])
 
 
 def test_tune_writes_trial_table_and_best_config(mma_tune):
