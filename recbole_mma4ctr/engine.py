@@ -47,6 +47,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
 CONNECT_PROBE_SECONDS = 5  # a cluster address that does not answer a TCP connect within this is refused
+JOIN_ATTEMPTS = 5          # one-second attempts to reach a joined cluster's GCS (Ray's own default: 20)
 ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
 DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
 
@@ -189,12 +190,27 @@ def join_error(address: str, error: BaseException) -> CellError:
         return CellError(f"cannot join the Ray cluster at {address}: it runs Ray {cluster_ray} on Python "
                          f"{cluster_python}, this process Ray {own_ray} on Python {own_python}; a driver needs "
                          f"the cluster's exact Ray version and Python patch level")
-    if "auth" in text.lower() or "token" in text.lower():
+    if isinstance(error, ConnectionError):
+        # the port answered (probe_address) but its GCS did not take this driver; Ray logs the
+        # gRPC status (InvalidAuthToken for a token) but raises only "Failed to connect"
         found = auth_token_found()
-        return CellError(f"cannot join the Ray cluster at {address}: it refused the authentication token "
-                         f"({'from ' + found if found else 'none found in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token'}): "
-                         f"{text[:200]}")
+        token = f"the token from {found}" if found else \
+            "no token (none in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+        return CellError(f"cannot join the Ray cluster at {address}: its GCS refused this driver for "
+                         f"{JOIN_ATTEMPTS} s; it sent {token}: a wrong or missing authentication token, or the "
+                         f"address is not a Ray GCS port")
     return CellError(f"cannot join the Ray cluster at {address}: {type(error).__name__}: {text[:300]}")
+
+
+def ray_environment(options: EngineOptions) -> None:
+    """What Ray reads from the environment when it is imported, set before that happens (in the
+    driver process before ``import ray``; ``run_cells`` sets it before it starts that process):
+    token authentication on for a local cluster and for a joined one where a token is found, and
+    for joining, a bounded number of one-second attempts to reach the cluster's GCS."""
+    if not options.address or auth_token_found():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    if options.address:
+        os.environ["RAY_gcs_server_port_wait_time_s"] = str(JOIN_ATTEMPTS)
 
 
 def start_ray(folder: Path, options: EngineOptions) -> str:
@@ -203,13 +219,12 @@ def start_ray(folder: Path, options: EngineOptions) -> str:
     Both use Ray's token authentication: joining, the token Ray's own rules find (``RAY_AUTH_TOKEN``,
     ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) is sent; a local cluster is started with token
     authentication on (Ray writes ``~/.ray/auth_token`` when there is none)."""
+    ray_environment(options)
     import ray
 
     if options.address:
         probe_address(options.address)
         os.environ.pop("RAY_ADDRESS", None)   # with it set, ray.init refuses explicit arguments
-        if auth_token_found():
-            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, OSError, ValueError) as error:
@@ -217,7 +232,6 @@ def start_ray(folder: Path, options: EngineOptions) -> str:
         check_cluster_resources(options)
         total = ray.cluster_resources()
         return f"joined Ray at {options.address}: {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
-    os.environ["RAY_AUTH_MODE"] = "token"
     temp_dir = ray_temp_dir(folder, options.temp_dir)
     cores, gpus = available_cores(), visible_gpus()
     ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False,
@@ -511,6 +525,7 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
 
     # every data folder the cells read (prepare_grid gives each cell its own), else the config's
     roots = list(dict.fromkeys(cell["data_root"] for cell in cells if cell.get("data_root"))) or [str(config["data_path"])]
+    ray_environment(options)      # read by Ray when the driver process imports it
     context = multiprocessing.get_context("spawn")
     refusals, refusal_sender = context.Pipe(duplex=False)
     child = context.Process(
