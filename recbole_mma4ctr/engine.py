@@ -37,17 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import CellError
+from .cluster import ClusterError, check_join, join, ray_environment
 from .run import say
-
-# Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
-# every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
-CONNECT_PROBE_SECONDS = 5  # a cluster address that does not answer a TCP connect within this is refused
-JOIN_ATTEMPTS = 5          # one-second attempts to reach a joined cluster's GCS (Ray's own default: 20)
 ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
 DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
 
@@ -98,9 +92,10 @@ def visible_gpus() -> int:
 
 def check_local_resources(options: EngineOptions) -> None:
     """Refuse up front what would leave cells PENDING forever on a local cluster; for a cluster
-    named by address, an address where nothing answers (``probe_address``)."""
+    named by address, one this process cannot join (``cluster.check_join``, before any data is
+    prepared)."""
     if options.address:
-        probe_address(options.address)
+        check_join(options.address)
         return
     cores, gpus = available_cores(), visible_gpus()
     if options.gpus_per_run > 0 and gpus == 0:
@@ -152,83 +147,17 @@ def ray_temp_dir(folder: Path, requested: str | None = None) -> str:
     return str(short)
 
 
-def auth_token_found() -> str | None:
-    """Where Ray's own rules would read an authentication token from, if any of them has one:
-    ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "RAY_AUTH_TOKEN"
-    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), str(Path.home() / ".ray" / "auth_token")):
-        if path and Path(path).is_file() and Path(path).read_text().strip():
-            return path
-    return None
-
-
-def probe_address(address: str) -> None:
-    """Refuse an address where nothing answers, before Ray's own retries (minutes) begin."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise CellError(f"cannot join the Ray cluster at {address}: not HOST:PORT")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_PROBE_SECONDS):
-            pass
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise CellError(f"cannot join the Ray cluster at {address}: {reason.lower()}") from None
-
-
-def join_error(address: str, error: BaseException) -> CellError:
-    """Ray's refusal to connect as one line naming the address and the reason (for a version
-    mismatch: both Ray and Python versions, the cluster's and this process's)."""
-    import re
-
-    text = " ".join(str(error).split())
-    versions = re.findall(r"Ray: (\S+) Python: (\S+)", text)
-    if "Version mismatch" in text and len(versions) >= 2:
-        (cluster_ray, cluster_python), (own_ray, own_python) = versions[0], versions[1]
-        return CellError(f"cannot join the Ray cluster at {address}: it runs Ray {cluster_ray} on Python "
-                         f"{cluster_python}, this process Ray {own_ray} on Python {own_python}; a driver needs "
-                         f"the cluster's exact Ray version and Python patch level")
-    if isinstance(error, ConnectionError):
-        # the port answered (probe_address) but its GCS did not take this driver; Ray logs the
-        # gRPC status (InvalidAuthToken for a token) but raises only "Failed to connect"
-        found = auth_token_found()
-        token = f"the token from {found}" if found else \
-            "no token (none in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
-        return CellError(f"cannot join the Ray cluster at {address}: its GCS refused this driver for "
-                         f"{JOIN_ATTEMPTS} s; it sent {token}: a wrong or missing authentication token, or the "
-                         f"address is not a Ray GCS port")
-    return CellError(f"cannot join the Ray cluster at {address}: {type(error).__name__}: {text[:300]}")
-
-
-def ray_environment(options: EngineOptions) -> None:
-    """What Ray reads from the environment when it is imported, set before that happens (in the
-    driver process before ``import ray``; ``run_cells`` sets it before it starts that process):
-    token authentication on for a local cluster and for a joined one where a token is found, and
-    for joining, a bounded number of one-second attempts to reach the cluster's GCS."""
-    if not options.address or auth_token_found():
-        os.environ["RAY_AUTH_MODE"] = "token"
-    if options.address:
-        os.environ["RAY_gcs_server_port_wait_time_s"] = str(JOIN_ATTEMPTS)
-
-
 def start_ray(folder: Path, options: EngineOptions) -> str:
     """Start a local Ray on 127.0.0.1 (or join ``options.address``); returns a one-line description.
 
     Both use Ray's token authentication: joining, the token Ray's own rules find (``RAY_AUTH_TOKEN``,
     ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) is sent; a local cluster is started with token
     authentication on (Ray writes ``~/.ray/auth_token`` when there is none)."""
-    ray_environment(options)
+    ray_environment(options.address)
     import ray
 
     if options.address:
-        probe_address(options.address)
-        os.environ.pop("RAY_ADDRESS", None)   # with it set, ray.init refuses explicit arguments
-        try:
-            ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, OSError, ValueError) as error:
-            raise join_error(options.address, error) from None
+        join(options.address)
         check_cluster_resources(options)
         total = ray.cluster_resources()
         return f"joined Ray at {options.address}: {total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs"
@@ -525,7 +454,7 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
 
     # every data folder the cells read (prepare_grid gives each cell its own), else the config's
     roots = list(dict.fromkeys(cell["data_root"] for cell in cells if cell.get("data_root"))) or [str(config["data_path"])]
-    ray_environment(options)      # read by Ray when the driver process imports it
+    ray_environment(options.address)      # read by Ray when the driver process imports it
     context = multiprocessing.get_context("spawn")
     refusals, refusal_sender = context.Pipe(duplex=False)
     child = context.Process(
@@ -542,7 +471,7 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
             child.kill()
         raise
     if refusals.poll():
-        raise CellError(refusals.recv())    # the cluster could not be started or joined: nothing ran
+        raise ClusterError(refusals.recv())    # the cluster could not be started or joined: nothing ran
     try:
         state = json.loads((folder / "progress.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -571,7 +500,7 @@ def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, f
     names = {cell["key"]: cell["cell"] for cell in cells}
     try:
         say(f"[{label}] {start_ray(folder, options)}")
-    except CellError as error:
+    except (CellError, ClusterError) as error:
         refusals.send(str(error))
         stop_ray()
         return
