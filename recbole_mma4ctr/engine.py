@@ -470,8 +470,9 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
         if child.is_alive():
             child.kill()
         raise
-    if refusals.poll():
-        raise ClusterError(refusals.recv())    # the cluster could not be started or joined: nothing ran
+    refusal = _received(refusals)
+    if refusal:
+        raise ClusterError(refusal)    # the cluster could not be started or joined: nothing ran
     try:
         state = json.loads((folder / "progress.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -480,6 +481,15 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
         say(f"[{label}] the Ray driver process ended with status {child.exitcode}; using the records it left")
     return {key: read_record(folder / entry["record"]) for key, entry in state.items()
             if entry.get("record") and (folder / entry["record"]).exists()}
+
+
+def _received(connection) -> str | None:
+    """What the driver process sent (only a refusal is ever sent); None when it sent nothing
+    (its end of the pipe closed at exit reads as end of file)."""
+    try:
+        return connection.recv() if connection.poll() else None
+    except EOFError:
+        return None
 
 
 def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, folder: str, options: EngineOptions,
