@@ -204,6 +204,16 @@ def _truncate_npz(folder: Path):
     npz.write_bytes(npz.read_bytes()[:5000])
 
 
+def _modality_value(value: float):
+    def edit(folder: Path):
+        npz = folder / "byo.mm.npz"
+        with np.load(npz) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        arrays["acoustic"][4, 2] = value
+        np.savez(npz, **arrays)
+    return edit
+
+
 INTER = "{inter}"
 DATA_CASES = {
     "no label field": (_drop_column(3), f"{INTER}, line 1: no field 'label' (the label; fields are user_id, item_id, "
@@ -224,6 +234,9 @@ DATA_CASES = {
                       f"labels are 0); a CTR model needs rows of both labels to train and be scored"),
     "truncated .mm.npz": (_truncate_npz, "{npz}: not a readable NumPy .npz archive (File is not a zip file); write "
                           "it again with np.savez (docs/byo_dataset.md)"),
+    "modality value 3e38": (_modality_value(3e38), "{npz}, field 'acoustic', row 4 (item_id 'i4'), column 2: value "
+                            "3e+38 outside [0, 1] (1 of 4,800 values; range 0 to 3e+38); min-max scale each column "
+                            "to [0, 1] before saving, the model does not rescale (docs/byo_dataset.md)"),
     "missing .mm.npz": (lambda folder: (folder / "byo.mm.npz").unlink(), "{npz}: modality file not found. MMa4CTR "
                         "needs the items' modality matrices there: a NumPy archive (np.savez) with item_id (strings, "
                         "the .inter's item_id tokens) and visual, acoustic, textual (float32, one row per id, values "
