@@ -86,6 +86,8 @@ def exact_time_order(values, path, field: str):
     import numpy as np
 
     values = np.asarray(values, dtype=np.float64)
+    if np.array_equal(values.astype(np.float32).astype(np.float64), values, equal_nan=True):
+        return values  # every value exact in float32 (one pass, no sort): nothing can merge
     distinct, ranks = np.unique(values, return_inverse=True)
     if len(np.unique(distinct.astype(np.float32))) == len(distinct):
         return values
@@ -105,7 +107,7 @@ class _CEnginePandas:
     named ``time_column`` (``<TIME_FIELD>:float``) is made exact for float32
     (``exact_time_order``)."""
 
-    def __init__(self, pandas, time_column: str | None):
+    def __init__(self, pandas, time_column: str | None = None):
         self._pandas = pandas
         self._time_column = time_column
 
