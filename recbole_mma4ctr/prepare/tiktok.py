@@ -507,6 +507,9 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
     train = inputs[0]
     log(f"pass 1 over {train}: counting rows per user (chunks of {int(settings['chunk_rows']):,} rows)")
     user_rows, n_rows = count_user_rows(train, settings["chunk_rows"])
+    if not n_rows:
+        raise RawFormatError(f"{train}: no rows (the file is empty); expected one interaction per line, "
+                             f"{len(TRAIN_COLUMNS)} tab-separated integers: {' '.join(TRAIN_COLUMNS)}")
     kept_users = user_rows.index.to_numpy()[user_rows.to_numpy() >= minimum]
     log(f"{n_rows:,} rows, {len(user_rows):,} users; {len(kept_users):,} users with >= {minimum:,} rows")
     if not len(kept_users):
