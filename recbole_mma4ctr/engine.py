@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import CellError
+from .defaults import command_options
 from .run import say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
@@ -46,8 +47,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
-ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
-DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
+DEFAULT_OPTIONS = command_options("engine")   # properties/commands.yaml
+ENGINE_OPTIONS = tuple(DEFAULT_OPTIONS)
 
 
 # ---- options and resources -------------------------------------------------------------------------
@@ -58,11 +59,6 @@ class EngineOptions:
     address: str | None
     temp_dir: str | None
     max_failures: int
-
-
-def pop_options(overrides: dict) -> dict:
-    """Take the engine's own options out of a run's ``--key=value`` settings."""
-    return {key: overrides.pop(key) for key in list(overrides) if key in ENGINE_OPTIONS}
 
 
 def parse_options(options: dict) -> EngineOptions:

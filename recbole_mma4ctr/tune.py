@@ -55,9 +55,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defaults import properties_dir
+from .defaults import command_options, properties_dir
 from .errors import UsageError
-from .run import say
+from .run import Outcome, say
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -68,7 +68,7 @@ KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python 
 UNTUNABLE = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed", "label_action",
              "min_user_actions", "min_user_interactions", "pca_variance", "token_maxlen", "visual_dim", "acoustic_dim",
              "textual_dim", "chunk_rows", "epochs"}
-TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduction_factor": "2", "params_file": None}
+TUNE_DEFAULTS = command_options("tune")   # properties/commands.yaml
 
 
 class TuneError(UsageError):
@@ -380,15 +380,12 @@ def trial_row(record: dict, dimensions, metric: str, mode: str) -> dict:
     return row
 
 
-def main(model: str, dataset: str, config_files, overrides: dict, protocol=None) -> int:
-    """The ``--tune`` command: pops the tuning options from ``overrides``; returns an exit status."""
-    from .engine import ENGINE_OPTIONS
-
-    options = {key: overrides.pop(key) for key in list(overrides) if key in TUNE_DEFAULTS or key in ENGINE_OPTIONS}
+def command(model: str, dataset: str, config_files, overrides: dict, options: dict, protocol=None) -> Outcome:
+    """The ``--tune`` command: ``options`` are the tuning and engine options the user gave; returns
+    best.yaml, or why no trial finished (the tables are written either way)."""
+    options = {key: value for key, value in options.items() if key != "model"}
     try:
         folder = run_tuning(model, dataset, config_files, overrides, options, protocol)
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(folder / "best.yaml", flush=True)
-    return 0
+    except RuntimeError as error:   # run_tuning's "no trial finished": the message says where to look
+        return Outcome((), (str(error),))
+    return Outcome((folder / "best.yaml",), ())
