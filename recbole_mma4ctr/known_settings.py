@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,8 @@ class Entry:
     value: object
     path: Path
     line: int
-    comment: str
+    comment: str      # on the key's own line (with the indented comment lines that continue it)
+    above: str        # the comment lines directly above the key (often a group's heading)
 
     def where(self) -> str:
         return f"{shown_path(self.path)}, line {self.line}"
@@ -91,23 +93,21 @@ def inline_comment(line: str) -> str:
     return ""
 
 
-def comment_at(lines: list[str], number: int) -> str:
-    """A key's comment: its line's own (with the indented comment lines that continue it), else
-    the comment lines directly above it."""
+def comments_at(lines: list[str], number: int) -> tuple[str, str]:
+    """(the comment on line ``number`` with the indented comment lines that continue it, the
+    comment lines directly above it)."""
     own = inline_comment(lines[number - 1])
-    if own:
-        parts = [own]
-        for line in lines[number:]:
-            if not (line[:1].isspace() and line.strip().startswith("#")):
-                break
-            parts.append(line.strip()[1:].strip())
-        return " ".join(parts)
+    parts = [own] if own else []
+    for line in lines[number:] if own else []:
+        if not (line[:1].isspace() and line.strip().startswith("#")):
+            break
+        parts.append(line.strip()[1:].strip())
     above = []
     for line in reversed(lines[:number - 1]):
         if not line.startswith("#"):
             break
         above.insert(0, line[1:].strip())
-    return " ".join(above)
+    return " ".join(parts), " ".join(above)
 
 
 def file_entries(path, keys=None, section: str | None = None) -> dict[str, Entry]:
@@ -120,7 +120,7 @@ def file_entries(path, keys=None, section: str | None = None) -> dict[str, Entry
         values = values.get(section) or {}
     lines, rows = key_lines(text), text.splitlines()
     prefix = (section,) if section is not None else ()
-    return {key: Entry(key, value, path, lines[prefix + (key,)], comment_at(rows, lines[prefix + (key,)]))
+    return {key: Entry(key, value, path, lines[prefix + (key,)], *comments_at(rows, lines[prefix + (key,)]))
             for key, value in values.items() if keys is None or key in keys}
 
 
@@ -154,6 +154,8 @@ def every_entry(key: str) -> list[Entry]:
              root / "dataset" / "ml-100k.yaml", *sorted((root / "quick_start_config").glob("*.yaml")),
              own / "overall.yaml", *sorted((own / "dataset").glob("*.yaml")), own / "feature_fair.yaml",
              *sorted((own / "model").glob("*.yaml")), *sorted((own / "protocol").glob("*.yaml"))]
+    mentions = re.compile(rf"^\s*{re.escape(key)}\s*:", re.M)   # read only the files that can set it
+    files = [path for path in files if path.is_file() and mentions.search(path.read_text(encoding="utf-8"))]
     found = [entries[key] for entries in map(file_entries, files) if key in entries]
     for section in read_yaml(own / "commands.yaml"):
         entries = file_entries(own / "commands.yaml", section=section)

@@ -167,6 +167,6 @@ def setting_help(key: str) -> str:
     lines.append("set in (a later layer wins: RecBole's files, then properties/ overall < dataset < model < "
                  "protocol, then --config_files and --key=value):")
     for entry in found:
-        comment = f"  # {entry.comment}" if entry.comment else ""
+        comment = f"  # {entry.comment or entry.above}" if entry.comment or entry.above else ""
         lines.append(f"  {entry.where()}: {shown(entry.value)}{comment}")
     return "\n".join(lines)

@@ -110,8 +110,11 @@ def test_a_recbole_key_the_project_does_not_mention_is_accepted_and_reaches_the_
     assert capsys.readouterr().out == "results/fake.json\n"
     assert seen == {"model": "DeepFM", "dataset": "wechat", "overrides": {"weight_decay": "0.01", "dropout_prob": "0.1"},
                     "marks": [1, 3]}
-    # a key of the model's own RecBole file is known for that model only
+    # a key of a model's own file is known for that model only (RecBole's, and this project's)
     assert cli.main(["--model=BPR", "--dropout_prob=0.1"]) == 2
+    assert cli.main(["--model=DIN", "--fusion=visual"]) == 2
+    assert "unknown setting 'fusion'" in capsys.readouterr().err
+    assert cli.main(["--model=DIN+mm", "--fusion=visual"]) == 0
 
 
 def test_the_escape_lets_named_keys_of_ones_own_extension_through(monkeypatch, capsys):
@@ -233,6 +236,7 @@ def test_the_script_the_console_script_and_python_m_all_print_the_help(monkeypat
     for run in (lambda: runpy.run_path(str(REPO / "run_recbole_mma4ctr.py"), run_name="__main__"),
                 lambda: runpy.run_module("recbole_mma4ctr", run_name="__main__")):
         monkeypatch.setattr(sys, "argv", ["x", "-h"])
+        monkeypatch.delitem(sys.modules, "recbole_mma4ctr.__main__", raising=False)
         with pytest.raises(SystemExit) as stop:
             run()
         assert stop.value.code == 0 and capsys.readouterr().out == console
