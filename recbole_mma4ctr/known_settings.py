@@ -26,6 +26,7 @@ from .cells import protocol_file
 from .config import KeysOf, SafeSettingsLoader, property_files, typed_value
 from .defaults import command_options, properties_dir, read_yaml
 from .errors import UsageError
+from .feature_fair import split_name
 
 # mode -> the sections of commands.yaml that hold its options
 MODE_SECTIONS = {"run": ("common", "run"), "compare": ("common", "compare", "engine"),
@@ -126,8 +127,6 @@ def file_entries(path, keys=None, section: str | None = None) -> dict[str, Entry
 
 def settings_files(model: str, dataset: str, protocol=None) -> list:
     """The files of a run's layers in the order they apply (RecBole's, the project's, the protocol's)."""
-    from .feature_fair import split_name
-
     root = recbole_properties()
     recbole = [root / "overall.yaml", root / "model" / f"{split_name(model)[0]}.yaml", root / "dataset" / "sample.yaml",
                root / "dataset" / f"{dataset}.yaml"]
@@ -206,6 +205,9 @@ class Registry:
             self.known.update(last)
             for key, entry in last.items():
                 self.defaults.setdefault(key, entry)
+        if protocol:   # a challenge protocol's per-dataset settings (split_rule: day, split_days, ...)
+            tasks = read_yaml(protocol_file(protocol)).get("challenge_tasks") or {}
+            self.known.update(key for task in tasks.values() for key in (task.get("settings") or {}))
         self.allow = allowed_keys(allow)
 
     def check_key(self, key: str, where: str = "") -> None:

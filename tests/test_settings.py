@@ -115,6 +115,12 @@ def test_a_recbole_key_the_project_does_not_mention_is_accepted_and_reaches_the_
     assert cli.main(["--model=DIN", "--fusion=visual"]) == 2
     assert "unknown setting 'fusion'" in capsys.readouterr().err
     assert cli.main(["--model=DIN+mm", "--fusion=visual"]) == 0
+    capsys.readouterr()
+    # a protocol's keys are known under that protocol (the challenge's day split among them)
+    assert cli.main(["--split_days=[11,12,13]"]) == 2
+    assert "unknown setting 'split_days'" in capsys.readouterr().err
+    assert Registry("compare", ["DIN"], "wechat", "challenge").check_settings({"split_days": "[11,12,13]",
+                                                                               "challenge_round": "2"}) is None
 
 
 def test_the_escape_lets_named_keys_of_ones_own_extension_through(monkeypatch, capsys):
