@@ -141,7 +141,7 @@ def run_mode(mode: str, overrides: dict) -> Outcome:
     if mode == "compare":
         models = parse_models(str(options["models"]))
     elif mode == "study":
-        models = [options["model"] or study.get("model") or command_options("run")["model"]]
+        models = [studies.study_model(study, options["model"])]
     else:
         models = [options["model"]]
     for model in models:

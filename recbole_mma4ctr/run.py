@@ -405,7 +405,7 @@ def format_metrics(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, marks=None,
+def run_recbole_mma4ctr(model: str, dataset: str, config_files=None, overrides=None, marks=None,
                         protocol=None) -> dict:
     """A single run (no Ray): prepare the data if needed, run the cell, write its record into
     ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""

@@ -67,6 +67,11 @@ def load_study(name: str) -> dict:
     return study
 
 
+def study_model(study: dict, given=None) -> str:
+    """The model a study trains: ``--model=`` where given, else the study file's, else a run's default."""
+    return given or study.get("model") or command_options("run")["model"]
+
+
 def parse_value(text: str):
     """A --grid value: 64 -> int, 0.001 and 1e-4 -> float, true -> bool, vt_cross -> str."""
     import yaml
@@ -148,7 +153,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     overrides = dict(overrides or {})
     study = load_study(name)
     grid, marks = study_plan(study, options.get("grid"), marks)
-    model = options.get("model") or study.get("model") or command_options("run")["model"]
+    model = study_model(study, options.get("model"))
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
     engine.check_local_resources(engine_options)

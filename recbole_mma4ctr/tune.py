@@ -2,15 +2,16 @@
 
 ``python run_recbole_mma4ctr.py --tune --model=MMa4CTR --dataset=wechat --params_file=properties/hyper/MMa4CTR.hyper``
 
-Options (every other ``--key=value`` is a RecBole setting shared by all trials, e.g. ``--epochs=20``):
+Options, their defaults in ``properties/commands.yaml`` (``tune:`` and ``engine:``; ``--tune --help``
+prints them); every other ``--key=value`` is a RecBole setting shared by all trials, e.g. ``--epochs=20``:
 
 =====================  =====================================================================
 ``--params_file``      search space in RecBole's hyper-file format (default:
                        ``properties/hyper/<model>.hyper``, else ``properties/hyper/default.hyper``)
-``--num_samples``      samples drawn from the space (8); every ``grid`` line multiplies them
+``--num_samples``      samples drawn from the space; every ``grid`` line multiplies them
 ``--metric``           VALIDATION metric ranked and used by ASHA (the configured ``valid_metric``)
-``--grace_period``     epochs every trial gets before ASHA may stop it (2)
-``--reduction_factor`` ASHA's rung reduction factor (2)
+``--grace_period``     epochs every trial gets before ASHA may stop it
+``--reduction_factor`` ASHA's rung reduction factor
 engine options         ``--cpus_per_run``, ``--gpus_per_run``, ``--ray_address``, ``--max_failures``,
                        ``--ray_tmp`` (``engine.py``)
 =====================  =====================================================================
