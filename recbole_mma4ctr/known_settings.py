@@ -35,6 +35,8 @@ MODE_NAMES = {"run": "a single run", "compare": "--compare", "tune": "--tune", "
 # settings whose value must be at least this (RecBole would fail late or write an empty record)
 MINIMUM = {"epochs": 1, "train_batch_size": 1, "eval_batch_size": 1}
 POSITIVE = ("learning_rate",)
+# a key YAML reads as the same text (not a number, flag or null)
+PLAIN_NAME = re.compile(r"^(?!(?:true|false|yes|no|on|off|null|y|n)$)[A-Za-z_][\w.-]*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,23 @@ def shown_path(path) -> str:
     return str(path)
 
 
+def key_text(node) -> str:
+    """A mapping key as ``str()`` of its loaded value shows it (``true:`` -> ``'True'``, ``0.01:`` -> ``'0.01'``)."""
+    name = node.value
+    if isinstance(node, yaml.ScalarNode) and not node.style and not PLAIN_NAME.match(name):
+        return str(yaml.safe_load(name))
+    return str(name)
+
+
 def key_lines(text: str) -> dict[tuple, int]:
-    """The 1-based line of every mapping key of a YAML text, by its path of keys: ``('eval_args', 'split')``."""
+    """The 1-based line of every mapping key of a YAML text, by its path of keys (``str()`` of each):
+    ``('eval_args', 'split')``."""
     lines = {}
 
     def walk(node, prefix):
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                path = prefix + (key_node.value,)
+                path = prefix + (key_text(key_node),)
                 lines.setdefault(path, key_node.start_mark.line + 1)
                 walk(value_node, path)
 
@@ -121,7 +132,7 @@ def file_entries(path, keys=None, section: str | None = None) -> dict[str, Entry
         values = values.get(section) or {}
     lines, rows = key_lines(text), text.splitlines()
     prefix = (section,) if section is not None else ()
-    return {key: Entry(key, value, path, lines[prefix + (key,)], *comments_at(rows, lines[prefix + (key,)]))
+    return {key: Entry(key, value, path, lines[prefix + (str(key),)], *comments_at(rows, lines[prefix + (str(key),)]))
             for key, value in values.items() if keys is None or key in keys}
 
 
@@ -258,7 +269,7 @@ class Registry:
         ``cells.read_config_texts``): each key and value, named by file and line."""
         lines = key_lines(text)
         for key, value in (yaml.load(text, Loader=SafeSettingsLoader) or {}).items():
-            where = f"{path}, line {lines[(key,)]}"
+            where = f"{path}, line {lines[(str(key),)]}"
             self.check_key(str(key), where)
             self.check_value(str(key), value, where)
 

@@ -71,6 +71,11 @@ def test_a_misspelled_setting_in_a_config_file_is_named_by_file_and_line(no_work
     status, err = error_of(capsys, ["--model=DIN", f"--config_files={config}"])
     assert (status, err) == (2, f"error: {config}, line 4: unknown setting 'train_batch_sise' "
                                 f"(did you mean train_batch_size?)\n")
+    config.write_text("epochs: 2\ntrue: 1\n")          # a key YAML reads as a flag is still named by its line
+    assert error_of(capsys, ["--model=DIN", f"--config_files={config}"]) == (2, f"error: {config}, line 2: unknown "
+                                                                             f"setting 'True': no settings file defines "
+                                                                             f"it (--allow_unknown_settings=True passes "
+                                                                             f"a key of your own RecBole extension)\n")
     config.write_text("models: MMa4CTR,DIN\n")
     status, err = error_of(capsys, ["--compare", f"--config_files={config}"])
     assert status == 2 and err == (f"error: {config}, line 1: models is a command-line option (--models=...), "
