@@ -160,8 +160,10 @@ def quick_start_keys() -> set[str]:
 def every_entry(key: str) -> list[Entry]:
     """Every file RecBole or this project ships that sets ``key`` (for ``--help=SETTING``)."""
     root, own = recbole_properties(), properties_dir()
-    files = [root / "overall.yaml", *sorted((root / "model").glob("*.yaml")), root / "dataset" / "sample.yaml",
-             root / "dataset" / "ml-100k.yaml", *sorted((root / "quick_start_config").glob("*.yaml")),
+    datasets = sorted((path for path in (root / "dataset").glob("*.yaml") if not path.stem.endswith("url")),  # url lists
+                      key=lambda path: (path.stem != "sample", path.stem))   # sample.yaml applies first
+    files = [root / "overall.yaml", *sorted((root / "model").glob("*.yaml")), *datasets,
+             *sorted((root / "quick_start_config").glob("*.yaml")),
              own / "overall.yaml", *sorted((own / "dataset").glob("*.yaml")), own / "feature_fair.yaml",
              *sorted((own / "model").glob("*.yaml")), *sorted((own / "protocol").glob("*.yaml"))]
     mentions = re.compile(rf"^\s*{re.escape(key)}\s*:", re.M)   # read only the files that can set it
