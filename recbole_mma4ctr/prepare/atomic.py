@@ -165,32 +165,23 @@ def check_writable(folder) -> None:
                          f"convert into another folder (--data_path)")
 
 
-def is_up_to_date(out_dir: Path, expected_fingerprint: str) -> bool:
-    """True when the manifest's fingerprint matches and every file it lists is there with the
-    size it records (the cheap check; ``manifest_problem`` compares contents)."""
-    manifest = read_manifest(out_dir)
-    if manifest is None or manifest.get("fingerprint") != expected_fingerprint:
-        return False
-    recorded = manifest.get("file_digests")
-    if not isinstance(recorded, dict):
-        return False
-    for name in manifest.get("files", []):
-        path = Path(out_dir) / name
-        if name != MANIFEST and (not path.is_file() or path.stat().st_size != (recorded.get(name) or {}).get("bytes")):
-            return False
-    return True
-
-
 def skip_conversion(out_dir: Path, raw_dir: Path, expected_fingerprint: str, force: bool) -> dict | None:
     """A converter's first step, holding the folder's lock: refuse a folder the project may not
     write, remove dead processes' temporary files, and return the manifest when the folder is up
-    to date (the conversion is then skipped), else None."""
+    to date (same fingerprint, every listed file there with its recorded size: the conversion is
+    then skipped), else None. The digests are compared by the run path (``manifest_problem``
+    with the digest cache), where a mismatch converts again too."""
     check_writable(out_dir)
     remove_dead_temporaries(out_dir)
-    if force or not is_up_to_date(out_dir, expected_fingerprint):
+    manifest = read_manifest(out_dir)
+    if force or manifest is None or manifest.get("fingerprint") != expected_fingerprint:
+        return None
+    problem = manifest_problem(out_dir, manifest, manifest.get("dataset"))
+    if problem is not None:
+        log(f"{problem}: converting again")
         return None
     log(f"{out_dir} is up to date with {raw_dir} (fingerprint {expected_fingerprint[:12]}); skipping conversion")
-    return read_manifest(out_dir)
+    return manifest
 
 
 def manifest_problem(folder, manifest: dict, name: str, digest_cache=None) -> str | None:
