@@ -211,9 +211,16 @@ def test_a_users_own_wechat_folder_is_read_as_it_is_and_never_written(tiny_atomi
     assert {path.name: path.read_bytes() for path in mine.iterdir()} == before
     assert not (tmp_path / "synthetic").exists()       # nothing generated either
     with pytest.raises(InputError, match=r"D/wechat: holds files the project did not write \(wechat.inter, "
-                                         r"wechat.item, wechat.mm.npz\) and no manifest.json"):
+                                         r"wechat.item, wechat.mm.npz\) and no manifest.json of a conversion"):
         convert(tiny_raw, mine, {"min_user_actions": 0})   # the prepare command refuses it too
     assert {path.name: path.read_bytes() for path in mine.iterdir()} == before
+    (mine / "manifest.json").write_text('{"notes": "my own file, not a conversion"}')
+    with pytest.raises(InputError, match=r"describes dataset None, not this folder's 'wechat'"):
+        sources.ensure_dataset(cell_config(cell))
+    (mine / "manifest.json").write_text("[1, 2")
+    with pytest.raises(InputError, match=r"D/wechat/manifest.json, line 1: not valid JSON"):
+        sources.ensure_dataset(cell_config(cell))
+    assert {path.name: path.read_bytes() for path in mine.iterdir() if path.name != "manifest.json"} == before
 
 
 # ------------------------------------------------------------------ 3: atomic files checked against their manifest

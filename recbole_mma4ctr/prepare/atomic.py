@@ -144,11 +144,17 @@ def read_manifest(folder) -> dict | None:
     return manifest
 
 
+# what every manifest a converter wrote has (older versions included)
+MANIFEST_KEYS = ("dataset", "fingerprint", "files")
+
+
 def folder_owner(folder) -> str:
-    """``converted`` (it holds a manifest), ``new`` (missing, or no visible file in it) or ``user``
-    (files but no manifest: somebody's own data, which the project only reads)."""
+    """``converted`` (it holds a converter's manifest), ``new`` (missing, or no visible file in it)
+    or ``user`` (files but no such manifest: somebody's own data, which the project only reads).
+    A ``manifest.json`` that is not JSON is refused here (``read_manifest``): whose it is, is unknown."""
     folder = Path(folder)
-    if (folder / MANIFEST).exists():
+    manifest = read_manifest(folder)
+    if manifest is not None and all(key in manifest for key in MANIFEST_KEYS):
         return "converted"
     if not folder.is_dir() or not any(not path.name.startswith(".") for path in folder.iterdir()):
         return "new"
@@ -161,8 +167,8 @@ def check_writable(folder) -> None:
     if folder_owner(folder) == "user":
         found = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
         raise InputError(f"{folder}: holds files the project did not write ({', '.join(found[:3])}"
-                         f"{', ...' if len(found) > 3 else ''}) and no {MANIFEST}; it is never written into: "
-                         f"convert into another folder (--data_path)")
+                         f"{', ...' if len(found) > 3 else ''}) and no {MANIFEST} of a conversion; it is never "
+                         f"written into: convert into another folder (--data_path)")
 
 
 def skip_conversion(out_dir: Path, raw_dir: Path, expected_fingerprint: str, force: bool) -> dict | None:
