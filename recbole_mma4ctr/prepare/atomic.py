@@ -137,8 +137,8 @@ def read_manifest(folder) -> dict | None:
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}); this file is the project's "
-                         f"record of the folder's atomic files: remove the folder to convert again") from None
+        raise InputError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}); the project reads this file "
+                         f"as the record of the folder's atomic files: repair or remove it") from None
     if not isinstance(manifest, dict):
         raise InputError(f"{path}: a JSON {type(manifest).__name__}, not the project's manifest (a JSON object)")
     return manifest
@@ -167,8 +167,8 @@ def check_writable(folder) -> None:
     if folder_owner(folder) == "user":
         found = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
         raise InputError(f"{folder}: holds files the project did not write ({', '.join(found[:3])}"
-                         f"{', ...' if len(found) > 3 else ''}) and no {MANIFEST} of a conversion; it is never "
-                         f"written into: convert into another folder (--data_path)")
+                         f"{', ...' if len(found) > 3 else ''}) and no {MANIFEST} of a conversion; the project never "
+                         f"writes into it: convert into another folder")
 
 
 def skip_conversion(out_dir: Path, raw_dir: Path, expected_fingerprint: str, force: bool) -> dict | None:
