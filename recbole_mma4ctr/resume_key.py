@@ -32,7 +32,6 @@ from .record import plain
 PLUMBING = {
     # where files are: the content read is in the data digests, what is written is not an input
     "data_path": "the data folder; its files' content is in the data digests",
-    "mm_file": "the modality archive's path; its content is in the data digests",
     "raw_root": "where raw files are looked for; the converted files' content is in the data digests",
     "synthetic_root": "where a generated sample is written; the converted files' content is in the data digests",
     "checkpoint_dir": "where checkpoints are written",
