@@ -58,13 +58,14 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     # RecBole 1.2.1 on pandas 2 / torch 2.13 warns about its own code on every epoch
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     config = cell_config(cell)      # the marks' epochs and no early stop included
+    as_built = dict(config.final_config_dict)   # the identity's config, before the run derives values in it
     plateau = _plateau_settings(config, marks)
     apply_torch_threads(config["torch_threads"])
     init_seed(config["seed"], config["reproducibility"])
     log_path = _init_log(config, run_id)
     logger = logging.getLogger()
     manifest = ensure_dataset(config) if cell.get("prepare", True) else prepared_manifest(config)
-    identity = cell.get("identity") or cell_identity(cell, config, data_digests(config))
+    identity = cell.get("identity") or cell_identity(cell, as_built, data_digests(config))
     key = identity["key"]
     say(f"device: {device_name(config['device'])}")
 

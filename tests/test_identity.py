@@ -192,6 +192,12 @@ def test_a_single_run_states_its_identity(tmp_path):
     assert record["identity"]["code"] == code_version() and record["identity"]["key"] == record["key"]
     stored = json.loads(Path(record["record_path"]).read_text())
     assert stored["identity"] == record["identity"] and stored["config"]["shuffle"] is True
+    # the same key as the driver gives the cell (a plateau run derives values in its config: not counted)
+    plateau = run_recbole_mma4ctr("FM", "mine", None, settings_for(tmp_path, tmp_path / "data", train_to="plateau",
+                                                                    plateau_step_budget=4, log_wandb=False))
+    cell = make_cell("FM", "mine", None, settings_for(tmp_path, tmp_path / "data", train_to="plateau",
+                                                      plateau_step_budget=4, log_wandb=False))
+    assert plateau["identity"] == cell_identity(cell, cell_config(cell), record["identity"]["data"])
 
 
 # ------------------------------------------------------------------ 2: a folder the project did not create
