@@ -152,15 +152,20 @@ def fake_ok_record(cell: dict, folder: Path) -> None:
                   "split_sizes": {}}, folder)
 
 
+def compare_plan(tmp_path: Path, data: Path, model: str = "DIN"):
+    """What ``--compare`` decides before it runs anything: (the cell, results folder, finished cells)."""
+    from recbole_mma4ctr.engine import prepare_grid
+
+    cells = [make_cell(model, "mine", None, settings_for(tmp_path, data), kind="compare", prepare=False)]
+    _, folder, done = prepare_grid(cells, "compare-mine")
+    return cells[0], folder, done
+
+
 def test_a_rerun_on_other_data_under_the_same_name_runs_again(tmp_path):
     # defect 1: data_path was plumbing and a bring-your-own dataset had no fingerprint, so the same
     # command on folder B (same name, other content), or after an edit in place, was skipped
-    from recbole_mma4ctr.engine import prepare_grid
-
     def plan(data):
-        cells = [make_cell("DIN", "mine", None, settings_for(tmp_path, data), kind="compare", prepare=False)]
-        _, folder, done = prepare_grid(cells, "compare-mine")
-        return cells[0], folder, done
+        return compare_plan(tmp_path, data)
 
     write_mine(tmp_path / "A")
     write_mine(tmp_path / "B", flip=3)
@@ -178,6 +183,20 @@ def test_a_rerun_on_other_data_under_the_same_name_runs_again(tmp_path):
     assert inter.read_text() != text and len(inter.read_text()) == len(text)
     assert plan(tmp_path / "A")[2] == {}
     assert cell["identity"]["code"] == code_version()
+
+
+def test_shuffled_modalities_under_the_same_name_run_again(tmp_path):
+    # defect 1 as reported: folder B holds the same name with the item vectors shuffled
+    write_mine(tmp_path / "A")
+    vectors = np.random.default_rng(0).random((17, 8), dtype=np.float32)
+    ids = np.array([f"i{i}" for i in range(17)])
+    np.savez(tmp_path / "A" / "mine" / "mine.mm.npz", item_id=ids, visual=vectors)
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    np.savez(tmp_path / "B" / "mine" / "mine.mm.npz", item_id=ids, visual=vectors[::-1])
+    cell, folder, done = compare_plan(tmp_path, tmp_path / "A", "MMa4CTR")
+    fake_ok_record(cell, folder)
+    assert set(compare_plan(tmp_path, tmp_path / "A", "MMa4CTR")[2]) == {cell["key"]}
+    assert compare_plan(tmp_path, tmp_path / "B", "MMa4CTR")[2] == {}
 
 
 def test_a_single_run_states_its_identity(tmp_path):
