@@ -2,15 +2,17 @@
 
 ``make_cell`` checks the names, reads the user's config files once (their text travels with the
 cell, so a node without the driver's files builds the same config), types the ``--key=value``
-settings without executing them, and adds the protocol's settings file. The cell's ``key``
-(``resume_key.cell_key``) is fixed by the driver once the data are prepared.
+settings without executing them, and adds the protocol's settings file. ``cell_config`` builds
+the effective config every path runs with (the epoch marks applied). The cell's ``key`` and
+``identity`` (``resume_key.cell_identity``) are fixed by the driver once the data are prepared.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from .config import typed_value
+from .config import build_config, typed_value
 from .defaults import SettingError, properties_dir, read_yaml
 from .errors import UsageError
 from .record import NAME, new_run_id
@@ -97,6 +99,34 @@ def layered_settings(cell: dict) -> dict:
         merged.update(yaml.safe_load(text) or {})
     merged.update(cell["settings"])
     return merged
+
+
+def run_settings(cell: dict) -> dict:
+    """The cell's ``--key=value`` settings plus what its epoch marks fix: as many epochs as the
+    last mark and no early stop (every mark needs its epoch)."""
+    settings = dict(cell.get("settings") or {})
+    marks = sorted({int(m) for m in cell.get("marks") or []})
+    if marks:
+        settings["epochs"] = max(marks)
+        settings["stopping_step"] = max(marks) + 1
+    return settings
+
+
+def config_files(cell: dict, scratch: Path) -> list[str]:
+    """The cell's config files (protocol, then the user's), written into ``scratch`` from the texts it carries."""
+    files = []
+    for index, (name, text) in enumerate(cell.get("config_texts") or []):
+        path = scratch / f"{index:02d}-{Path(name).name}"
+        path.write_text(text, encoding="utf-8")
+        files.append(str(path))
+    return files
+
+
+def cell_config(cell: dict):
+    """The effective RecBole Config of a cell: what ``run.run_cell`` trains with and what its
+    identity is computed from."""
+    with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
+        return build_config(cell["model"], cell["dataset"], config_files(cell, Path(scratch)), run_settings(cell))
 
 
 def results_dir_of(cell: dict) -> str:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cells import CellError
+from .cells import CellError, cell_config
 from .defaults import command_options
 from .run import say
 
@@ -186,15 +186,14 @@ def pack_folder(folder: Path) -> bytes:
 
 
 def ship_data(data_path: str, dataset: str) -> dict:
-    """What a cell needs to find the prepared data: the driver's node and folder, and the files."""
+    """What a cell needs to find the prepared data: the driver's node and folder, and the files
+    (``fingerprint``, a hash of them, names the copy a node unpacks)."""
     import ray
 
     atomic = Path(data_path).resolve()
-    manifest = atomic / "manifest.json"
-    fingerprint = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
     payload = pack_folder(atomic)
     return {"dataset": dataset, "driver_node": ray.get_runtime_context().get_node_id(),
-            "driver_root": str(atomic.parent), "fingerprint": fingerprint or hashlib.sha256(payload).hexdigest()[:16],
+            "driver_root": str(atomic.parent), "fingerprint": hashlib.sha256(payload).hexdigest()[:16],
             "files": ray.put(payload), "bytes": len(payload)}
 
 
@@ -345,15 +344,16 @@ def cell_trainable(params: dict, setup: dict) -> None:
     from ray.air import session
 
     from .record import failure_record, where
-    from .resume_key import cell_key
+    from .resume_key import cell_identity
     from .run import run_cell
 
     worker_setup()
     cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
     shipment = setup["shipments"].get(cell.get("data_root"), setup["data"])
     cell["settings"] = dict(cell["settings"])
-    if "cell" not in params:
-        cell["key"] = cell_key(cell, setup["data"]["fingerprint"])
+    if "cell" not in params:     # a tune trial: its sampled values are part of its identity
+        cell["identity"] = cell_identity(cell, driver_config(cell), setup["data_digests"])
+        cell["key"] = cell["identity"]["key"]
         ray.get(setup["ledger"].register.remote(cell["key"], cell["cell"]))
     key, ledger = cell["key"], setup["ledger"]
     gpus = setup["gpus_per_run"]
@@ -488,7 +488,8 @@ def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, f
             param_space = {"cell": tune.grid_search([cell["cell"] for cell in cells])}
             tune_config = tune.TuneConfig(num_samples=1)
         else:
-            setup.update(base=tune_spec["base"], integers=tune_spec["integers"], metric=tune_spec["metric"])
+            setup.update(base=tune_spec["base"], integers=tune_spec["integers"], metric=tune_spec["metric"],
+                         data_digests=tune_spec["data_digests"])
             param_space = tune_spec["space"]
             tune_config = tune.TuneConfig(metric=tune_spec["metric"], mode=tune_spec["mode"],
                                           scheduler=tune_spec["scheduler"], num_samples=tune_spec["num_samples"])
@@ -578,25 +579,23 @@ def _counts(trials) -> str:
 
 
 def prepare_in_driver(cell: dict):
-    """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest)."""
-    from .prepare.sources import ensure_dataset
+    """Build the cell's Config in the driver and prepare the dataset once; returns (config, the
+    data digests, ``prepare.sources.data_digests``)."""
+    from .prepare.sources import data_digests, ensure_dataset
 
     config = driver_config(cell)
-    return config, ensure_dataset(config)
+    ensure_dataset(config)
+    return config, data_digests(config)
 
 
 def driver_config(cell: dict):
-    """The cell's Config, built in the driver.
+    """The cell's effective Config (``cells.cell_config``), built in the driver or a trial.
 
-    RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the driver puts the
-    variable back afterwards so that Ray still sees (and hands out) every GPU."""
-    from .config import build_config
-    from .run import _config_files
-
+    RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the variable is
+    put back afterwards so that Ray still sees (and hands out) every GPU."""
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-            config = build_config(cell["model"], cell["dataset"], _config_files(cell, Path(scratch)), cell["settings"])
+        config = cell_config(cell)
     finally:
         if before is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -620,14 +619,18 @@ def prepare_grid(cells: list[dict], folder_name: str):
     cells read once (a challenge comparison gives every action its own), give every cell its
     resume key and its folder (``data_root``), and find the cells a finished record already
     answers. Two cells that would convert different data into one folder are refused before
-    anything is converted. Returns (the first cell's config, results folder, {key: ok record})."""
-    from .prepare.sources import ensure_dataset
+    anything is converted. A cell's identity (``resume_key.cell_identity``) is its effective
+    config, the digests of its folder's files and the code version. Returns (the first cell's
+    config, results folder, {key: ok record})."""
+    from .prepare.sources import data_digests, ensure_dataset
     from .record import latest_by_key, records_in
-    from .resume_key import cell_key
+    from .resume_key import cell_identity
 
     groups: dict = {}          # data folder -> (config, data identity, first cell's name)
+    configs = []
     for cell in cells:
         config = driver_config(cell)
+        configs.append(config)
         root = str(Path(config["data_path"]).resolve())
         identity = data_identity(config)
         first = groups.setdefault(root, (config, identity, cell["cell"]))
@@ -636,9 +639,13 @@ def prepare_grid(cells: list[dict], folder_name: str):
             raise CellError(f"cells {first[2]} and {cell['cell']} would convert different data ({', '.join(changed)}) "
                             f"into the same folder {root}: give one of them its own --data_path")
         cell["data_root"] = root
-    fingerprints = {root: (ensure_dataset(config) or {}).get("fingerprint") for root, (config, _, _) in groups.items()}
-    for cell in cells:
-        cell["key"] = cell_key(cell, fingerprints[cell["data_root"]])
+    digests = {}
+    for root, (config, _, _) in groups.items():
+        ensure_dataset(config)
+        digests[root] = data_digests(config)
+    for cell, config in zip(cells, configs):
+        cell["identity"] = cell_identity(cell, config, digests[cell["data_root"]])
+        cell["key"] = cell["identity"]["key"]
     config = next(iter(groups.values()))[0]
     folder = results_folder(config, folder_name)
     found = latest_by_key(records_in(folder, {cell["key"] for cell in cells}))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from time import time
@@ -34,6 +33,7 @@ import numpy as np
 from .errors import UsageError
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
+from .cells import cell_config
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
@@ -59,28 +59,23 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from .config import build_config
-    from .prepare.sources import ensure_dataset, prepared_manifest
-    from .resume_key import cell_key
+    from .prepare.sources import data_digests, ensure_dataset, prepared_manifest
+    from .resume_key import cell_identity
 
     run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
-    settings = dict(cell.get("settings") or {})
-    if marks:
-        settings["epochs"] = max(marks)
-        settings["stopping_step"] = max(marks) + 1   # the marks need every epoch: no early stop
     # RecBole 1.2.1 on pandas 2 / torch 2.13 warns about its own code on every epoch
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
-    with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-        files = _config_files(cell, Path(scratch))
-        config = build_config(cell["model"], cell["dataset"], files, settings)
+    config = cell_config(cell)      # the marks' epochs and no early stop included
+    as_built = dict(config.final_config_dict)   # the identity's config, before the run derives values in it
     plateau = _plateau_settings(config, marks)
     apply_torch_threads(config["torch_threads"])
     init_seed(config["seed"], config["reproducibility"])
     log_path = _init_log(config, run_id)
     logger = logging.getLogger()
     manifest = ensure_dataset(config) if cell.get("prepare", True) else prepared_manifest(config)
-    key = cell.get("key") or cell_key(cell, (manifest or {}).get("fingerprint"))
+    identity = cell.get("identity") or cell_identity(cell, as_built, data_digests(config))
+    key = identity["key"]
     say(f"device: {device_name(config['device'])}")
 
     dataset = create_dataset(config)
@@ -133,7 +128,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
-        "key": key, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
+        "key": key, "identity": identity, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
         "protocol": _protocol_of(config, cell.get("protocol")), "split": _split_of(config),
         "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
@@ -207,16 +202,6 @@ def valid_plateau(history: list[dict], patience: int) -> dict | None:
     after = sum(1 for entry in validated if entry["epoch"] > best[-1]["epoch"])
     return {"best_epoch": int(best[-1]["epoch"]) + 1, "best_at_step": int(best[-1].get("steps", 0)),
             "validations_after_best": after, "patience": patience, "reached": after >= patience}
-
-
-def _config_files(cell: dict, scratch: Path) -> list[str]:
-    """The cell's config files (protocol, then the user's), written from the texts it carries."""
-    files = []
-    for index, (name, text) in enumerate(cell.get("config_texts") or []):
-        path = scratch / f"{index:02d}-{Path(name).name}"
-        path.write_text(text, encoding="utf-8")
-        files.append(str(path))
-    return files
 
 
 LOG_ROOT = Path("log")

@@ -309,7 +309,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     session = time.strftime("%Y%m%d-%H%M%S")
     base = make_cell(model, dataset, config_files, {**overrides, "eval_step": 1}, kind="tune", protocol=protocol,
                      extra={"tune_session": session}, prepare=False)
-    config, _ = engine.prepare_in_driver(base)
+    config, digests = engine.prepare_in_driver(base)
     metric = str(options["metric"] or config["valid_metric"]).lower()
     configured = [m.lower() for m in config["metrics"]]
     if metric not in configured:
@@ -325,7 +325,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(epochs, 1),
                               grace_period=min(grace_period, max(epochs, 1)), reduction_factor=reduction_factor)
     spec = {"base": base, "integers": integer_dimensions(dimensions), "metric": metric, "mode": mode,
-            "scheduler": scheduler, "num_samples": num_samples, "space": search_space(dimensions)}
+            "scheduler": scheduler, "num_samples": num_samples, "space": search_space(dimensions), "data_digests": digests}
     started = time.time()
     records = engine.run_cells("tune", [], config, folder, engine_options, tune_spec=spec)
     rows = [trial_row(record, dimensions, metric, mode) for record in records.values()]

@@ -64,8 +64,8 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
-                     item_float_seq, log, read_json_or_none, read_manifest, require)
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, item_float_seq,
+                     log, read_json_or_none, require, skip_conversion)
 from .rawtext import decode_line
 from ..errors import InputError, MissingInputError
 from .tokens import RawFormatError
@@ -486,9 +486,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     effective = {k: v for k, v in settings.items() if k not in _NO_EFFECT_SETTINGS}
     print_fp = fingerprint(inputs + ([oracle_path] if oracle_path else []), effective)
     with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
-        if not force and is_up_to_date(out_dir, print_fp):
-            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-            return read_manifest(out_dir)
+        done = skip_conversion(out_dir, raw_dir, print_fp, force)
+        if done is not None:
+            return done
         return _write_dataset(raw_dir, out_dir, settings, inputs, oracle_path, print_fp)
 
 

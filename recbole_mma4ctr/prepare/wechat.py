@@ -66,8 +66,8 @@ import pandas as pd
 from ..errors import InputError, MissingInputError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
-                     item_float_seq, log, read_manifest, require)
+from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, item_float_seq,
+                     log, require, skip_conversion)
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
@@ -578,9 +578,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     print_fp = fingerprint(inputs + ([embedding_path] if settings["feed_embedding"] else [])
                            + ([oracle_path] if oracle_path.exists() else []), settings)
     with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
-        if not force and is_up_to_date(out_dir, print_fp):
-            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-            return read_manifest(out_dir)
+        done = skip_conversion(out_dir, raw_dir, print_fp, force)
+        if done is not None:
+            return done
         return _write_dataset(raw_dir, out_dir, settings, inputs, embedding_path, oracle_path, print_fp)
 
 
