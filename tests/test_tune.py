@@ -33,7 +33,7 @@ def ok(done):
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
 def test_hyper_file_kinds_and_errors(tmp_path):
-    from recbole_mma4ctr.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
+    from recbole_mma4ctr.tune import TuneError, distinct_values, read_hyper_file
 
     good = tmp_path / "good.hyper"
     good.write_text("# comment\n\nlearning_rate loguniform -8,0\ntrain_batch_size choice [1024,4096]\n"
@@ -44,15 +44,17 @@ def test_hyper_file_kinds_and_errors(tmp_path):
     assert dims["train_batch_size"].values == [1024, 4096]
     assert dims["mlp_hidden_size"].values == [[64, 64], [128, 32, 4]]   # RecBole's quoted lists become lists
     assert dims["fusion"].values == ["vat_concat", "vt_cross"]
-    assert integer_dimensions(list(dims.values())) == ["embedding_size"]
-    assert trial_value(32.0, whole=True) == 32 and isinstance(trial_value(32.0, whole=True), int)
-    assert trial_value(1.0) == 1.0 and isinstance(trial_value(1.0), float)
+    assert distinct_values(dims["embedding_size"]) == [16, 32, 48, 64]    # whole numbers: q is one
+    assert distinct_values(dims["dropout_prob"]) is None
     for text, message in [("learning_rate gaussian 0,1", "line 1: unknown kind"),
                           ("x uniform 1", "line 1: uniform needs 2"),
                           ("x uniform 1,0", "low must be below high"),
                           ("x choice 1024", "needs a non-empty list"), ("x choice [1,", "needs a list literal"),
                           ("\nepochs choice [1,2]", "line 2: epochs cannot be tuned"),
-                          ("synthetic_scale choice ['tiny']", "prepared once"),
+                          ("synthetic_scale choice ['tiny']", "line 1: synthetic_scale is a data setting"),
+                          ("text_recipe choice ['paper','tfidf']", "line 1: text_recipe is a data setting"),
+                          ("min_user_interactions choice [0,5]", "min_user_interactions is a data setting"),
+                          ("LABEL_FIELD choice ['label']", "LABEL_FIELD is a data setting"),
                           ("x choice [1]\nx choice [2]", "line 2: x is given twice"),
                           ("# only a comment", "no dimension")]:
         bad = tmp_path / "bad.hyper"
@@ -65,19 +67,6 @@ def test_metric_direction():
     from recbole_mma4ctr.tune import metric_mode
 
     assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
-
-
-def test_search_space_maps_recbole_kinds_to_ray():
-    from ray import tune
-
-    from recbole_mma4ctr.tune import Dimension, search_space
-
-    space = search_space([Dimension("lr", "loguniform", [-9.2, -4.6], 1), Dimension("b", "choice", [1, 2], 2),
-                          Dimension("g", "grid", ["a", "b"], 3), Dimension("q", "quniform", [16, 64, 16], 4)])
-    sampled = space["lr"].sample()
-    assert 1e-4 < sampled < 1.01e-2            # exp(-9.2) .. exp(-4.6): RecBole's natural-log bounds
-    assert space["g"] == tune.grid_search(["a", "b"])
-    assert space["q"].sample() % 16 == 0
 
 
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):

@@ -28,6 +28,9 @@ from ..errors import InputError, MissingInputError
 from . import rawtext
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+# The settings the check of a bring-your-own folder reads (``sources.check_atomic_files``): how a
+# line splits and which column holds the label. The folder's files themselves are read as they are.
+SETTINGS = ("field_separator", "LABEL_FIELD")
 BINARY = r"^\s*(0|1)(\.0*)?\s*$"  # 0, 1, 0.0, 1.0 (pandas writes floats so)
 
 

@@ -23,6 +23,17 @@ from .atomic import folder_lock, log, read_json_or_none
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
+# Where a converted dataset's raw input comes from: the real files, or which generated sample.
+SOURCE_SETTINGS = ("raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed")
+
+
+def data_settings() -> frozenset:
+    """Every setting that decides the data a run reads, read from their owners: the folder
+    (``dataset``, ``data_path``), the raw source (``SOURCE_SETTINGS``), each converter's
+    ``SETTINGS`` and the bring-your-own check's (``byo.SETTINGS``). A command that prepares the
+    data once for many runs (``--tune``) must not let a run change one of them."""
+    converters = [key for module in CONVERTERS.values() for key in module.SETTINGS]
+    return frozenset(("dataset", "data_path", *SOURCE_SETTINGS, *converters, *byo.SETTINGS))
 
 
 def converter_settings(config) -> dict:
@@ -71,8 +82,8 @@ def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed:
 def check_atomic_files(config, folder: Path, name: str) -> None:
     """A bring-your-own dataset's atomic files, checked before RecBole reads them (``byo``):
     ``<name>.inter`` (required; labels 0/1), ``.item`` and ``.user`` where present."""
-    separator = setting(config, "field_separator", "RecBole's properties")
-    label = setting(config, "LABEL_FIELD")
+    separator, label = (setting(config, key, "properties/overall.yaml (or RecBole's own defaults)")
+                        for key in byo.SETTINGS)
     inter = folder / f"{name}.inter"
     if not inter.is_file():
         raise MissingInputError(f"{inter}: file not found (a dataset needs its interactions, {name}.inter)")
