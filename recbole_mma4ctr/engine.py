@@ -7,7 +7,12 @@ imports ray). What the engine guarantees:
   loopback, see ``start_ray``), or an existing cluster named by ``--ray_address=HOST:PORT`` or the
   ``RAY_ADDRESS`` variable (joining one is the user's explicit choice). ``--cpus_per_run`` and
   ``--gpus_per_run`` (fractions allowed) size every cell; Ray runs as many at once as fit.
-- Data are prepared once, by the driver, and reach the workers through Ray's object store: a
+- One driver per results folder: the command holds a lock on ``<folder>/.driver.lock``; a
+  second command on the same folder stops at once, naming the folder and the holder's pid
+  (``claim_folder``).
+- Data are prepared by the driver, once per data folder (cells that vary a data setting, such as
+  a study over ``text_recipe``, each get the folder of their variant: ``split_data_variants``),
+  and reach the workers through Ray's object store: a
   cell on another node writes the shipped atomic files to its own temporary folder (once per
   node, under a lock) and never generates or converts data itself. On the driver's node the
   driver's folder is read directly.

@@ -15,6 +15,11 @@ file's), ``--marks=1,2`` tests at those epochs (and trains max of them). In the 
 the grid is the marks: one run, tested at every mark. Any other ``--key=value`` is a RecBole
 setting for every point (``--model=`` picks another model than the file's).
 
+A point may change a data setting (one that decides the atomic files, e.g. a study over
+``text_recipe``): each point then trains on data converted with its own value, in
+``<data_path>/<key>-<value>/`` (``engine.split_data_variants``), and its record's ``data`` names
+the settings and fingerprint of what it read.
+
 A study file holds: ``title``, ``paper_section``, ``model``, ``parameter``, ``grid``, ``marks``,
 ``settings`` (fixed for every point), optional ``points`` (named points: label -> settings, as
 ``lr_schedule`` uses), ``xscale`` (``log``, ``linear`` or ``category``, for the plot),

@@ -27,22 +27,35 @@ comment line)::
 
 Kinds: ``choice``, ``grid``, ``uniform``, ``quniform``, ``loguniform`` (natural-log bounds, as
 RecBole and hyperopt read them), ``qloguniform`` (natural-log bounds, step q), ``randint``
-(low inclusive, high exclusive), ``qrandint``. Values are literals (``ast.literal_eval``): a
-hyper file is data, never code.
+(low inclusive, high exclusive), ``qrandint`` (a multiple of q within [low, high]). Values are
+literals (``ast.literal_eval``): a hyper file is data, never code. A data setting (one that
+decides the atomic files: ``prepare.sources.data_settings``, read from the converters) and
+``epochs`` are refused, naming the file, line and key: the driver prepares the data once for
+every trial, so a trial cannot change them (a study can: it prepares the data of each point).
 
-How it runs: a trial is a cell (``run.run_cell``) like every comparison cell and study point,
-scheduled by ``engine.py``: the driver prepares the data once and ships them; each trial reports
-its validation metrics after every epoch to ASHA, which stops weak trials; a trial that
-finishes is tested once at the end (never used to rank) and writes a full record. Selection
-reads validation only.
+The samples (``draw_points``): for every combination of the ``grid`` lines, ``--num_samples``
+draws of the other dimensions, seeded by the run's ``seed``, each distinct from the draws before
+it (a repeat is drawn again). When the other dimensions hold fewer distinct settings than
+``--num_samples`` (two choices, three samples), each setting is run once and the rest are counted
+as duplicates, not run; the summary says ``asked = run now + finished earlier + duplicates``.
 
-Output, in ``<results_dir>/tune-<model>-<dataset>/``: one record (and predictions) per trial,
-``trials.md``, ``trials.csv`` and ``trials.json`` (every trial: parameters, best validation
-metric and its epoch, epochs run, status: completed / early-stopped (validation) / stopped by
-ASHA / failed, with the error; the test metric of finished trials beside, not used),
-``best.yaml`` (self-contained: the shared settings plus the best finished trial's values; a
-failed or stopped trial never becomes it), ``ray/`` (Ray Tune's experiment folders) and ``rt/``
-(Ray's temporary files, see ``engine.ray_temp_dir``).
+How it runs: each sample is a cell (``run.run_cell``) like every comparison cell and study point,
+named ``trial<k>-<its values>``, scheduled by ``engine.py`` under ASHA: the driver prepares the
+data once and ships them; each trial reports its validation metrics after every epoch to ASHA,
+which stops weak trials; a trial that finishes is tested once at the end (never used to rank)
+and writes a full record. Selection reads validation only. A trial whose record (same settings,
+data and code) is in the folder already is reused, not run again, so the same command resumes an
+interrupted tune.
+
+Output, in ``<results_dir>/tune-<model>-<dataset>/`` (the model as named: ``tune-DeepFM+mm-wechat``):
+one record (and predictions) per trial, ``trials.md``, ``trials.csv`` and ``trials.json`` (the
+counts; every trial: parameters, best validation metric and its epoch, epochs run, status:
+completed / early-stopped (validation) / stopped by ASHA / failed, with the error / finished
+earlier; the test metric of finished trials beside, not used), ``best.yaml`` (every setting the
+best finished trial ran with; its header gives the command that reproduces it, with the model as
+named; a failed or stopped trial never becomes it), ``ray/`` (Ray Tune's experiment folders) and
+``rt/`` (Ray's temporary files, see ``engine.ray_temp_dir``). One command drives the folder at a
+time (``engine.claim_folder``).
 """
 
 from __future__ import annotations
