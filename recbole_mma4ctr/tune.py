@@ -332,7 +332,7 @@ def write_best_config(folder: Path, summary: dict, cell: dict) -> Path:
     path = folder / "best.yaml"
     protocol = f" --protocol={cell['protocol']}" if cell.get("protocol") else ""
     header = (f"# Best of the tuning trials of {cell['model']} on {cell['dataset']}: valid {metric} = "
-              f"{best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} (trial {best['trial']}); ranked on "
+              f"{best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} ({best['trial']}); ranked on "
               f"validation only.\n"
               f"# Use: python run_recbole_mma4ctr.py --model={cell['model']} --dataset={cell['dataset']}{protocol} "
               f"--config_files={path}\n")
