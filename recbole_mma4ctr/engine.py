@@ -348,7 +348,8 @@ def quiet_console() -> None:
 def cell_trainable(params: dict, setup: dict) -> None:
     """Ray Tune function trainable: one cell (``params['cell']`` names it: a comparison cell, a
     study point or a tune trial), run by ``run_cell``; reports validation after every epoch and
-    returns nothing (Ray would take a returned dict for one more result)."""
+    returns nothing (Ray 2.6.3 takes a returned dict for one more result, without the metric,
+    and aborts the trial)."""
     import ray
     from ray.air import session
 

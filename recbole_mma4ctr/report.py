@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from .files import atomic_path, write_text
 from .record import read_predictions, scored_rows_digest
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
@@ -239,6 +239,48 @@ def paired_table(entries) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_WORDS = {
+    "honest": "MMa4CTR's profiles from the training split only",
+    "paper": "the authors' pipeline: their row dedupe and order (grouped by user), their device choice and "
+             "per-modality reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, "
+             "reproduced to measure it; properties/protocol/paper.yaml)",
+    "challenge": "the challenge's own protocol: one run per scored action, scored as the challenge scored it "
+                 "(properties/protocol/challenge.yaml); MMa4CTR's profiles from the training split only",
+}
+
+
+def split_words(split: dict | None) -> str:
+    """A record's ``split`` (how its rows were cut, as run) in words; never recomputed."""
+    if not split:
+        return "not recorded (a record written before records carried their split)"
+    ratios = "/".join(f"{float(r):g}" for r in split.get("ratios") or []) or "?"
+    if split.get("rule") == "day":
+        train, valid, test = (list(split.get("days") or []) + ["?"] * 3)[:3]
+        return f"by day: train days up to {train}, valid days up to {valid}, test days up to {test}"
+    if split.get("rule") == "positional":
+        return (f"the authors' cut by position, train/valid/test {ratios} of their user-grouped row order "
+                f"(a user-level hold-out: test users have no training rows)")
+    order = "in time order" if split.get("order") == "TO" else f"in order {split.get('order')}"
+    per = f", per {split['group_by']}" if split.get("group_by") not in (None, "none") else " over all interactions"
+    return f"chronological, train/valid/test {ratios} of the rows {order}{per} (RecBole's RS cut)"
+
+
+def protocol_lines(records) -> list[str]:
+    """One sentence per (protocol, split) the records state, naming the runs when they differ."""
+    groups: dict = {}
+    for record in records:
+        if record is None or record.get("status") != "ok":
+            continue
+        protocol = record.get("protocol") or "not recorded"
+        groups.setdefault((protocol, split_words(record.get("split"))), []).append(record.get("cell") or record["model"])
+    lines = []
+    for (protocol, split), names in groups.items():
+        what = f" ({PROTOCOL_WORDS[protocol]})" if protocol in PROTOCOL_WORDS else ""
+        runs = f" Runs: {', '.join(names)}." if len(groups) > 1 else ""
+        lines.append(f"Protocol: **{protocol}**{what}. Split: {split}.{runs}")
+    return lines
+
+
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
@@ -269,14 +311,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
             digests.setdefault(row.get("action"), set()).add(row["test_rows_sha256"])
     same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
-    notes = [
-        challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
-        + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
-           if protocol == "honest" else
-           "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
-           "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
-           "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
-           "to measure it; properties/protocol/paper.yaml)") + ")."),
+    notes = protocol_lines(records.values()) + [challenge["note"] if challenge else "",
         (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
          "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
          "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
@@ -355,9 +390,7 @@ def _json_default(value):
 
 
 def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_text(path, text)
 
 
 def _write_csv(path: Path, rows) -> None:
@@ -366,13 +399,12 @@ def _write_csv(path: Path, rows) -> None:
         for key, value in row.items():
             if key not in columns:
                 columns.append(key)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
 
 
 def plot_curves(folder: Path, records: dict) -> None:
