@@ -87,6 +87,9 @@ def try_lock(path):
         holder = handle.read().strip() or "?"
         handle.close()
         return None, holder
+    except OSError as error:           # a file system without locks
+        handle.close()
+        raise OutputError(f"{path}: cannot be locked ({error.strerror or error})") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

@@ -123,6 +123,9 @@ def read_hyper_file(path) -> list[Dimension]:
                             f"data of each point)")
         seen.add(name)
         dimensions.append(Dimension(name, kind, _parse_values(kind, text, where), number))
+        if distinct_values(dimensions[-1]) == []:
+            raise TuneError(f"{where}: no value of {kind} {text.strip()} lies within its bounds (no multiple of q "
+                            f"between low and high)")
     if not dimensions:
         raise TuneError(f"{path}: no dimension to search (lines 'name kind values')")
     return dimensions

@@ -56,6 +56,7 @@ def test_hyper_file_kinds_and_errors(tmp_path):
                           ("min_user_interactions choice [0,5]", "min_user_interactions is a data setting"),
                           ("LABEL_FIELD choice ['label']", "LABEL_FIELD is a data setting"),
                           ("x choice [1]\nx choice [2]", "line 2: x is given twice"),
+                          ("x qloguniform -3,-2.9,0.1", "line 1: no value of qloguniform"),
                           ("# only a comment", "no dimension")]:
         bad = tmp_path / "bad.hyper"
         bad.write_text(text)
