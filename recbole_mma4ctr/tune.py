@@ -413,8 +413,6 @@ def space_words(dimensions: list[Dimension]) -> str:
 def tune_in(folder: Path, config, cells: list[dict], done: dict, engine_options, summary: dict, dimensions) -> Path:
     """Run the trials ``done`` does not answer on Ray under ASHA, then write the tables and
     best.yaml into ``folder``; ``summary`` (the run's description) goes to trials.json."""
-    from ray.tune.schedulers import ASHAScheduler
-
     from . import engine
 
     metric, mode, epochs = summary["metric"], summary["mode"], summary["epochs"]
@@ -425,6 +423,8 @@ def tune_in(folder: Path, config, cells: list[dict], done: dict, engine_options,
     started = time.time()
     records = dict(done)
     if pending:
+        from ray.tune.schedulers import ASHAScheduler
+
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(epochs, 1),
                                   grace_period=min(summary["grace_period"], max(epochs, 1)),
                                   reduction_factor=summary["reduction_factor"])
