@@ -28,6 +28,16 @@ def check_name(kind: str, value) -> str:
     return text
 
 
+def check_model_name(model: str) -> str:
+    """A model this plugin or RecBole 1.2.1 has (``<Model>+mm`` included), named plainly."""
+    from .utils import check_model
+
+    try:
+        return check_model(check_name("model", model))
+    except ValueError as error:
+        raise CellError(str(error)) from None
+
+
 def protocols() -> list[str]:
     return sorted(path.stem for path in (properties_dir() / "protocol").glob("*.yaml"))
 
@@ -57,12 +67,7 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
               protocol: str | None = None, name: str | None = None, extra: dict | None = None, **flags) -> dict:
     """A cell: plain data only (names, texts, typed settings). ``flags``: ``prepare`` (False when
     the driver prepared the data), ``key``."""
-    from .utils import check_model
-
-    try:
-        check_model(check_name("model", model))
-    except ValueError as error:
-        raise CellError(str(error)) from None
+    check_model_name(model)
     check_name("dataset", dataset)
     texts = []
     if protocol:

@@ -29,10 +29,16 @@ import time
 from pathlib import Path
 
 from .cells import CellError, layered_settings, make_cell
+from .defaults import command_options
 from .run import say
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
-DEFAULT_MARKS = [10, 20, 30, 50]
+DEFAULT_MARKS = command_options("compare")["marks"]   # properties/commands.yaml
+
+
+def split_list(value) -> list:
+    """A comma-separated command-line value, or a list as a settings file writes it, as its items."""
+    return list(value) if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
 
 
 def parse_models(text: str) -> list[str]:
@@ -47,10 +53,10 @@ def parse_models(text: str) -> list[str]:
 
 
 def parse_marks(text) -> list[int]:
-    if text is None:
-        return list(DEFAULT_MARKS)
+    """``10,20`` (or a list; None: properties' default marks) -> sorted distinct positive epochs."""
+    text = DEFAULT_MARKS if text is None else text
     try:
-        marks = sorted({int(m) for m in str(text).replace(" ", "").split(",") if m})
+        marks = sorted({int(m) for m in split_list(text) if m})
     except ValueError:
         raise CellError(f"--marks needs positive epoch numbers, e.g. 10,20,30,50; got {text!r}") from None
     if not marks or marks[0] < 1:
@@ -62,7 +68,7 @@ def parse_seeds(text) -> list[int] | None:
     if text is None:
         return None
     try:
-        seeds = [int(s) for s in str(text).replace(" ", "").split(",") if s]
+        seeds = [int(s) for s in split_list(text) if s]
     except ValueError:
         raise CellError(f"--seeds needs whole numbers, e.g. 2024,7,11; got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cells import CellError
+from .defaults import command_options
 from .errors import FolderBusyError
 from .files import try_lock
 from .run import say
@@ -53,10 +54,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
-ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
+DEFAULT_OPTIONS = command_options("engine")   # properties/commands.yaml
+ENGINE_OPTIONS = tuple(DEFAULT_OPTIONS)
 DRIVER_LOCK = ".driver.lock"   # in a results folder: held by the one command driving it (claim_folder)
 _CLAIMED: dict = {}            # results folder -> the open lock file this process holds
-DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
 
 
 # ---- options and resources -------------------------------------------------------------------------
@@ -67,11 +68,6 @@ class EngineOptions:
     address: str | None
     temp_dir: str | None
     max_failures: int
-
-
-def pop_options(overrides: dict) -> dict:
-    """Take the engine's own options out of a run's ``--key=value`` settings."""
-    return {key: overrides.pop(key) for key in list(overrides) if key in ENGINE_OPTIONS}
 
 
 def parse_options(options: dict) -> EngineOptions:

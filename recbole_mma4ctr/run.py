@@ -27,6 +27,7 @@ import tempfile
 import warnings
 from pathlib import Path
 from time import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,14 @@ from .utils import create_dataset, get_model, get_trainer
 
 HIDDEN_SAMPLE_ROWS = 20_000
 
+
+
+class Outcome(NamedTuple):
+    """What a command wrote (paths) and what failed (one complete line each): every mode returns
+    one and the command line alone prints it and picks the exit status (``cli.py``)."""
+
+    written: tuple
+    failures: tuple
 
 def say(message: str) -> None:
     print(message, flush=True)
@@ -396,7 +405,7 @@ def format_metrics(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, marks=None,
+def run_recbole_mma4ctr(model: str, dataset: str, config_files=None, overrides=None, marks=None,
                         protocol=None) -> dict:
     """A single run (no Ray): prepare the data if needed, run the cell, write its record into
     ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""

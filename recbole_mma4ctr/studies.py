@@ -39,11 +39,14 @@ import math
 import time
 from pathlib import Path
 
-from .defaults import properties_dir
+from .defaults import command_options, properties_dir
+from .run import Outcome
 from .tune import TuneError, markdown, say
 
-STUDY_OPTIONS = ("grid", "model")
 REQUIRED = ("parameter", "grid")
+# what a study file may hold (the module docstring says what each is)
+STUDY_KEYS = ("title", "paper_section", "model", "parameter", "grid", "marks", "settings", "points", "xscale",
+              "paper_columns", "paper")
 
 
 def available_studies() -> list[str]:
@@ -67,6 +70,11 @@ def load_study(name: str) -> dict:
     study["name"] = path.stem
     study["path"] = str(path)
     return study
+
+
+def study_model(study: dict, given=None) -> str:
+    """The model a study trains: ``--model=`` where given, else the study file's, else a run's default."""
+    return given or study.get("model") or command_options("run")["model"]
 
 
 def parse_value(text: str):
@@ -150,7 +158,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     overrides = dict(overrides or {})
     study = load_study(name)
     grid, marks = study_plan(study, options.get("grid"), marks)
-    model = options.get("model") or study.get("model") or "MMa4CTR"
+    model = study_model(study, options.get("model"))
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
     engine.check_local_resources(engine_options)
@@ -333,17 +341,13 @@ def plot_study(folder: Path, study, rows, marks, model: str, dataset: str) -> No
     plt.close(figure)
 
 
-def main(name: str, dataset: str, config_files, marks, overrides: dict, protocol=None) -> int:
-    """The ``--study=`` command: pops the study options from ``overrides``; returns an exit status."""
-    import sys
-
-    from .engine import ENGINE_OPTIONS
-
-    options = {key: overrides.pop(key) for key in list(overrides) if key in STUDY_OPTIONS or key in ENGINE_OPTIONS}
+def command(name: str, dataset: str, config_files, overrides: dict, options: dict, protocol=None) -> Outcome:
+    """The ``--study=`` command: ``options`` are the study and engine options the user gave; returns
+    study.md, or why no point finished (the table is written either way)."""
+    options = dict(options)
+    marks = options.pop("marks", None)
     try:
         folder = run_study(name, dataset, config_files, marks, overrides, options, protocol)
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(folder / "study.md", flush=True)
-    return 0
+    except RuntimeError as error:   # run_study's "every point failed": the message says where to look
+        return Outcome((), (str(error),))
+    return Outcome((folder / "study.md",), ())

@@ -2,15 +2,16 @@
 
 ``python run_recbole_mma4ctr.py --tune --model=MMa4CTR --dataset=wechat --params_file=properties/hyper/MMa4CTR.hyper``
 
-Options (every other ``--key=value`` is a RecBole setting shared by all trials, e.g. ``--epochs=20``):
+Options, their defaults in ``properties/commands.yaml`` (``tune:`` and ``engine:``; ``--tune --help``
+prints them); every other ``--key=value`` is a RecBole setting shared by all trials, e.g. ``--epochs=20``:
 
 =====================  =====================================================================
 ``--params_file``      search space in RecBole's hyper-file format (default:
                        ``properties/hyper/<model>.hyper``, else ``properties/hyper/default.hyper``)
-``--num_samples``      samples drawn from the space (8); every ``grid`` line multiplies them
+``--num_samples``      samples drawn from the space; every ``grid`` line multiplies them
 ``--metric``           VALIDATION metric ranked and used by ASHA (the configured ``valid_metric``)
-``--grace_period``     epochs every trial gets before ASHA may stop it (2)
-``--reduction_factor`` ASHA's rung reduction factor (2)
+``--grace_period``     epochs every trial gets before ASHA may stop it
+``--reduction_factor`` ASHA's rung reduction factor
 engine options         ``--cpus_per_run``, ``--gpus_per_run``, ``--ray_address``, ``--max_failures``,
                        ``--ray_tmp`` (``engine.py``)
 =====================  =====================================================================
@@ -63,22 +64,21 @@ from __future__ import annotations
 import ast
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defaults import properties_dir
+from .defaults import command_options, properties_dir
 from .errors import UsageError
 from .files import write_text
 from .prepare.sources import data_settings
-from .run import say
+from .run import Outcome, say
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
     "randint": 2, "qrandint": 3,
 }
-TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduction_factor": "2", "params_file": None}
+TUNE_DEFAULTS = command_options("tune")   # properties/commands.yaml
 
 
 class TuneError(UsageError):
@@ -482,15 +482,12 @@ def trial_row(cell: dict, record: dict | None, dimensions, metric: str, mode: st
     return row
 
 
-def main(model: str, dataset: str, config_files, overrides: dict, protocol=None) -> int:
-    """The ``--tune`` command: pops the tuning options from ``overrides``; returns an exit status."""
-    from .engine import ENGINE_OPTIONS
-
-    options = {key: overrides.pop(key) for key in list(overrides) if key in TUNE_DEFAULTS or key in ENGINE_OPTIONS}
+def command(model: str, dataset: str, config_files, overrides: dict, options: dict, protocol=None) -> Outcome:
+    """The ``--tune`` command: ``options`` are the tuning and engine options the user gave; returns
+    best.yaml, or why no trial finished (the tables are written either way)."""
+    options = {key: value for key, value in options.items() if key != "model"}
     try:
         folder = run_tuning(model, dataset, config_files, overrides, options, protocol)
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(folder / "best.yaml", flush=True)
-    return 0
+    except RuntimeError as error:   # run_tuning's "no trial finished": the message says where to look
+        return Outcome((), (str(error),))
+    return Outcome((folder / "best.yaml",), ())
