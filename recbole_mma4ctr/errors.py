@@ -24,3 +24,8 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class OutputError(InputError):
     """A file could not be written (disk full, no permission): the message names the file."""
+
+
+class FolderBusyError(UsageError):
+    """Another command is driving the same results folder (exit status 2): the message names the
+    folder and that command's process id."""

@@ -15,13 +15,18 @@ file's), ``--marks=1,2`` tests at those epochs (and trains max of them). In the 
 the grid is the marks: one run, tested at every mark. Any other ``--key=value`` is a RecBole
 setting for every point (``--model=`` picks another model than the file's).
 
+A point may change a data setting (one that decides the atomic files, e.g. a study over
+``text_recipe``): each point then trains on data converted with its own value, in
+``<data_path>/<key>-<value>/`` (``engine.split_data_variants``), and its record's ``data`` names
+the settings and fingerprint of what it read.
+
 A study file holds: ``title``, ``paper_section``, ``model``, ``parameter``, ``grid``, ``marks``,
 ``settings`` (fixed for every point), optional ``points`` (named points: label -> settings, as
 ``lr_schedule`` uses), ``xscale`` (``log``, ``linear`` or ``category``, for the plot),
 ``paper_columns`` and ``paper`` (the paper's test AUCs on the real data, per dataset and grid
 value, shown next to ours for reference).
 
-Output, in ``<results_dir>/study-<name>-<dataset>/``: one result record (and test predictions)
+Output, in ``<results_dir>/study-<name>-<model>-<dataset>/``: one result record (and test predictions)
 per grid point, ``study.md`` / ``study.csv`` / ``study.json`` (rows = the setting's values,
 columns = test AUC after each mark, then the paper's, the model's input width, epochs, train
 seconds and status) and ``study.png``; Ray's logs in ``ray/``. A rerun with the same settings
@@ -161,7 +166,18 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     cells = [make_cell(model, dataset, config_files, {**fixed, **point_settings(study, value)}, marks=marks,
                        kind="study", protocol=protocol, name=label_of(value), prepare=False,
                        extra={"study": study["name"], "point": label_of(value)}) for value in grid]
-    config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{dataset}")
+    config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{model}-{dataset}")
+    try:
+        return study_in(folder, config, study, cells, grid, done, marks, model, dataset, engine_options)
+    finally:
+        engine.release_folder(folder)
+
+
+def study_in(folder: Path, config, study: dict, cells: list[dict], grid: list, done: dict, marks, model: str,
+             dataset: str, engine_options) -> Path:
+    """Run the points ``done`` does not answer, write the table and plot into ``folder``."""
+    from . import engine
+
     pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[study] {study['title']} ({study['name']}, paper {study.get('paper_section', '?')}): {model} on {dataset}, "
         f"{len(cells)} point(s) {[c['cell'] for c in cells]}, test AUC at epochs {marks}; {len(cells) - len(pending)} "

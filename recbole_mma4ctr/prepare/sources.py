@@ -34,6 +34,17 @@ from .digests import file_digests
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
+# Where a converted dataset's raw input comes from: the real files, or which generated sample.
+SOURCE_SETTINGS = ("raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed")
+
+
+def data_settings() -> frozenset:
+    """Every setting that decides the data a run reads, read from their owners: the folder
+    (``dataset``, ``data_path``), the raw source (``SOURCE_SETTINGS``), each converter's
+    ``SETTINGS`` and the bring-your-own check's (``byo.SETTINGS``). A command that prepares the
+    data once for many runs (``--tune``) must not let a run change one of them."""
+    converters = [key for module in CONVERTERS.values() for key in module.SETTINGS]
+    return frozenset(("dataset", "data_path", *SOURCE_SETTINGS, *converters, *byo.SETTINGS))
 
 
 def converter_settings(config) -> dict:
@@ -83,12 +94,12 @@ def check_atomic_files(config, folder: Path, name: str) -> None:
     """A bring-your-own dataset's atomic files, checked before RecBole reads them (``byo``):
     ``<name>.inter`` (required; labels 0/1 of both kinds, numeric timestamps), ``.item`` and
     ``.user`` where present."""
-    separator = setting(config, "field_separator", "RecBole's properties")
-    label = setting(config, "LABEL_FIELD")
+    separator, label, time_field = (setting(config, key, "properties/overall.yaml (or RecBole's own defaults)")
+                                    for key in byo.SETTINGS)
     inter = folder / f"{name}.inter"
     if not inter.is_file():
         raise MissingInputError(f"{inter}: file not found (a dataset needs its interactions, {name}.inter)")
-    byo.check_atomic_file(inter, label, separator, setting(config, "TIME_FIELD"))
+    byo.check_atomic_file(inter, label, separator, time_field)
     for suffix in ("item", "user"):
         if (folder / f"{name}.{suffix}").is_file():
             byo.check_atomic_file(folder / f"{name}.{suffix}", None, separator)
