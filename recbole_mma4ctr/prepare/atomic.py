@@ -42,6 +42,12 @@ from ..files import temporary_path
 # 6: item_float_seq (the modality vectors as float_seq columns of <name>.item)
 CONVERTER_VERSION = "6"
 MANIFEST = "manifest.json"
+ACTION_LABEL_PREFIX = "label_"   # action_labels: true writes each action as the column label_<action>
+
+
+def action_label_field(action: str) -> str:
+    """The ``.inter`` column holding ``action`` as a 0/1 label (converter setting ``action_labels``)."""
+    return f"{ACTION_LABEL_PREFIX}{action}"
 
 
 def log(message: str) -> None:
