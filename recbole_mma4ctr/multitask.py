@@ -107,6 +107,32 @@ def loss_weights(value, actions) -> list[float]:
     return [float(value[action]) for action in actions]
 
 
+def action_predictions(model, test_data, device) -> dict:
+    """Every action's test scores and labels, ``score_<action>`` and ``label_<action>``, in the
+    order the final evaluation scored the rows (the test loader is not shuffled)."""
+    import numpy as np
+    import torch
+
+    scores, labels = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in test_data:
+            interaction = (batch[0] if isinstance(batch, tuple) else batch).to(device)
+            scores.append(model.predict_actions(interaction).cpu())
+            labels.append(model.task_labels(interaction).cpu())
+    scores, labels = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    out = {}
+    for index, (action, field) in enumerate(zip(model.actions, model.task_fields)):
+        out[f"score_{action}"] = scores[:, index]
+        out[field] = labels[:, index].astype(np.float32)
+    return out
+
+
+def action_view(predictions: dict, action: str) -> dict:
+    """A multi-task run's predictions seen as a single-task run's on ``action``: its score and label."""
+    return {**predictions, "score": predictions[f"score_{action}"], "label": predictions[action_label_field(action)]}
+
+
 def action_results(predictions: dict, actions, task: dict | None = None) -> dict:
     """Per action of a multi-task run's test predictions (``score_<action>``, ``label_<action>``,
     ``user`` ...): AUC, uAUC with the users counted and dropped, and the scored rows' digest with
@@ -117,12 +143,12 @@ def action_results(predictions: dict, actions, task: dict | None = None) -> dict
 
     results = {}
     for action in actions:
-        scores, labels = predictions[f"score_{action}"], predictions[action_label_field(action)]
-        auc = weighted_auc(scores, labels)
-        results[action] = {"auc": None if auc != auc else auc, **uauc_users(scores, labels, predictions["user"]),
-                           "rows": int(len(scores)), "positives": int((labels > 0.5).sum()),
-                           "test_rows": scored_rows_digest({**predictions, "label": labels})}
-    out = {"actions": results}
+        view = action_view(predictions, action)
+        auc = weighted_auc(view["score"], view["label"])
+        results[action] = {"auc": None if auc != auc else auc, **uauc_users(view["score"], view["label"], view["user"]),
+                           "rows": int(len(view["score"])), "positives": int((view["label"] > 0.5).sum()),
+                           "test_rows": scored_rows_digest(view)}
+    out = {"test_by_action": results}
     if task:
         out["challenge_score"] = challenge_score({a: results[a][task["metric"]] for a in task["weights"]},
                                                  task["weights"])
