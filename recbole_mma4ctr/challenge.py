@@ -39,6 +39,7 @@ from .multitask import action_view, is_multitask
 TASKS_KEY = "challenge_tasks"
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
 METRICS = ("uauc", "auc")
+REFERENCE = "MMa4CTR"               # the paired score differences are each model's minus this model's
 MULTITASK_FOLDER = "all_actions"    # <data_path>/all_actions: every action's column, for the multi-task cells
 
 
@@ -174,6 +175,7 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
         return None
     task = dict(cells[0][0]["extra"]["challenge"])
     entries: dict = {}
+    views: dict = {}     # model -> action -> its test predictions (score, label, user) for the intervals
     oracle_actions: dict = {}
     for cell, record, action in cells:
         extra = cell["extra"]
@@ -192,6 +194,7 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
             continue
         if multitask:
             predictions = action_view(predictions, action)
+        views.setdefault(name, {})[action] = predictions
         entry["actions"][action] = {"cell": row, "status": "ok", "run_id": record.get("run_id"),
                                     "test_rows": scored_rows_digest(predictions)["sha256"],
                                     **action_metric(task["metric"], predictions)}
@@ -203,10 +206,43 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
     for entry in result:
         entry["score"] = challenge_score({a: (e.get("value") if e.get("status") == "ok" else None)
                                           for a, e in entry["actions"].items()}, task["weights"])
+    oracle_entry = {"model": "oracle (true probabilities)", "seed": None, "actions": oracle_actions,
+                    "score": challenge_score({a: e.get("value") for a, e in oracle_actions.items()}, task["weights"])}
+    same = same_test_rows(result)
+    paired = score_intervals(result, views, task, paired=bool(same) and all(same.values()))
     if set(oracle_actions) == set(task["weights"]):
-        result.append({"model": "oracle (true probabilities)", "seed": None, "actions": oracle_actions,
-                       "score": challenge_score({a: e["value"] for a, e in oracle_actions.items()}, task["weights"])})
-    return {"task": task, "formula": formula(task), "entries": result, "same_test_rows": same_test_rows(result)}
+        result.append(oracle_entry)
+    return {"task": task, "formula": formula(task), "entries": result, "same_test_rows": same, "paired": paired}
+
+
+def score_intervals(entries, views, task: dict, paired: bool) -> list[dict]:
+    """Each entry's 95 % interval of the score over whole-user bootstrap draws (``score_ci95``;
+    ``evaluation.challenge_score_resamples``) and, where every entry scored the same rows
+    (``paired``), each model's score minus MMa4CTR's (seed-matched) with its paired interval."""
+    import numpy as np
+
+    from .evaluation import challenge_score_resamples
+
+    complete = [e for e in entries if e["score"] is not None and set(views.get(e["model"], ())) >= set(task["weights"])]
+    if not complete:
+        return []
+    draws = challenge_score_resamples([views[e["model"]] for e in complete], task["metric"], task["weights"])
+    for entry, values in zip(complete, draws):
+        entry["score_ci95"] = [float(np.nanquantile(values, 0.025)), float(np.nanquantile(values, 0.975))]
+    if not paired:
+        return []
+    reference = {e["seed"]: i for i, e in enumerate(complete) if e["model"].rsplit("-seed", 1)[0] == REFERENCE}
+    pairs = []
+    for index, entry in enumerate(complete):
+        against = reference.get(entry["seed"])
+        if against is None or against == index:
+            continue
+        difference = draws[index] - draws[against]
+        low, high = float(np.nanquantile(difference, 0.025)), float(np.nanquantile(difference, 0.975))
+        pairs.append({"model": entry["model"], "kind": entry["kind"], "against": complete[against]["model"],
+                      "difference": entry["score"] - complete[against]["score"], "ci95": [low, high],
+                      "within_noise": bool(low <= 0 <= high)})
+    return pairs
 
 
 def cell_actions(cell: dict) -> list[str]:
@@ -259,7 +295,8 @@ def markdown(part: dict) -> str:
     task = part["task"]
     name = "uAUC" if task["metric"] == "uauc" else "AUC"
     actions = list(task["weights"])
-    header = ["model", "seed", "runs"] + [f"{a} {name} (w {_weight(task['weights'][a])})" for a in actions] + ["score"]
+    header = ["model", "seed", "runs"] + [f"{a} {name} (w {_weight(task['weights'][a])})" for a in actions] \
+        + ["score", "95% CI (users)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in part["entries"]:
         cells = [entry["model"], "-" if entry["seed"] is None else str(entry["seed"]), entry.get("kind", "-")]
@@ -273,6 +310,8 @@ def markdown(part: dict) -> str:
                 dropped = f" ({values['users_dropped']:,} of {values['users']:,} users dropped)" if "users" in values else ""
                 cells.append(f"{values['value']:.4f}{dropped}")
         cells.append("-" if entry["score"] is None else f"**{entry['score']:.4f}**")
+        interval = entry.get("score_ci95")
+        cells.append(f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "-")
         lines.append("| " + " | ".join(cells) + " |")
     title = f"WeChat Big Data Challenge 2021, round {task['round']}" if task["dataset"] == "wechat" else "ICME 2019 track 1"
     sections = [f"## Challenge score ({title})",
@@ -287,6 +326,16 @@ def markdown(part: dict) -> str:
         sections.append("Same test rows per action (one SHA-256 of the sorted (user, item, timestamp, label) rows "
                         "for every entry, multi-task and single-task alike): "
                         + ("yes, for every action." if not differing else f"NO for {', '.join(differing)}."))
+    if part.get("paired"):
+        rows = ["| model | runs | score - " + REFERENCE + "'s | 95% paired CI (users) | verdict |", "|---|---|---|---|---|"]
+        for pair in part["paired"]:
+            verdict = "within noise" if pair["within_noise"] else ("model better" if pair["difference"] > 0 else
+                                                                   f"{REFERENCE} better")
+            rows.append(f"| {pair['model']} | {pair['kind']} | {pair['difference']:+.4f} | [{pair['ci95'][0]:+.4f}, "
+                        f"{pair['ci95'][1]:+.4f}] | {verdict} |")
+        sections += [f"Challenge score against {REFERENCE}'s (one run per action), seed-matched, on the same test "
+                     "rows; intervals from 200 bootstrap draws of whole users, the same draws for both models and "
+                     "every action (evaluation.challenge_score_resamples).", "\n".join(rows)]
     seeds: dict = {}
     for entry in part["entries"]:
         if entry["seed"] is not None and entry["score"] is not None:

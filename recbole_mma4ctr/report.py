@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .challenge import cell_actions, comparison_part
+from .challenge import REFERENCE, cell_actions, comparison_part
 from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
 from .multitask import action_view
 from .record import read_predictions, scored_rows_digest
@@ -155,7 +155,6 @@ def markdown_table(rows, marks) -> str:
     return "\n".join(lines)
 
 
-REFERENCE = "MMa4CTR"
 SEED_METRICS = ("best_auc", "best_gauc", "best_uauc", "cold_items_auc", "warm_items_auc", "cold_users_auc")
 
 

@@ -192,6 +192,12 @@ def test_the_multitask_cell_scores_every_action_by_the_challenge_formula(all_act
     entries = {e["model"]: e for e in part["entries"]}
     assert entries["PLE"]["kind"] == "multi-task, one run" and entries["PLE"]["score"] == pytest.approx(score, abs=1e-12)
     assert part["same_test_rows"] == {a: True for a in ROUND1}
+    low, high = entries["PLE"]["score_ci95"]
+    assert low < score < high and high - low < 0.3
+    [pair] = part["paired"]          # the multi-task cell against MMa4CTR's four runs, on the same user draws
+    assert pair["model"] == "PLE" and pair["against"] == "MMa4CTR"
+    assert pair["difference"] == pytest.approx(score - entries["MMa4CTR"]["score"], abs=1e-12)
+    assert pair["ci95"][0] <= pair["difference"] <= pair["ci95"][1]
     paired = {(e["model"], e.get("action")): e for e in summary["paired"]}
     for action in ROUND1:
         entry = paired[(f"PLE-{action}", action)]
