@@ -316,7 +316,7 @@ def markdown(part: dict) -> str:
     title = f"WeChat Big Data Challenge 2021, round {task['round']}" if task["dataset"] == "wechat" else "ICME 2019 track 1"
     sections = [f"## Challenge score ({title})",
                 f"score = {part['formula']}, each action's {name} on the test split of the run trained with that "
-                "action as its label" + (" (users whose test rows hold one class are dropped, as the challenge "
+                "action as its label (a multi-task entry: its one run's score for that action)" + (" (users whose test rows hold one class are dropped, as the challenge "
                                          "dropped them; their count is in brackets)" if task["metric"] == "uauc" else
                                          "; global AUC over all test rows") + ".",
                 "\n".join(lines)]
@@ -354,8 +354,10 @@ def protocol_note(task: dict) -> str:
                  "every user kept")
     else:
         split = "chronological 8:1:1 by time (the challenge's own split is not known here)"
-    return (f"Protocol: **challenge** ({split}; one run per action with that action as the label; MMa4CTR's "
-            f"profiles from the training split only). Each row of the table above is one (model, action) run.")
+    return (f"Protocol: **challenge** ({split}; one run per action with that action as the label, or one multi-task run "
+            f"for every action; MMa4CTR's profiles from the training split only). Each row of the table above is "
+            f"one (model, action) run, or one action of a multi-task run (its epoch marks are left out: RecBole "
+            f"evaluated its primary action only).")
 
 
 def comparison_part(outcomes, oracle=None) -> dict | None:

@@ -197,6 +197,15 @@ def by_coldness(scores, labels, users, warm_item, warm_user) -> dict:
     return groups
 
 
+def predictions_by_coldness(predictions: dict | None) -> dict | None:
+    """:func:`by_coldness` of a run's saved test predictions (a record's ``test_by_coldness``);
+    None without them or without their ``warm_item`` / ``warm_user`` columns."""
+    if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
+        return None
+    return by_coldness(predictions["score"], predictions["label"], predictions["user"],
+                       predictions["warm_item"], predictions["warm_user"])
+
+
 def summarize(scores, labels, users, probabilities=True, resamples: int = 200) -> dict:
     """AUC, its user-bootstrap interval, GAUC, UAUC and (for probabilities) LogLoss of one model."""
     low, high = bootstrap_auc_interval(scores, labels, users, resamples=resamples)

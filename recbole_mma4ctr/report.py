@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .challenge import REFERENCE, cell_actions, comparison_part
-from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, predictions_by_coldness, summarize
 from .multitask import action_view
 from .record import read_predictions, scored_rows_digest
 
@@ -65,7 +65,8 @@ def model_row(model: str, record: dict | None, marks, action: str | None = None)
                                    or scored_rows_digest(predictions))["sha256"]
         row["_squashed"] = squashed
         row["_predictions"] = predictions
-    for group, values in (record.get("test_by_coldness") or {}).items():
+    coldness = record.get("test_by_coldness") if action is None else predictions_by_coldness(predictions)
+    for group, values in (coldness or {}).items():
         for name in ("rows", "auc", "gauc", "uauc"):
             row[f"{group}_{name}"] = values.get(name)
     row.update({
