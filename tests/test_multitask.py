@@ -112,6 +112,43 @@ def test_a_multitask_model_refuses_a_file_without_action_columns_naming_it(tiny_
         create_dataset(config)
 
 
+def test_plan_cells_gives_a_multitask_model_one_cell_for_the_round():
+    from recbole_mma4ctr.compare import plan_cells
+
+    wechat = plan_cells(["PLE+mm", "DeepFM+mm"], "wechat", [1], "challenge", None,
+                        {"challenge_round": "2", "data_path": "/d"}, [7])
+    assert [c["cell"] for c in wechat] == ["PLE+mm-seed7"] + [f"DeepFM+mm-seed7-{a}" for a in ACTIONS]
+    assert wechat[0]["settings"] == {"split_rule": "day", "split_days": [12, 13, 14], "min_user_actions": 0,
+                                     "challenge_round": 2, "seed": 7, "label_action": "read_comment",
+                                     "action_labels": True, "task_actions": list(ACTIONS), "data_path": "/d/all_actions"}
+    assert wechat[0]["extra"]["challenge_actions"] == list(ACTIONS)
+    [tiktok] = plan_cells(["MMa4CTRMultiTask"], "tiktok", [1], "challenge", None, {}, None)
+    assert tiktok["cell"] == "MMa4CTRMultiTask" and tiktok["settings"] == {
+        "label_action": "finish", "action_labels": True, "task_actions": ["finish", "like"],
+        "data_path": "dataset_atomic/challenge/all_actions"}
+
+
+def test_the_challenge_score_bootstrap_pairs_its_draws():
+    """Two entries with the same scores differ by 0 in every draw; the draws scatter around the
+    score of all users; a model that ranks every user's rows right scores 1 in every draw."""
+    from recbole_mma4ctr.evaluation import challenge_score, challenge_score_resamples, uauc_users
+
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(40), 10).astype(str)
+    entry = {}
+    for action in ("a", "b"):
+        labels = (rng.random(400) < 0.4).astype(float)
+        entry[action] = {"score": labels + rng.normal(0, 1.0, 400), "label": labels, "user": users}
+    perfect = {a: {**v, "score": v["label"]} for a, v in entry.items()}
+    weights = {"a": 3, "b": 1}
+    draws = challenge_score_resamples([entry, dict(entry), perfect], "uauc", weights, resamples=300)
+    assert np.array_equal(draws[0], draws[1]) and np.allclose(draws[2], 1.0)
+    score = challenge_score({a: uauc_users(**{"scores": v["score"], "labels": v["label"], "users": v["user"]})["uauc"]
+                             for a, v in entry.items()}, weights)
+    assert np.quantile(draws[0], 0.025) < score < np.quantile(draws[0], 0.975)
+    assert abs(np.mean(draws[0]) - score) < 0.02
+
+
 # ---- known structure ---------------------------------------------------------------------------------
 def test_a_multitask_model_recovers_the_actions_shared_engagement(all_actions, tmp_path):
     """The generator draws every action from one latent engagement with positive loadings, so the
