@@ -112,6 +112,21 @@ def test_a_multitask_model_refuses_a_file_without_action_columns_naming_it(tiny_
         create_dataset(config)
 
 
+def test_plus_mm_multitask_models_read_the_fused_vector_and_never_their_labels(all_actions, tmp_path):
+    from recbole_mma4ctr.multitask import MultiTaskError
+    from recbole_mma4ctr.utils import check_model
+
+    folder, _ = all_actions
+    model, _ = models_of("PLE+mm", folder, tmp_path)
+    embedded = model.token_field_names + model.float_field_names + model.float_seq_field_names
+    assert "item_mm" in model.float_seq_field_names and not [f for f in embedded if f.startswith("label")]
+    assert model.task_fields == [f"label_{a}" for a in ACTIONS]
+    with pytest.raises(MultiTaskError, match="numerical_features lists the label column label_like"):
+        models_of("MMoE", folder, tmp_path, numerical_features=["label_like"])
+    with pytest.raises(ValueError, match="MMa4CTRMultiTask already reads the multimodal features"):
+        check_model("MMa4CTRMultiTask+mm")
+
+
 def test_plan_cells_gives_a_multitask_model_one_cell_for_the_round():
     from recbole_mma4ctr.compare import plan_cells
 
