@@ -75,7 +75,7 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
     if protocol:
         from .challenge import is_challenge
 
-        if is_challenge(protocol) and "challenge_action" not in (extra or {}):
+        if is_challenge(protocol) and not {"challenge_action", "challenge_actions"} & set(extra or {}):
             raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "
                             f"--compare (a single run, tune or study takes --label_action=... instead)")
         path = protocol_file(protocol)

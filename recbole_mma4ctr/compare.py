@@ -91,7 +91,8 @@ def comparison_marks(cell: dict, marks) -> list[int]:
 def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
     """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds. Under a
     challenge protocol (``challenge.py``) one cell per (model, seed, action) instead, named
-    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
+    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label; a
+    multi-task model keeps one cell per (model, seed) that scores every action."""
     from . import challenge
 
     per_action = challenge.is_challenge(protocol)
@@ -100,7 +101,7 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
         for seed in seeds or [None]:
             settings = dict(overrides) if seed is None else {**overrides, "seed": seed}
             name = model if seed is None else f"{model}-seed{seed}"
-            variants = challenge.action_variants(dataset, protocol, config_files, settings) if per_action \
+            variants = challenge.action_variants(model, dataset, protocol, config_files, settings) if per_action \
                 else [("", settings, {})]
             for suffix, cell_settings, extra in variants:
                 cells.append(make_cell(model, dataset, config_files, cell_settings, marks=marks, kind="compare",

@@ -31,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import UsageError
+from .evaluation import predictions_by_coldness
+from .multitask import action_predictions, action_results
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
 from .cells import cell_config
@@ -125,6 +127,10 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     test_seconds = time() - begun
     tested_at = now_iso()
     predictions = _predictions(trainer, model, test_data, config, train_data._dataset)
+    by_action = {}
+    if predictions is not None and hasattr(model, "predict_actions"):    # a multi-task model (multitask.py)
+        predictions.update(action_predictions(model, test_data, config["device"]))
+        by_action = action_results(predictions, model.actions, (cell.get("extra") or {}).get("challenge"))
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
@@ -143,7 +149,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
         "cell_seconds": round(time() - cell_begun, 3),     # the whole cell: config, data, model, fit, test
         "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
-        "test_by_coldness": _by_coldness(predictions),
+        "test_by_coldness": predictions_by_coldness(predictions), **by_action,
         "resumed_from_epoch": state["resumed_from_epoch"],
         "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
         "trainable_parameters": int(parameters), "device": device_name(config["device"]),
@@ -325,16 +331,6 @@ def _predictions(trainer, model, test_data, config, train_dataset) -> dict | Non
             predictions["hidden"] = model.hidden(interaction).cpu().numpy()
             predictions["raw_input"] = model.concat_input(interaction).cpu().numpy()
     return predictions
-
-
-def _by_coldness(predictions: dict | None) -> dict | None:
-    """The record's ``test_by_coldness``: test metrics of warm items, cold items and cold users."""
-    if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
-        return None
-    from .evaluation import by_coldness
-
-    return by_coldness(predictions["score"], predictions["label"], predictions["user"],
-                       predictions["warm_item"], predictions["warm_user"])
 
 
 def _protocol_of(config, named: str | None) -> str:

@@ -56,6 +56,12 @@ from .digests import file_digests, sha256_of
 # records each file's size and sha256 (file_digests) and is committed first.
 CONVERTER_VERSION = "7"
 MANIFEST = "manifest.json"
+ACTION_LABEL_PREFIX = "label_"   # action_labels: true writes each action as the column label_<action>
+
+
+def action_label_field(action: str) -> str:
+    """The ``.inter`` column holding ``action`` as a 0/1 label (converter setting ``action_labels``)."""
+    return f"{ACTION_LABEL_PREFIX}{action}"
 
 
 def log(message: str) -> None:
