@@ -1,6 +1,7 @@
 """Trainer: RecBole's Trainer with safe checkpoints, the paper's LR schedule and validation interrupt.
 
-Three things differ from ``recbole.trainer.Trainer``:
+Three things differ from ``recbole.trainer.Trainer`` (besides the step budget, the stop on constant
+scores and the resume state, below):
 
 1. Checkpoints hold tensors and plain data only (state dict, optimizer state, epoch, score, and
    RecBole's ``other_parameter``: modules as their state dicts, tensors, numbers, lists) and are
