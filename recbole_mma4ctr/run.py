@@ -10,17 +10,16 @@ cell, a tune trial and a study point all call it; what differs is only the hook:
   history entry (train loss, learning rate, validation metrics) and, with marks, the test
   metrics; returning True stops training (a tune trial reports validation to ASHA here).
 - ``checkpoints`` (an object with ``load() -> bytes | None`` and ``save(epoch, blob)``) receives,
-  after every epoch, everything needed to continue: weights, optimizer and LR-schedule state,
-  the best weights so far, the trainer's counters and history, the epoch-mark tests and the RNG
-  and shuffling state. Tensors and plain data only, read back with ``weights_only=True``. A cell
-  whose worker died resumes from it and continues as if it had not been interrupted.
+  after every epoch, the trainer's resume state (``Trainer.save_state``: weights, optimizer,
+  schedule, best checkpoint, counters, history, every random state) with the epoch-mark tests
+  carried in it. A cell whose worker died is handed the bytes back (``Trainer.load_state``) and
+  continues exactly as if it had not been interrupted.
 
 Ray is never imported here: the schedulers (``engine.py``) bring it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import warnings
@@ -94,25 +93,24 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     trainer.saved_model_file = os.path.join(trainer.checkpoint_dir, f"{config['model']}-{run_id}.pth")
     os.makedirs(trainer.checkpoint_dir, exist_ok=True)
 
-    state = {"test_by_epoch": [], "best_weights": None, "resumed_from_epoch": None}
+    carried, resumed_from_epoch = {"test_by_epoch": []}, None
     blob = checkpoints.load() if checkpoints is not None else None
     if blob is not None:
-        state["resumed_from_epoch"] = _restore(blob, trainer, train_data, state)
-        logger.info(f"resumed from the checkpoint of epoch {state['resumed_from_epoch']}")
+        carried = trainer.load_state(blob, train_data)
+        resumed_from_epoch = trainer.start_epoch
+        logger.info(f"resumed from the checkpoint of epoch {resumed_from_epoch}")
 
     def after_epoch(epoch_idx, valid_score):
         entry = trainer.history[-1] if trainer.history else {}
-        if entry.get("best"):
-            state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         tested = None
         if marks:
             begun = time()
             result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
             tested = {"epoch": epoch_idx + 1, "seconds": round(time() - begun, 3), **plain(result)}
-            state["test_by_epoch"].append(tested)
+            carried["test_by_epoch"].append(tested)
             logger.info(f"test after epoch {epoch_idx + 1}: {plain(result)}")
         if checkpoints is not None:
-            checkpoints.save(epoch_idx + 1, _resume_blob(trainer, train_data, state))
+            checkpoints.save(epoch_idx + 1, trainer.save_state(train_data, carried))
         if on_epoch is not None:
             return bool(on_epoch({"epoch": epoch_idx + 1, "epochs": trainer.epochs, "entry": entry, "test": tested,
                                   "valid_score": valid_score, "stopping": trainer.cur_step}))
@@ -148,9 +146,9 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "train_seconds": round(trainer.train_seconds, 3), "valid_seconds": round(trainer.valid_seconds, 3),
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
         "cell_seconds": round(time() - cell_begun, 3),     # the whole cell: config, data, model, fit, test
-        "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
+        "marks": marks, "test_by_epoch": carried["test_by_epoch"] or None,
         "test_by_coldness": predictions_by_coldness(predictions), **by_action,
-        "resumed_from_epoch": state["resumed_from_epoch"],
+        "resumed_from_epoch": resumed_from_epoch,
         "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
         "trainable_parameters": int(parameters), "device": device_name(config["device"]),
         "features": _feature_summary(dataset), "data": _data_summary(manifest),
@@ -251,58 +249,6 @@ def _init_log(config, run_id: str) -> str:
     root.addHandler(handler)
     root.setLevel(level)
     return str(path)
-
-
-def _resume_blob(trainer, train_data, state) -> bytes:
-    import torch
-
-    payload = {
-        "epoch": int(trainer.epochs_run),
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "best_weights": state["best_weights"],
-        "trainer": {"cur_step": int(trainer.cur_step), "best_valid_score": float(trainer.best_valid_score),
-                    "best_valid_result": plain(trainer.best_valid_result), "history": plain(trainer.history),
-                    "interrupts": int(trainer.interrupts), "interrupt": bool(trainer.interrupt), "steps": int(trainer.steps),
-                    "train_seconds": float(trainer.train_seconds), "valid_seconds": float(trainer.valid_seconds),
-                    "train_loss_dict": {int(k): float(v) for k, v in trainer.train_loss_dict.items()}},
-        "test_by_epoch": plain(state["test_by_epoch"]),
-        "torch_rng": torch.get_rng_state(),
-        "shuffle_rng": train_data.generator.get_state() if getattr(train_data, "generator", None) is not None else None,
-        "numpy_rng": plain(np.random.get_state()[1].tolist()),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
-
-
-def _restore(blob: bytes, trainer, train_data, state) -> int:
-    """Put a resume checkpoint back into the trainer; returns the epoch it was taken after."""
-    import torch
-
-    payload = torch.load(io.BytesIO(blob), map_location=trainer.device, weights_only=True)
-    if payload["best_weights"] is not None:        # the best-valid file the final test reads
-        trainer.model.load_state_dict(payload["best_weights"])
-        trainer._save_checkpoint(payload["epoch"] - 1, verbose=False)
-        state["best_weights"] = payload["best_weights"]
-    trainer.model.load_state_dict(payload["model"])
-    trainer.optimizer.load_state_dict(payload["optimizer"])
-    if payload["scheduler"] is not None and trainer.scheduler is not None:
-        trainer.scheduler.load_state_dict(payload["scheduler"])
-    kept = payload["trainer"]
-    trainer.cur_step, trainer.best_valid_score = kept["cur_step"], kept["best_valid_score"]
-    trainer.best_valid_result = kept["best_valid_result"]
-    trainer.history, trainer.interrupts, trainer.interrupt = list(kept["history"]), kept["interrupts"], kept["interrupt"]
-    trainer.steps = kept["steps"]
-    trainer.train_seconds, trainer.valid_seconds = kept["train_seconds"], kept["valid_seconds"]
-    trainer.train_loss_dict = dict(kept["train_loss_dict"])
-    trainer.start_epoch = trainer.epochs_run = payload["epoch"]
-    state["test_by_epoch"] = list(payload["test_by_epoch"])
-    torch.set_rng_state(payload["torch_rng"])
-    if payload["shuffle_rng"] is not None and getattr(train_data, "generator", None) is not None:
-        train_data.generator.set_state(payload["shuffle_rng"])
-    return int(payload["epoch"])
 
 
 def _predictions(trainer, model, test_data, config, train_dataset) -> dict | None:
