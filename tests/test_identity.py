@@ -349,16 +349,15 @@ def test_a_commit_interrupted_between_renames_is_converted_again(converted):
     assert np.load(folder / "wechat.mm.npz")["item_id"].size == manifest["rows"]["items"]
 
 
-def test_best_yaml_keeps_shuffle_and_drops_plumbing(tmp_path):
+def test_best_yaml_keeps_shuffle(tmp_path):
     # defect 2: best.yaml dropped shuffle with the plumbing, so it did not reproduce the trial
-    from types import SimpleNamespace
-
     import yaml
 
     from recbole_mma4ctr.tune import write_best_config
 
-    base = make_cell("DIN", "wechat", None, {"shuffle": "False", "checkpoint_dir": str(tmp_path), "eval_step": 1})
-    best = {"best_auc": 0.6, "best_epoch": 2, "trial": "t1", "learning_rate": 0.01}
-    path = write_best_config(tmp_path, {"model": "DIN", "dataset": "wechat"}, base, best,
-                             [SimpleNamespace(name="learning_rate")], "auc")
-    assert yaml.safe_load(path.read_text()) == {"shuffle": False, "learning_rate": 0.01}
+    trial = make_cell("DIN", "wechat", None, {"shuffle": "False", "eval_step": 1, "learning_rate": 0.01})
+    summary = {"metric": "auc", "best": {"best_auc": 0.6, "best_epoch": 2, "trial": "t1"}}
+    path = write_best_config(tmp_path, summary, trial)
+    written = yaml.safe_load(path.read_text())
+    assert written["shuffle"] is False and written["learning_rate"] == 0.01
+    assert "--model=DIN --dataset=wechat" in path.read_text().splitlines()[1]

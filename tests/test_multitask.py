@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import run_settings
+from recbole_mma4ctr.prepare.digests import sha256_of
 from recbole_mma4ctr.prepare.wechat import ACTIONS
 
 ROUND1 = {"read_comment": 4, "like": 3, "click_avatar": 2, "forward": 1}
@@ -204,6 +205,11 @@ def single_action_folder(source, root, action):
     inter["label:float"] = inter[f"label_{action}:float"]
     inter.drop(columns=[c for c in inter.columns if c.startswith("label_")]).to_csv(target / "wechat.inter", sep="\t",
                                                                                      index=False)
+    # the manifest describes the rewritten file, as the converter's own manifest for that label would
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["file_digests"]["wechat.inter"] = {"bytes": (target / "wechat.inter").stat().st_size,
+                                                "sha256": sha256_of(target / "wechat.inter")}
+    (target / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_the_multitask_cell_scores_every_action_by_the_challenge_formula(all_actions, tmp_path):

@@ -156,8 +156,7 @@ def test_a_day_split_run_is_recorded_with_the_challenge_protocol_and_its_split(t
     from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     source, _ = tiny_atomic
-    copy_atomic(source, tmp_path / "data", "tw")
-    (tmp_path / "data" / "tw" / "manifest.json").write_text((source / "manifest.json").read_text())
+    copy_atomic(source, tmp_path / "data", "tw", manifest=True)
     record = run_recbole_mma4ctr("FM", "tw", None, run_settings(tmp_path, data_path=tmp_path / "data", epochs=1,
                                                                 split_rule="day", split_days="[12, 13, 14]"))
     assert record["protocol"] == "challenge"
