@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from .challenge import REFERENCE, cell_actions, comparison_part
+from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, predictions_by_coldness, summarize
+from .files import atomic_path, write_text
+from .multitask import action_view
 from .record import read_predictions, scored_rows_digest
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
@@ -36,29 +38,35 @@ def oracle_probabilities(record: dict, predictions: dict) -> np.ndarray | None:
     return oracle[rows]
 
 
-def model_row(model: str, record: dict | None, marks) -> dict:
+def model_row(model: str, record: dict | None, marks, action: str | None = None) -> dict:
+    """The table row of one cell's record; for a multi-task record, of ``action``'s scores (its
+    epoch marks are the primary action's, so they are left out)."""
     if record is None:
         return {"model": model, "status": "not run"}
     if record.get("status") != "ok":
         return {"model": model, "status": record.get("status"), "error": record.get("error"), "record": record.get("record_path")}
     row = {"model": model, "status": "ok", "record": record.get("record_path"), "run_id": record.get("run_id"),
            "where": record.get("where")}
-    by_epoch = {entry["epoch"]: entry for entry in record.get("test_by_epoch") or []}
+    by_epoch = {entry["epoch"]: entry for entry in (record.get("test_by_epoch") if action is None else None) or []}
     for mark in marks:
         entry = by_epoch.get(mark, {})
         for metric in METRICS:
             row[f"{metric}@{mark}"] = entry.get(metric)
     predictions = read_predictions(record)
+    if predictions is not None and action is not None:
+        predictions = action_view(predictions, action)
     if predictions is not None and len(predictions["score"]):
         squashed = record.get("logloss_on") == "sigmoid(score)"
         summary = summarize(predictions["score"], predictions["label"], predictions["user"], probabilities=True)
         row.update({f"best_{k}": v for k, v in summary.items()})
         row["logloss_on"] = record.get("logloss_on")
         row["test_pairs"] = int(len(predictions["score"]))
-        row["test_rows_sha256"] = (record.get("test_rows") or scored_rows_digest(predictions))["sha256"]
+        row["test_rows_sha256"] = ((record.get("test_rows") if action is None else None)
+                                   or scored_rows_digest(predictions))["sha256"]
         row["_squashed"] = squashed
         row["_predictions"] = predictions
-    for group, values in (record.get("test_by_coldness") or {}).items():
+    coldness = record.get("test_by_coldness") if action is None else predictions_by_coldness(predictions)
+    for group, values in (coldness or {}).items():
         for name in ("rows", "auc", "gauc", "uauc"):
             row[f"{group}_{name}"] = values.get(name)
     row.update({
@@ -148,7 +156,6 @@ def markdown_table(rows, marks) -> str:
     return "\n".join(lines)
 
 
-REFERENCE = "MMa4CTR"
 SEED_METRICS = ("best_auc", "best_gauc", "best_uauc", "cold_items_auc", "warm_items_auc", "cold_users_auc")
 
 
@@ -239,25 +246,74 @@ def paired_table(entries) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_WORDS = {
+    "honest": "MMa4CTR's profiles from the training split only",
+    "paper": "the authors' pipeline: their row dedupe and order (grouped by user), their device choice and "
+             "per-modality reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, "
+             "reproduced to measure it; properties/protocol/paper.yaml)",
+    "challenge": "the challenge's own protocol: one run per scored action, scored as the challenge scored it "
+                 "(properties/protocol/challenge.yaml); MMa4CTR's profiles from the training split only",
+}
+
+
+def split_words(split: dict | None) -> str:
+    """A record's ``split`` (how its rows were cut, as run) in words; never recomputed."""
+    if not split:
+        return "not recorded (a record written before records carried their split)"
+    ratios = "/".join(f"{float(r):g}" for r in split.get("ratios") or []) or "?"
+    if split.get("rule") == "day":
+        train, valid, test = (list(split.get("days") or []) + ["?"] * 3)[:3]
+        return f"by day: train days up to {train}, valid days up to {valid}, test days up to {test}"
+    if split.get("rule") == "positional":
+        return (f"the authors' cut by position, train/valid/test {ratios} of their user-grouped row order "
+                f"(a user-level hold-out: test users have no training rows)")
+    order = "in time order" if split.get("order") == "TO" else f"in order {split.get('order')}"
+    per = f", per {split['group_by']}" if split.get("group_by") not in (None, "none") else " over all interactions"
+    return f"chronological, train/valid/test {ratios} of the rows {order}{per} (RecBole's RS cut)"
+
+
+def protocol_lines(records) -> list[str]:
+    """One sentence per (protocol, split) the records state, naming the runs when they differ."""
+    groups: dict = {}
+    for record in records:
+        if record is None or record.get("status") != "ok":
+            continue
+        protocol = record.get("protocol") or "not recorded"
+        groups.setdefault((protocol, split_words(record.get("split"))), []).append(record.get("cell") or record["model"])
+    lines = []
+    for (protocol, split), names in groups.items():
+        what = f" ({PROTOCOL_WORDS[protocol]})" if protocol in PROTOCOL_WORDS else ""
+        runs = f" Runs: {', '.join(names)}." if len(groups) > 1 else ""
+        lines.append(f"Protocol: **{protocol}**{what}. Split: {split}.{runs}")
+    return lines
+
+
+def cell_rows(outcomes):
+    """(cell, record, action) per table row: a multi-task challenge cell gives one row per action
+    (``challenge.cell_actions``), any other cell one row (its challenge action or None)."""
+    for cell, record in outcomes:
+        for action in cell_actions(cell) or [None]:
+            yield cell, record, action
+
+
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
-    from .challenge import comparison_part
-
     records = {cell["cell"]: record for cell, record in outcomes}
     challenge = comparison_part(outcomes, oracle_probabilities)
     rows = []
-    for cell, record in outcomes:
-        row = model_row(cell["cell"], record, marks)
+    for cell, record, action in cell_rows(outcomes):
         extra = cell.get("extra") or {}
-        # a cell is <model>[-seed<k>][-<action>]: seeds group per model and action, pairs match both
-        row["seed"], row["action"] = extra.get("seed_of_cell"), extra.get("challenge_action")
-        model = cell["cell"]
+        name = f"{cell['cell']}-{action}" if "challenge_actions" in extra else cell["cell"]
+        row = model_row(name, record, marks, action if "challenge_actions" in extra else None)
+        # a row is <model>[-seed<k>][-<action>]: seeds group per model and action, pairs match both
+        row["seed"], row["action"] = extra.get("seed_of_cell"), action
+        model = name
         for suffix in ([f"-{row['action']}"] if row["action"] else []) + ([f"-seed{row['seed']}"] if row["seed"] is not None else []):
             model = model[:-len(suffix)] if model.endswith(suffix) else model
         row["_model"] = model
         row["_group"] = model + (f"-{row['action']}" if row["action"] else "")
-        row.update((challenge or {}).get("columns", {}).get(cell["cell"], {}))
+        row.update((challenge or {}).get("columns", {}).get(name, {}))
         rows.append(row)
     seeds = sorted({row["seed"] for row in rows if row["seed"] is not None}) or None
     summary = over_seeds(rows)
@@ -269,14 +325,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
             digests.setdefault(row.get("action"), set()).add(row["test_rows_sha256"])
     same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
-    notes = [
-        challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
-        + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
-           if protocol == "honest" else
-           "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
-           "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
-           "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
-           "to measure it; properties/protocol/paper.yaml)") + ")."),
+    notes = protocol_lines(records.values()) + [challenge["note"] if challenge else "",
         (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
          "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
          "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
@@ -355,9 +404,7 @@ def _json_default(value):
 
 
 def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    write_text(path, text)
 
 
 def _write_csv(path: Path, rows) -> None:
@@ -366,13 +413,12 @@ def _write_csv(path: Path, rows) -> None:
         for key, value in row.items():
             if key not in columns:
                 columns.append(key)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
 
 
 def plot_curves(folder: Path, records: dict) -> None:
