@@ -316,12 +316,17 @@ def one_error_line(done) -> str:
 
 def test_an_address_where_nothing_answers_fails_within_20_s_naming_it(tmp_path):
     address = f"127.0.0.1:{free_port()}"   # nothing listens there
+    # the command's own start (importing RecBole and torch: 5 s idle, up to a minute on a loaded
+    # 2-core box) is measured apart, with --help, which imports the same and stops
+    started = time.time()
+    ok(cli(tmp_path, "--compare", "--help", timeout=300))
+    start_up = time.time() - started
     started = time.time()
     done = cli(tmp_path, "--compare", "--models=BPR", "--marks=1", "--dataset=wechat", TINY, f"--ray_address={address}",
-               timeout=120)
+               timeout=300)
     seconds = time.time() - started
     line = one_error_line(done)
-    assert seconds < 20, f"took {seconds:.0f} s"
+    assert seconds - start_up < 20, f"took {seconds:.0f} s, of which {start_up:.0f} s to start"
     assert address in line and "refused" in line, line
     assert "records say why" not in done.stderr
     assert not (tmp_path / "results" / "compare-wechat-honest" / "comparison.md").exists()
