@@ -3,7 +3,7 @@
 A finished cell is skipped on a rerun when a record with the same key exists. The key is a hash
 of everything that decides the effective configuration: the model, the dataset, the contents of
 the user's config files and the ``--key=value`` settings (minus the settings that only place
-files or pick a device), the epoch marks, the data's fingerprint (from the converter's manifest)
+files or pick a device), the epoch marks, a missing-modality evaluation it asks for (``robustness``), the data's fingerprint (from the converter's manifest)
 and the code version (a hash of the package's own source and properties files, which hold every
 default). File names, ``gpu_id``, result folders and thread counts never
 enter it, so a comparison split by hand over machines, or moved to another folder, resumes.
@@ -49,6 +49,7 @@ def cell_key(cell: dict, data_fingerprint=None) -> str:
 
     settings = {k: v for k, v in layered_settings(cell).items() if k not in PLUMBING}
     payload = json.dumps({"model": cell["model"], "dataset": cell["dataset"], "settings": settings,
-                          "marks": cell.get("marks"), "data": data_fingerprint, "code": code_version()},
+                          "marks": cell.get("marks"), "data": data_fingerprint, "code": code_version(),
+                          **({"robustness": cell["robustness"]} if cell.get("robustness") else {})},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

@@ -33,6 +33,7 @@ import numpy as np
 from .errors import UsageError
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
+from .robustness import evaluate_missing_modality
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
@@ -121,6 +122,8 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     test_seconds = time() - begun
     tested_at = now_iso()
     predictions = _predictions(trainer, model, test_data, config, train_data._dataset)
+    robustness = evaluate_missing_modality(trainer, test_data, train_data._dataset, cell["robustness"],
+                                           plain(test_result)) if cell.get("robustness") else None
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
@@ -147,6 +150,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "split_sizes": {"train": len(train_data._dataset), "valid": len(valid_data._dataset), "test": len(test_data._dataset)},
         "checkpoint": trainer.saved_model_file, "log": log_path,
         "config": plain(dict(config.final_config_dict)), "versions": versions(), **(cell.get("extra") or {}),
+        **({"robustness": robustness} if robustness else {}),
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return record, predictions

@@ -35,9 +35,10 @@ import time
 from pathlib import Path
 
 from .defaults import properties_dir
+from .robustness_table import write_robustness
 from .tune import TuneError, markdown, say
 
-STUDY_OPTIONS = ("grid", "model")
+STUDY_OPTIONS = ("grid", "model", "models")
 REQUIRED = ("parameter", "grid")
 
 
@@ -117,7 +118,7 @@ def _marks(text) -> list[int]:
 
 def point_settings(study: dict, value) -> dict:
     """The RecBole settings one grid point adds to the study's fixed settings."""
-    if study["parameter"] == "epochs":
+    if study["parameter"] in ("epochs", "model"):
         return {}
     points = study.get("points") or {}
     if points:
@@ -144,15 +145,21 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     overrides = dict(overrides or {})
     study = load_study(name)
-    grid, marks = study_plan(study, options.get("grid"), marks)
+    grid, marks = study_plan(study, options.get("models") or options.get("grid"), marks)
     model = options.get("model") or study.get("model") or "MMa4CTR"
+    if study["parameter"] == "model" and options.get("model"):
+        raise TuneError(f"the {study['name']} study varies the model: choose them with --models=A,B")
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
     engine.check_local_resources(engine_options)
     fixed = {**(study.get("settings") or {}), **overrides}
-    cells = [make_cell(model, dataset, config_files, {**fixed, **point_settings(study, value)}, marks=marks,
-                       kind="study", protocol=protocol, name=label_of(value), prepare=False,
-                       extra={"study": study["name"], "point": label_of(value)}) for value in grid]
+    cells = [make_cell(value if study["parameter"] == "model" else model, dataset, config_files,
+                       {**fixed, **point_settings(study, value)}, marks=marks, kind="study", protocol=protocol,
+                       name=label_of(value), prepare=False, extra={"study": study["name"], "point": label_of(value)})
+             for value in grid]
+    for cell in cells:
+        if study.get("evaluate"):
+            cell["robustness"] = dict(study["evaluate"])
     config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{dataset}")
     pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[study] {study['title']} ({study['name']}, paper {study.get('paper_section', '?')}): {model} on {dataset}, "
@@ -164,7 +171,10 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
         done.update(records)
     points = {cell["cell"]: (value, done.get(cell["key"])) for cell, value in zip(cells, grid)}
     rows = study_rows(study, points, marks, dataset)
-    table = write_study(folder, study, rows, marks, model, dataset)
+    if study.get("evaluate"):
+        table = write_robustness(folder, study, [record for _, record in points.values()], dataset)
+    else:
+        table = write_study(folder, study, rows, marks, model, dataset)
     say(table)
     failed = [row["label"] for row in rows if row["status"] != "ok"]
     say(f"[study] {len(points)} run(s), {len(failed)} failed{' ' + str(failed) if failed else ''}; "
