@@ -70,11 +70,13 @@ def refuser(dataset):
     ``item_mm`` for unchanged matrices and changes only the rows whose modality rows changed."""
     original = dataset.item_matrix
     names = list(dataset.fused_modalities)
-    probe = {name: np.array(matrix, copy=True) for name, matrix in dataset.modality_matrices.items()}
-    probe[names[0]][1:] = probe[names[0]][1:][::-1]          # change every item's row, keep the column ranges
+    # half the items' vectors zeroed in every modality: a row-wise fusion leaves the other half as it was
+    # (a fusion that fits a PCA or a scaling over the items does not; a mere reordering would not show it)
+    half = 1 + (len(original) - 1) // 2
+    probe = {name: np.vstack([np.zeros_like(matrix[:half]), matrix[half:]])
+             for name, matrix in dataset.modality_matrices.items()}
     probed = dataset.fuse_items(probe)
-    same_rows = np.all(probed[1:] == original[1:][::-1], axis=1) if probed.shape == original.shape else None
-    if same_rows is not None and bool(same_rows.all()):
+    if probed.shape == original.shape and np.array_equal(probed[half:], original[half:]):
         return lambda matrices: dataset.fuse_items(matrices)
     inputs = np.hstack([dataset.modality_matrices[name] for name in names]).astype(np.float64)
     design = np.hstack([inputs[1:], np.ones((inputs.shape[0] - 1, 1))])
