@@ -2,6 +2,7 @@
 
     --model=M --dataset=D [--protocol=honest|paper] [--key=value ...]   one run (RecBole settings as --key=value)
     --compare --models=all|A,B --dataset=D [--marks=10,20,30,50 | --train_to=plateau] [--seeds=2024,7] [--protocol=honest|paper|challenge]
+    --compare --models=A,B --tune_trials=N [...]                                    every model tuned alike first (tuned.py)
     --tune --model=M --dataset=D [--params_file=...] [--num_samples=8] [--metric=auc]            (tune.py)
     --study=NAME --dataset=D [--grid=a,b] [--marks=10,30]                                         (studies.py)
     --report=RESULTS_FOLDER                            report.md + report.html from its records
@@ -101,8 +102,15 @@ def _dispatch(argv: list[str]) -> int:
         options = pop_options(overrides)
         models = parse_models(overrides.pop("models", "all"))
         seeds = parse_seeds(overrides.pop("seeds", None))
-        folder, failed = run_comparison(models, dataset, marks, protocol or "honest", config_files,
-                                        overrides, seeds, options)
+        trials = overrides.pop("tune_trials", None)
+        if trials is not None:
+            from .tuned import run_tuned_comparison
+
+            folder, failed = run_tuned_comparison(models, dataset, trials, marks, protocol or "honest", config_files,
+                                                  overrides, seeds, options)
+        else:
+            folder, failed = run_comparison(models, dataset, marks, protocol or "honest", config_files,
+                                            overrides, seeds, options)
         print(folder / "comparison.md", flush=True)
         if failed:
             print(f"error: {len(failed)} cell(s) failed: {', '.join(failed)} (their records say why)", file=sys.stderr)

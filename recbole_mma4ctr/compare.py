@@ -115,7 +115,6 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
                    seeds=None, options=None) -> tuple[Path, list[str]]:
     """Run every cell not finished earlier, then write the tables; returns (folder, failed cells)."""
     from . import engine
-    from .report import write_comparison
 
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)
@@ -124,6 +123,15 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
     for cell in cells:
         cell["marks"] = marks or None
     config, folder, done = engine.prepare_grid(cells, f"compare-{dataset}-{protocol}")
+    return compare_in(folder, config, cells, done, marks, protocol, engine_options)
+
+
+def compare_in(folder: Path, config, cells: list[dict], done: dict, marks, protocol: str, engine_options):
+    """Run the cells ``done`` does not answer, write the tables into ``folder``; returns (folder,
+    failed cells)."""
+    from . import engine
+    from .report import write_comparison
+
     pending = [cell for cell in cells if cell["key"] not in done]
     for index, cell in enumerate(cells, 1):
         if cell["key"] in done:
