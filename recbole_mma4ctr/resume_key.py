@@ -3,10 +3,11 @@
 A finished cell is skipped on a rerun when a record with the same key exists. The key is a hash
 of everything that decides the effective configuration: the model, the dataset, the contents of
 the user's config files and the ``--key=value`` settings (minus the settings that only place
-files or pick a device), the epoch marks, a missing-modality evaluation it asks for (``robustness``), the data's fingerprint (from the converter's manifest)
-and the code version (a hash of the package's own source and properties files, which hold every
-default). File names, ``gpu_id``, result folders and thread counts never
-enter it, so a comparison split by hand over machines, or moved to another folder, resumes.
+files or pick a device), the epoch marks, a missing-modality evaluation the cell asks for
+(``robustness``), the data's fingerprint (from the converter's manifest) and the code version
+(a hash of the package's own source and properties files, which hold every default). File
+names, ``gpu_id``, result folders and thread counts never enter it, so a comparison split by
+hand over machines, or moved to another folder, resumes.
 """
 
 from __future__ import annotations

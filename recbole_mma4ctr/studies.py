@@ -5,7 +5,10 @@
 A study (``properties/studies/<name>.yaml``, or a path to such a file) is a grid over one
 setting; every grid point trains max(marks) epochs and tests after every epoch. Studies: ``epochs`` (4.x.1), ``learning_rate`` (4.x.2), ``batch_size`` (4.x.3),
 ``fusion`` (5.x.1-5.x.4, eleven variants), ``profile_length`` (5.x.5), ``lr_schedule`` (5.x.6,
-validation interrupt and learning-rate halving with and without).
+validation interrupt and learning-rate halving with and without); and ``missing_modality``
+(not the paper's: ``parameter: model``, ``--models=`` chooses them; each trained model is scored
+again with a modality's vectors replaced, as its ``evaluate:`` block says: ``robustness.py``,
+table and plot by ``robustness_table.py``).
 
 Every grid point is a cell (``run.run_cell``) scheduled by ``engine.py`` like comparison cells
 (``--cpus_per_run``, ``--gpus_per_run``, ``--ray_address``, ``--max_failures``, ``--ray_tmp``).
