@@ -1,7 +1,8 @@
 """The tuned comparison: every model tuned on validation with the same budget, then compared.
 
 ``python run_recbole_mma4ctr.py --compare --models=MMa4CTR,DeepFM+mm,DCNV2+mm --tune_trials=8
-[--marks=10 | --train_to=plateau] [--seeds=2024,7,11] [--dataset=wechat]``
+[--marks=10 | --train_to=plateau] [--seeds=2024,7,11] [--grace_period=2] [--reduction_factor=2]
+[--metric=auc] [--dataset=wechat]`` (``--num_samples`` and ``--params_file`` are ``--tune``'s, refused)
 
 1. Every model is tuned with ``tune.run_tuning`` (its trials are cells on Ray under ASHA, ranked
    on the validation metric only): the same number of trials (``--tune_trials``), the same epochs
@@ -152,11 +153,15 @@ def run_tuned_comparison(models, dataset: str, trials, marks=None, protocol: str
     returns (comparison folder, failed models and cells)."""
     from . import engine
 
-    options = dict(options or {})
+    overrides = dict(overrides or {})
+    own = [key for key in ("num_samples", "params_file") if key in overrides]
+    if own:
+        raise CellError(f"--{own[0]} is --tune's: a tuned comparison gives every model --tune_trials trials in its "
+                        f"own properties/hyper/<Model>.hyper")
+    options = {**dict(options or {}), **{k: overrides.pop(k) for k in list(overrides) if k in TUNE_DEFAULTS}}
     engine_only = {k: options[k] for k in options if k in engine.ENGINE_OPTIONS}
     engine_options = engine.parse_options(engine_only)
     engine.check_local_resources(engine_options)
-    overrides = dict(overrides or {})
     probe = make_cell(models[0], dataset, config_files, overrides, kind="compare", protocol=protocol, prepare=False)
     marks = comparison_marks(probe, marks)
     config = engine.driver_config(probe)

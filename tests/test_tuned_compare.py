@@ -43,6 +43,14 @@ def test_the_budget_is_one_for_every_model_and_bad_counts_are_refused():
             tuning_budget(bad, 3, {})
 
 
+@pytest.mark.parametrize("key", ["num_samples", "params_file"])
+def test_tune_s_own_sample_count_and_space_are_refused(key):
+    from recbole_mma4ctr.tuned import run_tuned_comparison
+
+    with pytest.raises(CellError, match=f"--{key} is --tune's"):
+        run_tuned_comparison(["MMa4CTR"], "wechat", "2", overrides={key: "4"})
+
+
 @pytest.mark.parametrize("dimension, value, where", [
     (Dimension("lr", "loguniform", [-9.2, -4.6], 1), 1e-4, "low edge"),
     (Dimension("lr", "loguniform", [-9.2, -4.6], 1), 0.0095, "high edge"),
