@@ -36,6 +36,7 @@ from .compare import comparison_marks, compare_in, plan_cells
 from .defaults import properties_dir
 from .feature_fair import split_name
 from .files import write_text
+from .prepare.sources import ensure_dataset
 from .resume_key import PLUMBING, code_version
 from .run import say
 from .tune import FINISHED, TUNE_DEFAULTS, Dimension, markdown, read_hyper_file, run_tuning
@@ -92,7 +93,8 @@ def on_edge(dimension: Dimension, value) -> str:
 def tuning_key(model: str, dataset: str, protocol, config_files, overrides: dict, params_file: Path,
                budget: dict, data_source: dict) -> str:
     """What makes two tunings of a model the same: model, dataset, protocol, the user's config
-    files and settings (minus plumbing), the search space's text, the budget, data and code."""
+    files and settings (minus plumbing), the search space's text, the budget, the data's
+    fingerprint and the code version (never a path)."""
     texts = [Path(name).read_text(encoding="utf-8") for name in (config_files.split() if isinstance(config_files, str)
                                                                   else config_files or [])]
     payload = json.dumps({"model": model, "dataset": dataset, "protocol": protocol, "config": texts,
@@ -165,10 +167,10 @@ def run_tuned_comparison(models, dataset: str, trials, marks=None, protocol: str
     probe = make_cell(models[0], dataset, config_files, overrides, kind="compare", protocol=protocol, prepare=False)
     marks = comparison_marks(probe, marks)
     config = engine.driver_config(probe)
+    data_source = {"fingerprint": (ensure_dataset(config) or {}).get("fingerprint")}   # prepared once, here
     budget = tuning_budget(trials, max(marks) if marks else int(config["epochs"]), options)
     files = [hyper_file_of(model) for model in models]           # every space exists before anything runs
     folder = Path(results_dir_of(probe)).resolve() / f"compare-{dataset}-{protocol}-tuned"
-    data_source = engine.data_identity(config)
     say(f"[tuned] {len(models)} model(s), each tuned with {budget['trials']} trial(s) of up to {budget['epochs']} "
         f"epoch(s) on validation (ASHA grace {budget['grace_period']}, reduction {budget['reduction_factor']}); spaces: "
         + ", ".join(f"{m} <- {f.name}" for m, f in zip(models, files)))
