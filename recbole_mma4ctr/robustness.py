@@ -30,11 +30,19 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import UsageError
+from .feature_fair import split_name
 from .item_modalities import ITEM_FIELD
 from .record import plain
 
 FILLS = ("zeros", "mean", "shuffle")
 AFFINE_TOLERANCE = 1e-4
+
+
+def check_reads_modalities(model: str, study: str) -> None:
+    """Refuse, before anything trains, a model that reads no modality vectors (one line)."""
+    if model != "MMa4CTR" and not split_name(model)[1]:
+        raise UsageError(f"--models={model}: the {study} study replaces modality vectors, which {model} does not "
+                         f"read; use MMa4CTR or a +mm model (DeepFM+mm, DCNV2+mm, DIN+mm, ...)")
 
 
 def replace_modality(matrix: np.ndarray, test_items, share: float, fill: str, seed: int,

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from .defaults import properties_dir
+from .robustness import check_reads_modalities
 from .robustness_table import write_robustness
 from .tune import TuneError, markdown, say
 
@@ -162,6 +163,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
              for value in grid]
     for cell in cells:
         if study.get("evaluate"):
+            check_reads_modalities(cell["model"], study["name"])
             cell["robustness"] = dict(study["evaluate"])
     config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{dataset}")
     pending = [cell for cell in cells if cell["key"] not in done]

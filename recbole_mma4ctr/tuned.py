@@ -73,13 +73,15 @@ def tuning_budget(trials, epochs: int, options: dict) -> dict:
 
 
 def on_edge(dimension: Dimension, value) -> str:
-    """Where a chosen value sits in its dimension: ``low edge``, ``high edge`` or ``inside``.
-    Listed values (choice, grid): the first or last of them (numbers sorted, anything else in the
-    file's order); a range: within its outer ``EDGE_SHARE`` (log scale for the log kinds)."""
+    """Where a chosen value sits in its dimension: ``low edge``, ``high edge``, ``inside`` or
+    ``unordered``. Listed numbers (choice, grid): the smallest or largest of them; listed values
+    that are not all numbers (layer lists, names) have no edge; a range: within its outer
+    ``EDGE_SHARE`` (log scale for the log kinds)."""
     if dimension.kind in ("choice", "grid"):
         values = list(dimension.values)
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            values = sorted(values)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return "unordered"
+        values = sorted(values)
         if len(values) < 2 or value not in values:
             return "inside"
         index = values.index(value)
@@ -199,14 +201,14 @@ def write_tuning_table(folder: Path, rows: list[dict], dataset: str) -> str:
     lines = []
     for row in rows:
         budget = row["budget"]
-        settings = ", ".join(f"{k}={shown(v)}" + (f" ({row['edges'][k]})" if row["edges"][k] != "inside" else "")
+        settings = ", ".join(f"{k}={shown(v)}" + (f" ({row['edges'][k]})" if row["edges"][k].endswith("edge") else "")
                              for k, v in row["chosen"].items()) if row["status"] == "ok" else row.get("error", "")
         lines.append({"model": row["model"], "space": Path(row["params_file"]).name,
                       "budget": f"{budget['trials']} trials x <= {budget['epochs']} epochs (ASHA grace "
                                 f"{budget['grace_period']})",
                       "finished": f"{row.get('trials_finished', 0)}/{row.get('trials_run', 0)}",
                       "best_valid": row.get("best_valid"), "chosen": settings,
-                      "edge": ", ".join(k for k, v in (row.get("edges") or {}).items() if v != "inside") or "none"})
+                      "edge": ", ".join(k for k, v in (row.get("edges") or {}).items() if v.endswith("edge")) or "none"})
     metric = next((row["metric"] for row in rows if row.get("metric")), "valid metric")
     table = markdown(lines, ["model", "space", "budget", "finished", "best_valid", "chosen", "edge"],
                      ["model", "search space", "budget (same for every model)", "trials finished",

@@ -200,3 +200,13 @@ def test_the_study_table_is_made_from_the_records_robustness_rows(tmp_path):
     saved = json.loads((tmp_path / "study.json").read_text())
     assert len(saved["rows"]) == 4 and (tmp_path / "study.png").stat().st_size > 0
     assert (tmp_path / "study.csv").read_text().count("\n") == 5
+
+
+def test_a_model_that_reads_no_modality_vectors_is_refused_before_anything_trains(tmp_path):
+    from recbole_mma4ctr import cli
+
+    settings = run_settings(tmp_path)
+    args = ["--study=missing_modality", "--models=MMa4CTR,DeepFM", "--dataset=wechat"] + \
+        [f"--{key}={value}" for key, value in settings.items()]
+    assert cli.main(args) == 2
+    assert not (tmp_path / "results").exists()

@@ -60,8 +60,9 @@ def test_tune_s_own_sample_count_and_space_are_refused(key):
     (Dimension("b", "choice", [4096, 1024, 2048], 1), 1024, "low edge"),
     (Dimension("b", "choice", [4096, 1024, 2048], 1), 4096, "high edge"),
     (Dimension("b", "choice", [4096, 1024, 2048], 1), 2048, "inside"),
-    (Dimension("m", "choice", [[64], [128, 128], [256]], 1), [256], "high edge"),
-    (Dimension("m", "choice", [[64], [128, 128], [256]], 1), [128, 128], "inside"),
+    (Dimension("m", "choice", [[64], [128, 128], [256]], 1), [256], "unordered"),
+    (Dimension("f", "grid", ["vat_concat", "textual"], 1), "textual", "unordered"),
+    (Dimension("h", "choice", [0, 5], 1), 5, "high edge"),
 ])
 def test_a_chosen_value_on_the_edge_of_its_range_is_flagged(dimension, value, where):
     assert on_edge(dimension, value) == where
