@@ -10,8 +10,8 @@
    ASHA grace period and reduction factor. Its search space is ``properties/hyper/<Model>.hyper``
    (a ``+mm`` model: its own file if there is one, else its base model's, so ``DeepFM`` and
    ``DeepFM+mm`` search the same space); a model without one is refused before anything runs.
-2. The best finished trial by validation (``trials.json``'s ``best``, written by ``tune.py``)
-   gives the model's settings; the test split of the trials is never read.
+2. The trials never score the test split (``test_after_training: false``); the best finished
+   trial by validation (``trials.json``'s ``best``, written by ``tune.py``) gives the settings.
 3. Every model then runs with its chosen settings and every seed as an ordinary comparison cell
    (``compare.compare_in``): the test split is scored once per final cell.
 
@@ -133,7 +133,8 @@ def tune_model(model: str, dataset: str, protocol, config_files, overrides: dict
     if found and json.loads(found[0].read_text()).get("best"):
         say(f"[tuned] {model}: tuned earlier with the same settings, space and budget; reused ({found[0].parent})")
     else:
-        settings = {**overrides, "epochs": budget["epochs"], "results_dir": str(results_dir)}
+        settings = {**overrides, "epochs": budget["epochs"], "results_dir": str(results_dir),
+                    "test_after_training": False}      # the trials never score the test split
         options = {"num_samples": budget["trials"], "params_file": str(params_file), "grace_period": budget["grace_period"],
                    "reduction_factor": budget["reduction_factor"], "metric": budget["metric"], **engine_options}
         try:

@@ -126,6 +126,7 @@ def test_every_model_is_tuned_with_the_same_budget_and_runs_its_valid_best_setti
         assert row["trials_run"] <= 2 and row["trials_finished"] >= 1
         trials = [read_record(path) for path in Path(row["folder"]).glob(f"tune-*/*-{NAME}-*.json")]
         finished = [t for t in trials if t["status"] == "ok"]
+        assert all(t["test"] == {} and t["test_evaluated"].startswith("never") for t in finished)
         valid_best = max(finished, key=lambda t: max(h["valid"]["auc"] for h in t["history"] if h.get("valid")))
         assert all(valid_best["config"][k] == v for k, v in row["chosen"].items())
         final = next(r for r in finals if r["model"] == row["model"])
@@ -148,3 +149,21 @@ def test_a_rerun_tunes_and_trains_nothing_again(tuned_run):
     assert len(records) == 2                           # one final cell per model and seed, none run twice
     for row in first:
         assert len(list(Path(row["folder"]).glob("tune-*/trials.json"))) == 1
+
+
+def test_a_run_with_test_after_training_false_never_scores_the_test_split(tiny_atomic, tmp_path):
+    from recbole_mma4ctr.cells import make_cell
+    from recbole_mma4ctr.errors import UsageError
+    from recbole_mma4ctr.record import read_record, write_record
+    from recbole_mma4ctr.run import run_cell
+
+    source, _ = tiny_atomic
+    copy_atomic(source, tmp_path / "data", NAME)
+    settings = run_settings(tmp_path, data_path=tmp_path / "data", state="warning", epochs=1,
+                            test_after_training="false")
+    record, predictions = run_cell(make_cell("MMa4CTR", NAME, None, settings, prepare=False))
+    assert record["test"] == {} and predictions is None and record["test_rows"] is None
+    assert record["test_evaluated"].startswith("never") and record["best_valid"]["auc"] > 0
+    assert read_record(write_record(record, tmp_path / "results"))["test"] == {}
+    with pytest.raises(UsageError, match="give one of them"):
+        run_cell(make_cell("MMa4CTR", NAME, None, settings, marks=[1], prepare=False))
