@@ -2,15 +2,17 @@
 
 ``make_cell`` checks the names, reads the user's config files once (their text travels with the
 cell, so a node without the driver's files builds the same config), types the ``--key=value``
-settings without executing them, and adds the protocol's settings file. The cell's ``key``
-(``resume_key.cell_key``) is fixed by the driver once the data are prepared.
+settings without executing them, and adds the protocol's settings file. ``cell_config`` builds
+the effective config every path runs with (the epoch marks applied). The cell's ``key`` and
+``identity`` (``resume_key.cell_identity``) are fixed by the driver once the data are prepared.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from .config import typed_value
+from .config import build_config, typed_value
 from .defaults import SettingError, properties_dir, read_yaml
 from .errors import UsageError
 from .record import NAME, new_run_id
@@ -26,6 +28,16 @@ def check_name(kind: str, value) -> str:
     if not NAME.match(text) or ".." in text:
         raise CellError(f"--{kind}={text!r} is not a plain name (letters, digits, '_', '-', '.', '+'; no '/' or '..')")
     return text
+
+
+def check_model_name(model: str) -> str:
+    """A model this plugin or RecBole 1.2.1 has (``<Model>+mm`` included), named plainly."""
+    from .utils import check_model
+
+    try:
+        return check_model(check_name("model", model))
+    except ValueError as error:
+        raise CellError(str(error)) from None
 
 
 def protocols() -> list[str]:
@@ -57,18 +69,13 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
               protocol: str | None = None, name: str | None = None, extra: dict | None = None, **flags) -> dict:
     """A cell: plain data only (names, texts, typed settings). ``flags``: ``prepare`` (False when
     the driver prepared the data), ``key``."""
-    from .utils import check_model
-
-    try:
-        check_model(check_name("model", model))
-    except ValueError as error:
-        raise CellError(str(error)) from None
+    check_model_name(model)
     check_name("dataset", dataset)
     texts = []
     if protocol:
         from .challenge import is_challenge
 
-        if is_challenge(protocol) and "challenge_action" not in (extra or {}):
+        if is_challenge(protocol) and not {"challenge_action", "challenge_actions"} & set(extra or {}):
             raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "
                             f"--compare (a single run, tune or study takes --label_action=... instead)")
         path = protocol_file(protocol)
@@ -92,6 +99,34 @@ def layered_settings(cell: dict) -> dict:
         merged.update(yaml.safe_load(text) or {})
     merged.update(cell["settings"])
     return merged
+
+
+def run_settings(cell: dict) -> dict:
+    """The cell's ``--key=value`` settings plus what its epoch marks fix: as many epochs as the
+    last mark and no early stop (every mark needs its epoch)."""
+    settings = dict(cell.get("settings") or {})
+    marks = sorted({int(m) for m in cell.get("marks") or []})
+    if marks:
+        settings["epochs"] = max(marks)
+        settings["stopping_step"] = max(marks) + 1
+    return settings
+
+
+def config_files(cell: dict, scratch: Path) -> list[str]:
+    """The cell's config files (protocol, then the user's), written into ``scratch`` from the texts it carries."""
+    files = []
+    for index, (name, text) in enumerate(cell.get("config_texts") or []):
+        path = scratch / f"{index:02d}-{Path(name).name}"
+        path.write_text(text, encoding="utf-8")
+        files.append(str(path))
+    return files
+
+
+def cell_config(cell: dict):
+    """The effective RecBole Config of a cell: what ``run.run_cell`` trains with and what its
+    identity is computed from."""
+    with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
+        return build_config(cell["model"], cell["dataset"], config_files(cell, Path(scratch)), run_settings(cell))
 
 
 def results_dir_of(cell: dict) -> str:

@@ -15,6 +15,15 @@ and the challenge score (``evaluation.challenge_score``):
 - TikTok ICME 2019 track 1: 0.7 * AUC(finish) + 0.3 * AUC(like), global AUC, on the honest
   chronological split (the challenge's own split is not known here).
 
+A multi-task model (``multitask.py``: ShareBottom, MMoE, PLE, MMa4CTRMultiTask, their ``+mm``)
+is ONE cell instead: it trains once on ``<data_path>/all_actions`` (converted with
+``action_labels: true`` and the round's first action as ``label``, the one RecBole's validation
+reads) with ``task_actions`` the round's actions, and scores every action from its saved test
+predictions (``score_<action>``, ``label_<action>``). The converter keeps the same rows whatever
+the label (no row depends on it under this protocol), so its test rows per action are the
+single-task cells' (the digest per action says so), and ``report.py`` shows it one row per action
+(``<cell>-<action>``) next to them, paired with MMa4CTR's run on that action.
+
 Cells stay plain data: this module only says which settings, names and extras each action's
 cell gets (:func:`action_variants`); ``compare.plan_cells`` makes them and ``report.py`` calls
 :func:`comparison_part` for the tables.
@@ -25,10 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .multitask import action_view, is_multitask
 
 TASKS_KEY = "challenge_tasks"
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
 METRICS = ("uauc", "auc")
+REFERENCE = "MMa4CTR"               # the paired score differences are each model's minus this model's
+MULTITASK_FOLDER = "all_actions"    # <data_path>/all_actions: every action's column, for the multi-task cells
 
 
 class ChallengeError(UsageError):
@@ -102,10 +114,11 @@ def _user_layers(config_files, settings: dict) -> tuple[dict, dict]:
     return files, {str(k): typed_value(v) for k, v in (settings or {}).items()}
 
 
-def action_variants(dataset: str, protocol: str, config_files, settings: dict) -> list[tuple[str, dict, dict]]:
-    """One ``(name suffix, settings, extra)`` per action of the challenge's round for a cell
-    with ``settings``: the dataset's protocol settings (where the user's layers do not set
-    them), the user's settings, then the action as the label and its own data folder."""
+def action_variants(model: str, dataset: str, protocol: str, config_files, settings: dict) -> list[tuple[str, dict, dict]]:
+    """One ``(name suffix, settings, extra)`` per action of the challenge's round for a cell of
+    ``model`` with ``settings``: the dataset's protocol settings (where the user's layers do not
+    set them), the user's settings, then the action as the label and its own data folder. For a
+    multi-task ``model`` one variant: every action of the round, in one folder (module docstring)."""
     base = protocol_settings(protocol)
     files, typed = _user_layers(config_files, settings)
     layers = {**base, **files, **typed}
@@ -118,6 +131,11 @@ def action_variants(dataset: str, protocol: str, config_files, settings: dict) -
     if not root:
         raise ChallengeError(f"properties/protocol/{protocol}.yaml: setting 'data_path' is missing (each action's "
                              f"atomic files go in <data_path>/<action>)")
+    if is_multitask(model):
+        actions = list(task.weights)
+        return [("", {**defaults, **typed, LABEL_SETTING: actions[0], "action_labels": True, "task_actions": actions,
+                      "data_path": f"{root}/{MULTITASK_FOLDER}"},
+                 {"challenge_actions": actions, "challenge": task.describe()})]
     variants = []
     for action in task.weights:
         variants.append((f"-{action}", {**defaults, **typed, LABEL_SETTING: action, "data_path": f"{root}/{action}"},
@@ -150,29 +168,37 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
     (record, predictions) -> true probabilities or None adds an ``oracle`` entry: the score of
     the generator's true probabilities, where every action's data has them."""
     from .evaluation import challenge_score
-    from .record import read_predictions
+    from .record import read_predictions, scored_rows_digest
 
-    cells = [(cell, record) for cell, record in outcomes if (cell.get("extra") or {}).get("challenge_action")]
+    cells = [(cell, record, action) for cell, record in outcomes for action in cell_actions(cell)]
     if not cells:
         return None
     task = dict(cells[0][0]["extra"]["challenge"])
     entries: dict = {}
+    views: dict = {}     # model -> action -> its test predictions (score, label, user) for the intervals
     oracle_actions: dict = {}
-    for cell, record in cells:
+    for cell, record, action in cells:
         extra = cell["extra"]
-        action = extra["challenge_action"]
-        name = cell["cell"][: -len(action) - 1] if cell["cell"].endswith(f"-{action}") else cell["cell"]
-        entry = entries.setdefault(name, {"model": name, "seed": extra.get("seed_of_cell"), "actions": {}})
+        multitask = "challenge_actions" in extra
+        name = cell["cell"] if multitask else cell["cell"][: -len(action) - 1] if cell["cell"].endswith(f"-{action}") \
+            else cell["cell"]
+        row = f"{cell['cell']}-{action}" if multitask else cell["cell"]
+        entry = entries.setdefault(name, {"model": name, "seed": extra.get("seed_of_cell"), "actions": {},
+                                          "kind": "multi-task, one run" if multitask else "one run per action"})
         if record is None or record.get("status") != "ok":
-            entry["actions"][action] = {"cell": cell["cell"], "status": record.get("status") if record else "not run"}
+            entry["actions"][action] = {"cell": row, "status": record.get("status") if record else "not run"}
             continue
         predictions = read_predictions(record)
         if predictions is None:
-            entry["actions"][action] = {"cell": cell["cell"], "status": "no predictions"}
+            entry["actions"][action] = {"cell": row, "status": "no predictions"}
             continue
-        entry["actions"][action] = {"cell": cell["cell"], "status": "ok", "run_id": record.get("run_id"),
+        if multitask:
+            predictions = action_view(predictions, action)
+        views.setdefault(name, {})[action] = predictions
+        entry["actions"][action] = {"cell": row, "status": "ok", "run_id": record.get("run_id"),
+                                    "test_rows": scored_rows_digest(predictions)["sha256"],
                                     **action_metric(task["metric"], predictions)}
-        if oracle is not None and action not in oracle_actions:
+        if oracle is not None and not multitask and action not in oracle_actions:
             probabilities = oracle(record, predictions)
             if probabilities is not None:
                 oracle_actions[action] = action_metric(task["metric"], {**predictions, "score": probabilities})
@@ -180,10 +206,59 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
     for entry in result:
         entry["score"] = challenge_score({a: (e.get("value") if e.get("status") == "ok" else None)
                                           for a, e in entry["actions"].items()}, task["weights"])
+    oracle_entry = {"model": "oracle (true probabilities)", "seed": None, "actions": oracle_actions,
+                    "score": challenge_score({a: e.get("value") for a, e in oracle_actions.items()}, task["weights"])}
+    same = same_test_rows(result)
+    paired = score_intervals(result, views, task, paired=bool(same) and all(same.values()))
     if set(oracle_actions) == set(task["weights"]):
-        result.append({"model": "oracle (true probabilities)", "seed": None, "actions": oracle_actions,
-                       "score": challenge_score({a: e["value"] for a, e in oracle_actions.items()}, task["weights"])})
-    return {"task": task, "formula": formula(task), "entries": result}
+        result.append(oracle_entry)
+    return {"task": task, "formula": formula(task), "entries": result, "same_test_rows": same, "paired": paired}
+
+
+def score_intervals(entries, views, task: dict, paired: bool) -> list[dict]:
+    """Each entry's 95 % interval of the score over whole-user bootstrap draws (``score_ci95``;
+    ``evaluation.challenge_score_resamples``) and, where every entry scored the same rows
+    (``paired``), each model's score minus MMa4CTR's (seed-matched) with its paired interval."""
+    import numpy as np
+
+    from .evaluation import challenge_score_resamples
+
+    complete = [e for e in entries if e["score"] is not None and set(views.get(e["model"], ())) >= set(task["weights"])]
+    if not complete:
+        return []
+    draws = challenge_score_resamples([views[e["model"]] for e in complete], task["metric"], task["weights"])
+    for entry, values in zip(complete, draws):
+        entry["score_ci95"] = [float(np.nanquantile(values, 0.025)), float(np.nanquantile(values, 0.975))]
+    if not paired:
+        return []
+    reference = {e["seed"]: i for i, e in enumerate(complete) if e["model"].rsplit("-seed", 1)[0] == REFERENCE}
+    pairs = []
+    for index, entry in enumerate(complete):
+        against = reference.get(entry["seed"])
+        if against is None or against == index:
+            continue
+        difference = draws[index] - draws[against]
+        low, high = float(np.nanquantile(difference, 0.025)), float(np.nanquantile(difference, 0.975))
+        pairs.append({"model": entry["model"], "kind": entry["kind"], "against": complete[against]["model"],
+                      "difference": entry["score"] - complete[against]["score"], "ci95": [low, high],
+                      "within_noise": bool(low <= 0 <= high)})
+    return pairs
+
+
+def cell_actions(cell: dict) -> list[str]:
+    """The challenge actions a cell scores: its one action, a multi-task cell's every action, or none."""
+    extra = cell.get("extra") or {}
+    return list(extra.get("challenge_actions") or ([extra["challenge_action"]] if extra.get("challenge_action") else []))
+
+
+def same_test_rows(entries) -> dict:
+    """Per action, whether every entry that scored it scored the same rows (one digest)."""
+    digests: dict = {}
+    for entry in entries:
+        for action, values in entry["actions"].items():
+            if values.get("test_rows"):
+                digests.setdefault(action, set()).add(values["test_rows"])
+    return {action: len(found) == 1 for action, found in digests.items()}
 
 
 def formula(task: dict) -> str:
@@ -220,10 +295,11 @@ def markdown(part: dict) -> str:
     task = part["task"]
     name = "uAUC" if task["metric"] == "uauc" else "AUC"
     actions = list(task["weights"])
-    header = ["model", "seed"] + [f"{a} {name} (w {_weight(task['weights'][a])})" for a in actions] + ["score"]
+    header = ["model", "seed", "runs"] + [f"{a} {name} (w {_weight(task['weights'][a])})" for a in actions] \
+        + ["score", "95% CI (users)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in part["entries"]:
-        cells = [entry["model"], "-" if entry["seed"] is None else str(entry["seed"])]
+        cells = [entry["model"], "-" if entry["seed"] is None else str(entry["seed"]), entry.get("kind", "-")]
         for action in actions:
             values = entry["actions"].get(action) or {"status": "not run"}
             if values.get("status", "ok") != "ok":
@@ -234,14 +310,32 @@ def markdown(part: dict) -> str:
                 dropped = f" ({values['users_dropped']:,} of {values['users']:,} users dropped)" if "users" in values else ""
                 cells.append(f"{values['value']:.4f}{dropped}")
         cells.append("-" if entry["score"] is None else f"**{entry['score']:.4f}**")
+        interval = entry.get("score_ci95")
+        cells.append(f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "-")
         lines.append("| " + " | ".join(cells) + " |")
     title = f"WeChat Big Data Challenge 2021, round {task['round']}" if task["dataset"] == "wechat" else "ICME 2019 track 1"
     sections = [f"## Challenge score ({title})",
                 f"score = {part['formula']}, each action's {name} on the test split of the run trained with that "
-                "action as its label" + (" (users whose test rows hold one class are dropped, as the challenge "
+                "action as its label (a multi-task entry: its one run's score for that action)" + (" (users whose test rows hold one class are dropped, as the challenge "
                                          "dropped them; their count is in brackets)" if task["metric"] == "uauc" else
                                          "; global AUC over all test rows") + ".",
                 "\n".join(lines)]
+    same = part.get("same_test_rows") or {}
+    if same:
+        differing = [action for action, ok in same.items() if not ok]
+        sections.append("Same test rows per action (one SHA-256 of the sorted (user, item, timestamp, label) rows "
+                        "for every entry, multi-task and single-task alike): "
+                        + ("yes, for every action." if not differing else f"NO for {', '.join(differing)}."))
+    if part.get("paired"):
+        rows = ["| model | runs | score - " + REFERENCE + "'s | 95% paired CI (users) | verdict |", "|---|---|---|---|---|"]
+        for pair in part["paired"]:
+            verdict = "within noise" if pair["within_noise"] else ("model better" if pair["difference"] > 0 else
+                                                                   f"{REFERENCE} better")
+            rows.append(f"| {pair['model']} | {pair['kind']} | {pair['difference']:+.4f} | [{pair['ci95'][0]:+.4f}, "
+                        f"{pair['ci95'][1]:+.4f}] | {verdict} |")
+        sections += [f"Challenge score against {REFERENCE}'s (one run per action), seed-matched, on the same test "
+                     "rows; intervals from 200 bootstrap draws of whole users, the same draws for both models and "
+                     "every action (evaluation.challenge_score_resamples).", "\n".join(rows)]
     seeds: dict = {}
     for entry in part["entries"]:
         if entry["seed"] is not None and entry["score"] is not None:
@@ -257,7 +351,9 @@ def protocol_note(task: dict) -> str:
     """The comparison's line on how the challenge protocol's table reads (the protocol and the
     split each run used are stated from the records, ``report.protocol_lines``)."""
     return (f"Under the challenge protocol on {task['dataset']} each model ran once per action, with that action as "
-            f"the label; each row of the table above is one (model, action) run.")
+            f"the label, or once as a multi-task model scoring every action; each row of the table above is one "
+            f"(model, action) run, or one action of a multi-task run (its epoch marks are left out: RecBole "
+            f"evaluated its primary action only).")
 
 
 def comparison_part(outcomes, oracle=None) -> dict | None:

@@ -29,16 +29,21 @@ import time
 from pathlib import Path
 
 from .cells import CellError, layered_settings, make_cell
-from .defaults import properties_dir, read_yaml
+from .defaults import command_options, properties_dir, read_yaml
 from .run import say
 
-DEFAULT_MARKS = [10, 20, 30, 50]
+DEFAULT_MARKS = command_options("compare")["marks"]   # properties/commands.yaml
 MODEL_SETS = "model_sets.yaml"
 
 
 def model_sets() -> dict[str, list[str]]:
     """The named model sets of ``properties/model_sets.yaml`` (``all``, ``feature_fair``)."""
     return {str(name): [str(m) for m in models] for name, models in read_yaml(properties_dir() / MODEL_SETS).items()}
+
+
+def split_list(value) -> list:
+    """A comma-separated command-line value, or a list as a settings file writes it, as its items."""
+    return list(value) if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
 
 
 def parse_models(text: str) -> list[str]:
@@ -55,10 +60,10 @@ def parse_models(text: str) -> list[str]:
 
 
 def parse_marks(text) -> list[int]:
-    if text is None:
-        return list(DEFAULT_MARKS)
+    """``10,20`` (or a list; None: properties' default marks) -> sorted distinct positive epochs."""
+    text = DEFAULT_MARKS if text is None else text
     try:
-        marks = sorted({int(m) for m in str(text).replace(" ", "").split(",") if m})
+        marks = sorted({int(m) for m in split_list(text) if m})
     except ValueError:
         raise CellError(f"--marks needs positive epoch numbers, e.g. 10,20,30,50; got {text!r}") from None
     if not marks or marks[0] < 1:
@@ -70,7 +75,7 @@ def parse_seeds(text) -> list[int] | None:
     if text is None:
         return None
     try:
-        seeds = [int(s) for s in str(text).replace(" ", "").split(",") if s]
+        seeds = [int(s) for s in split_list(text) if s]
     except ValueError:
         raise CellError(f"--seeds needs whole numbers, e.g. 2024,7,11; got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
@@ -93,7 +98,8 @@ def comparison_marks(cell: dict, marks) -> list[int]:
 def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds) -> list[dict]:
     """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds. Under a
     challenge protocol (``challenge.py``) one cell per (model, seed, action) instead, named
-    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
+    ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label; a
+    multi-task model keeps one cell per (model, seed) that scores every action."""
     from . import challenge
 
     per_action = challenge.is_challenge(protocol)
@@ -102,7 +108,7 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
         for seed in seeds or [None]:
             settings = dict(overrides) if seed is None else {**overrides, "seed": seed}
             name = model if seed is None else f"{model}-seed{seed}"
-            variants = challenge.action_variants(dataset, protocol, config_files, settings) if per_action \
+            variants = challenge.action_variants(model, dataset, protocol, config_files, settings) if per_action \
                 else [("", settings, {})]
             for suffix, cell_settings, extra in variants:
                 cells.append(make_cell(model, dataset, config_files, cell_settings, marks=marks, kind="compare",
@@ -123,7 +129,10 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
     for cell in cells:
         cell["marks"] = marks or None
     config, folder, done = engine.prepare_grid(cells, f"compare-{dataset}-{protocol}")
-    return compare_in(folder, config, cells, done, marks, protocol, engine_options)
+    try:
+        return compare_in(folder, config, cells, done, marks, protocol, engine_options)
+    finally:
+        engine.release_folder(folder)
 
 
 def compare_in(folder: Path, config, cells: list[dict], done: dict, marks, protocol: str, engine_options):

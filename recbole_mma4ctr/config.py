@@ -26,6 +26,7 @@ import yaml
 from recbole.config import Config
 
 from .defaults import SettingError, properties_dir
+from .multitask import SINGLE_TASK_OF
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -106,7 +107,9 @@ class MMa4CTRConfig(Config):
 
 def property_files(model_name: str, dataset: str) -> list:
     """overall.yaml (required) plus the dataset's and the model's files where they exist; for
-    ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``."""
+    ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``;
+    for a multi-task variant of a single-task model (``multitask.SINGLE_TASK_OF``) that model's
+    file before its own."""
     from .feature_fair import split_name
 
     folder = properties_dir()
@@ -114,7 +117,8 @@ def property_files(model_name: str, dataset: str) -> list:
     files = [str(folder / "overall.yaml")] + [str(p) for p in [folder / "dataset" / f"{dataset}.yaml"] if p.is_file()]
     if feature_fair:
         files += [KeysOf(str(folder / "model" / "MMa4CTR.yaml"), FEATURE_KEYS), str(folder / "feature_fair.yaml")]
-    return files + [str(p) for p in [folder / "model" / f"{base}.yaml"] if p.is_file()]
+    models = [SINGLE_TASK_OF[base], base] if base in SINGLE_TASK_OF else [base]
+    return files + [str(p) for p in [folder / "model" / f"{name}.yaml" for name in models] if p.is_file()]
 
 
 def parse_overrides(arguments: list[str]) -> dict[str, str]:

@@ -56,3 +56,16 @@ def setting(config, key: str, where: str = "properties/overall.yaml"):
     if key not in values:
         raise SettingError(f"setting {key!r} is missing: it belongs in {where}")
     return values[key]
+
+
+def command_options(*sections: str) -> dict:
+    """The command line's own options (``properties/commands.yaml``) of ``sections``, merged in
+    order (a later section's default wins): e.g. ``command_options("common", "compare")``."""
+    path = properties_dir() / "commands.yaml"
+    table, options = read_yaml(path), {}
+    for section in sections:
+        values = table.get(section)
+        if not isinstance(values, dict):
+            raise SettingError(f"section {section!r} is missing: it belongs in {path}")
+        options.update(values)
+    return options

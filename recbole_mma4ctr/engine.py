@@ -7,7 +7,12 @@ imports ray). What the engine guarantees:
   loopback, see ``start_ray``), or an existing cluster named by ``--ray_address=HOST:PORT`` or the
   ``RAY_ADDRESS`` variable (joining one is the user's explicit choice). ``--cpus_per_run`` and
   ``--gpus_per_run`` (fractions allowed) size every cell; Ray runs as many at once as fit.
-- Data are prepared once, by the driver, and reach the workers through Ray's object store: a
+- One driver per results folder: the command holds a lock on ``<folder>/.driver.lock``; a
+  second command on the same folder stops at once, naming the folder and the holder's pid
+  (``claim_folder``).
+- Data are prepared by the driver, once per data folder (cells that vary a data setting, such as
+  a study over ``text_recipe``, each get the folder of their variant: ``split_data_variants``),
+  and reach the workers through Ray's object store: a
   cell on another node writes the shipped atomic files to its own temporary folder (once per
   node, under a lock) and never generates or converts data itself. On the driver's node the
   driver's folder is read directly.
@@ -36,7 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cells import CellError
+from .cells import CellError, cell_config
+from .defaults import command_options
+from .errors import FolderBusyError
+from .files import try_lock
 from .run import say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
@@ -46,8 +54,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
-ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
-DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
+DEFAULT_OPTIONS = command_options("engine")   # properties/commands.yaml
+ENGINE_OPTIONS = tuple(DEFAULT_OPTIONS)
+DRIVER_LOCK = ".driver.lock"   # in a results folder: held by the one command driving it (claim_folder)
+_CLAIMED: dict = {}            # results folder -> the open lock file this process holds
 
 
 # ---- options and resources -------------------------------------------------------------------------
@@ -58,11 +68,6 @@ class EngineOptions:
     address: str | None
     temp_dir: str | None
     max_failures: int
-
-
-def pop_options(overrides: dict) -> dict:
-    """Take the engine's own options out of a run's ``--key=value`` settings."""
-    return {key: overrides.pop(key) for key in list(overrides) if key in ENGINE_OPTIONS}
 
 
 def parse_options(options: dict) -> EngineOptions:
@@ -190,15 +195,14 @@ def pack_folder(folder: Path) -> bytes:
 
 
 def ship_data(data_path: str, dataset: str) -> dict:
-    """What a cell needs to find the prepared data: the driver's node and folder, and the files."""
+    """What a cell needs to find the prepared data: the driver's node and folder, and the files
+    (``fingerprint``, a hash of them, names the copy a node unpacks)."""
     import ray
 
     atomic = Path(data_path).resolve()
-    manifest = atomic / "manifest.json"
-    fingerprint = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
     payload = pack_folder(atomic)
     return {"dataset": dataset, "driver_node": ray.get_runtime_context().get_node_id(),
-            "driver_root": str(atomic.parent), "fingerprint": fingerprint or hashlib.sha256(payload).hexdigest()[:16],
+            "driver_root": str(atomic.parent), "fingerprint": hashlib.sha256(payload).hexdigest()[:16],
             "files": ray.put(payload), "bytes": len(payload)}
 
 
@@ -244,10 +248,6 @@ class LedgerImpl:
         self.outcomes: dict = {}
         self.last: dict = {}
         self._write_progress()
-
-    def register(self, key: str, name: str) -> None:
-        self.names[key] = name
-        self.progress.setdefault(key, {"cell": name, "state": "pending"})
 
     def started(self, key: str, place: dict) -> None:
         entry = self.progress.setdefault(key, {"cell": self.names.get(key, key)})
@@ -341,24 +341,20 @@ def quiet_console() -> None:
 
 
 def cell_trainable(params: dict, setup: dict) -> None:
-    """Ray Tune function trainable: one cell (``params['cell']`` names it, or ``params`` are a
-    tune trial's sampled values), run by ``run_cell``; reports validation after every epoch and
+    """Ray Tune function trainable: one cell (``params['cell']`` names it: a comparison cell, a
+    study point or a tune trial), run by ``run_cell``; reports validation after every epoch and
     returns nothing (Ray 2.6.3 takes a returned dict for one more result, without the metric,
     and aborts the trial)."""
     import ray
     from ray.air import session
 
     from .record import failure_record, where
-    from .resume_key import cell_key
     from .run import run_cell
 
     worker_setup()
-    cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
+    cell = dict(setup["cells"][params["cell"]])
     shipment = setup["shipments"].get(cell.get("data_root"), setup["data"])
     cell["settings"] = dict(cell["settings"])
-    if "cell" not in params:
-        cell["key"] = cell_key(cell, setup["data"]["fingerprint"])
-        ray.get(setup["ledger"].register.remote(cell["key"], cell["cell"]))
     key, ledger = cell["key"], setup["ledger"]
     gpus = setup["gpus_per_run"]
     cell["settings"].update({
@@ -401,34 +397,10 @@ def cell_trainable(params: dict, setup: dict) -> None:
         session.report(final["report"])
 
 
-def _trial_cell(params: dict, setup: dict) -> dict:
-    """A tune trial's cell: the base cell with the sampled values as settings."""
-    from .record import new_run_id
-
-    base = setup["base"]
-    cell = {**base, "settings": {**base["settings"], **{k: _plain_sample(v, k in setup["integers"]) for k, v in params.items()}},
-            "run_id": new_run_id(), "key": None}
-    cell["cell"] = "trial-" + ",".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
-    cell["extra"] = {**(base.get("extra") or {}), "params": {k: cell["settings"][k] for k in params}}
-    return cell
-
-
-def _plain_sample(value, whole: bool):
-    if whole and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value).replace(" ", "")
-
-
 # ---- the driver ---------------------------------------------------------------------------------
 def run_cells(label: str, cells: list[dict], config, folder: Path, options: EngineOptions, tune_spec=None) -> dict:
-    """Run ``cells`` (or, with ``tune_spec``, sampled trials of one base cell) on Ray; returns
-    every cell's record by key (they are in ``folder`` already, written by the ledger).
+    """Run ``cells`` on Ray (with ``tune_spec``, a tune's trials: ``metric``, ``mode`` and the
+    ``scheduler`` that may stop them early); returns every cell's record by key (they are in ``folder`` already, written by the ledger).
 
     The Ray driver runs in a child process of its own: Ray 2.6's driver side (its gRPC threads,
     the shutdown) can crash a process on a busy machine after every cell is done, and the records
@@ -488,14 +460,13 @@ def _drive(label: str, cells: list[dict], data_roots: list[str], dataset: str, f
             f"up to {options.max_failures} retries of a cell whose worker dies")
         setup = {"cells": {cell["cell"]: cell for cell in cells}, "ledger": ledger, "data": data,
                  "shipments": shipments, "cpus_per_run": options.cpus_per_run, "gpus_per_run": options.gpus_per_run}
+        param_space = {"cell": tune.grid_search([cell["cell"] for cell in cells])}
         if tune_spec is None:
-            param_space = {"cell": tune.grid_search([cell["cell"] for cell in cells])}
             tune_config = tune.TuneConfig(num_samples=1)
-        else:
-            setup.update(base=tune_spec["base"], integers=tune_spec["integers"], metric=tune_spec["metric"])
-            param_space = tune_spec["space"]
+        else:   # a tune's trials: cells too, reporting the ranked metric to the scheduler (ASHA)
+            setup["metric"] = tune_spec["metric"]
             tune_config = tune.TuneConfig(metric=tune_spec["metric"], mode=tune_spec["mode"],
-                                          scheduler=tune_spec["scheduler"], num_samples=tune_spec["num_samples"])
+                                          scheduler=tune_spec["scheduler"], num_samples=1)
         trainable = tune.with_resources(tune.with_parameters(cell_trainable, setup=setup),
                                         {"cpu": options.cpus_per_run, "gpu": options.gpus_per_run})
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
@@ -518,25 +489,20 @@ def collect(grid, ledger, setup: dict, folder: Path) -> dict:
 
     state = ray.get(ledger.state.remote())
     records = {key: read_record(folder / entry["record"]) for key, entry in state.items() if entry.get("record")}
-    by_name = {entry.get("cell"): key for key, entry in state.items()}
     for result in grid:
-        config, metrics = dict(result.config or {}), dict(result.metrics or {})
-        key = metrics.get("cell_key") or by_name.get(config.get("cell"))
+        cell, metrics = dict(setup["cells"][(result.config or {})["cell"]]), dict(result.metrics or {})
+        key = cell["key"]
         if key in records:
             continue
-        cell = dict(setup["cells"][config["cell"]]) if "cell" in config else _trial_cell(config, setup)
-        cell["key"] = key
         entry = state.get(key, {})
         if result.error is not None:
             record = failure_record(cell, _error_line(result.error))
             record["attempts"] = entry.get("attempt")
         else:
-            last = ray.get(ledger.last_report.remote(key)) if key else None
+            last = ray.get(ledger.last_report.remote(key))
             record = ended_record(cell, "stopped", epochs_run=metrics.get("epoch", 0),
                                   history=[last["entry"]] if last else [],
                                   stopped_by="the tune scheduler (ASHA), after its last reported epoch")
-        if key is None:
-            continue        # a trial that died before it was ever given a key has nothing to resume
         records[key] = read_record(ray.get(ledger.finish.remote(key, record, None)))
     return records
 
@@ -572,8 +538,7 @@ def _progress_callback(label: str):
 
 
 def _name(trial) -> str:
-    config = trial.config or {}
-    return str(config.get("cell") or ",".join(f"{k}={_short(v)}" for k, v in sorted(config.items())))
+    return str((trial.config or {}).get("cell"))
 
 
 def _counts(trials) -> str:
@@ -581,26 +546,14 @@ def _counts(trials) -> str:
     return ", ".join(f"{states.count(s)} {s.lower()}" for s in ("RUNNING", "PENDING", "TERMINATED", "ERROR") if s in states)
 
 
-def prepare_in_driver(cell: dict):
-    """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest)."""
-    from .prepare.sources import ensure_dataset
-
-    config = driver_config(cell)
-    return config, ensure_dataset(config)
-
-
 def driver_config(cell: dict):
-    """The cell's Config, built in the driver.
+    """The cell's effective Config (``cells.cell_config``), built in the driver or a trial.
 
-    RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the driver puts the
-    variable back afterwards so that Ray still sees (and hands out) every GPU."""
-    from .config import build_config
-    from .run import _config_files
-
+    RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the variable is
+    put back afterwards so that Ray still sees (and hands out) every GPU."""
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-            config = build_config(cell["model"], cell["dataset"], _config_files(cell, Path(scratch)), cell["settings"])
+        config = cell_config(cell)
     finally:
         if before is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -611,27 +564,65 @@ def driver_config(cell: dict):
 
 def data_identity(config) -> dict:
     """What decides the atomic files of a config's data folder: the raw source and the converter settings."""
-    from .prepare.sources import CONVERTERS, converter_settings
+    from .prepare.sources import CONVERTERS, SOURCE_SETTINGS, converter_settings
 
     if config["dataset"] not in CONVERTERS:
         return {}
-    source = {key: config[key] for key in ("raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed")}
-    return {**source, **converter_settings(config)}
+    return {**{key: config[key] for key in SOURCE_SETTINGS}, **converter_settings(config)}
+
+
+def variant_label(identity: dict, varied: list[str]) -> str:
+    """The folder name of one data variant: the varied settings and their values, e.g.
+    ``text_recipe-tfidf`` (characters outside letters, digits, '.' and '_' become '_')."""
+    import re
+
+    return "_".join(f"{key}-{re.sub(r'[^A-Za-z0-9._]+', '_', str(identity.get(key)))}" for key in varied)
+
+
+def split_data_variants(cells: list[dict], configs: list) -> list:
+    """Cells that would convert different data into one folder (a study over ``text_recipe``,
+    ``synthetic_scale``, ...) each get the folder of their variant instead: ``data_path`` becomes
+    ``<data_path>/<variant_label>`` (and ``synthetic_root`` likewise when the raw source differs),
+    so every point trains on data prepared with its own settings. Returns the configs, rebuilt
+    for the cells that moved."""
+    from .prepare.sources import SOURCE_SETTINGS
+
+    by_root: dict = {}
+    for index, config in enumerate(configs):
+        by_root.setdefault(str(Path(config["data_path"]).resolve()), []).append(index)
+    for indices in by_root.values():
+        identities = [data_identity(configs[i]) for i in indices]
+        keys = sorted({key for identity in identities for key in identity})
+        varied = [key for key in keys if len({json.dumps(i.get(key), default=str) for i in identities}) > 1]
+        if not varied:
+            continue
+        for index, identity in zip(indices, identities):
+            label, config = variant_label(identity, varied), configs[index]
+            settings = dict(cells[index]["settings"])
+            settings["data_path"] = str(Path(config["data_path"]).parent / label)
+            if any(key in varied for key in SOURCE_SETTINGS):
+                settings["synthetic_root"] = str(Path(str(config["synthetic_root"])) / label)
+            cells[index]["settings"] = settings
+            configs[index] = driver_config(cells[index])
+    return configs
 
 
 def prepare_grid(cells: list[dict], folder_name: str):
-    """The driver's share for a grid of cells (comparison, study): prepare each data folder the
-    cells read once (a challenge comparison gives every action its own), give every cell its
-    resume key and its folder (``data_root``), and find the cells a finished record already
-    answers. Two cells that would convert different data into one folder are refused before
-    anything is converted. Returns (the first cell's config, results folder, {key: ok record})."""
-    from .prepare.sources import ensure_dataset
+    """The driver's share for a grid of cells (comparison, study, tune): prepare each data folder
+    the cells read once (a challenge comparison gives every action its own; cells that vary a data
+    setting get one per variant, ``split_data_variants``), give every cell its identity and resume
+    key (``resume_key.cell_identity``: its effective config, the digests of its folder's files and
+    the code version) and its folder (``data_root``), claim the results folder (``claim_folder``)
+    and find the cells a finished record already answers. Two cells that would still convert
+    different data into one folder are refused before anything is converted. Returns (the first
+    cell's config, results folder, {key: ok record})."""
+    from .prepare.sources import data_digests, ensure_dataset
     from .record import latest_by_key, records_in
-    from .resume_key import cell_key
+    from .resume_key import cell_identity
 
+    configs = split_data_variants(cells, [driver_config(cell) for cell in cells])
     groups: dict = {}          # data folder -> (config, data identity, first cell's name)
-    for cell in cells:
-        config = driver_config(cell)
+    for cell, config in zip(cells, configs):
         root = str(Path(config["data_path"]).resolve())
         identity = data_identity(config)
         first = groups.setdefault(root, (config, identity, cell["cell"]))
@@ -640,16 +631,47 @@ def prepare_grid(cells: list[dict], folder_name: str):
             raise CellError(f"cells {first[2]} and {cell['cell']} would convert different data ({', '.join(changed)}) "
                             f"into the same folder {root}: give one of them its own --data_path")
         cell["data_root"] = root
-    fingerprints = {root: (ensure_dataset(config) or {}).get("fingerprint") for root, (config, _, _) in groups.items()}
-    for cell in cells:
-        cell["key"] = cell_key(cell, fingerprints[cell["data_root"]])
-    config = next(iter(groups.values()))[0]
-    folder = results_folder(config, folder_name)
+    first_config = next(iter(groups.values()))[0]
+    folder = results_folder(first_config, folder_name)      # claimed before any data is prepared
+    digests = {}
+    for root, (config, _, _) in groups.items():
+        ensure_dataset(config)
+        digests[root] = data_digests(config)
+    for cell, config in zip(cells, configs):
+        cell["identity"] = cell_identity(cell, config, digests[cell["data_root"]])
+        cell["key"] = cell["identity"]["key"]
+    config = first_config
     found = latest_by_key(records_in(folder, {cell["key"] for cell in cells}))
     return config, folder, {key: record for key, record in found.items() if record["status"] == "ok"}
 
 
 def results_folder(config, name: str) -> Path:
+    """``<results_dir>/<name>``, created and claimed by this process (``claim_folder``)."""
     folder = Path(str(config["results_dir"])).resolve() / name
     folder.mkdir(parents=True, exist_ok=True)
+    claim_folder(folder)
     return folder
+
+
+def claim_folder(folder: Path) -> None:
+    """Make this process the one driver of a results folder: an exclusive lock on
+    ``<folder>/.driver.lock`` held until ``release_folder`` or the process ends. A second
+    ``--compare``, ``--tune`` or ``--study`` on the same folder stops at once with
+    ``FolderBusyError`` naming the folder and the holder's pid, instead of waiting: a wait could
+    last hours with nothing said, and the rerun it would become (every cell skipped as done) is
+    one command away once the first has ended. Claiming a folder this process holds is a no-op."""
+    folder = Path(folder).resolve()
+    if str(folder) in _CLAIMED:
+        return
+    handle, holder = try_lock(folder / DRIVER_LOCK)
+    if handle is None:
+        raise FolderBusyError(f"{folder}: another command (pid {holder}) is running in this results folder; wait for "
+                              f"it to end, then rerun to reuse its finished cells, or give --results_dir another folder")
+    _CLAIMED[str(folder)] = handle
+
+
+def release_folder(folder: Path) -> None:
+    """Let another command drive ``folder`` (the end of ``claim_folder``'s hold)."""
+    handle = _CLAIMED.pop(str(Path(folder).resolve()), None)
+    if handle is not None:
+        handle.close()

@@ -24,3 +24,13 @@ class MissingInputError(InputError, FileNotFoundError):
 
 class OutputError(InputError):
     """A file could not be written (disk full, no permission): the message names the file."""
+
+
+class FolderBusyError(UsageError):
+    """Another command is driving the same results folder (exit status 2): the message names the
+    folder and that command's process id."""
+
+
+class TrainingError(InputError):
+    """Training produced something no result can be drawn from (every validation row scored the
+    same); the message says which epoch and names the settings or data likely at fault."""

@@ -40,6 +40,12 @@ the negative rows; psi(a, b) = 1 if a > b, 1/2 if a = b, 0 otherwise.
   follow at 1), i.e. (4 m_rc + 3 m_like + 2 m_ca + m_fwd) / 10 in round 1. ICME 2019 (TikTok):
   m_a = global AUC, weights finish 0.7 and like 0.3 (they sum to 1, so the score is
   0.7 AUC(finish) + 0.3 AUC(like)).
+* **Bootstrap of challenge scores over users** (``challenge_score_resamples``): whole users are
+  drawn with replacement, the same draws for every action and every model scored on the same
+  rows; in a draw, UAUC_a = sum_u c_u AUC_a,u / sum_u c_u over the users kept for action a (c_u
+  the times user u was drawn), global AUC with row weights c_u; the score is the formula above on
+  those values. Intervals are the 2.5 % and 97.5 % quantiles; a paired difference of two models'
+  scores uses the same draws for both.
 * **Cold and warm** (``by_coldness``): the global AUC, GAUC and UAUC (and row counts) of the
   test rows whose item was seen in the training split (warm items), never seen (cold items),
   and whose user has no training row (cold users).
@@ -191,6 +197,15 @@ def by_coldness(scores, labels, users, warm_item, warm_user) -> dict:
     return groups
 
 
+def predictions_by_coldness(predictions: dict | None) -> dict | None:
+    """:func:`by_coldness` of a run's saved test predictions (a record's ``test_by_coldness``);
+    None without them or without their ``warm_item`` / ``warm_user`` columns."""
+    if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
+        return None
+    return by_coldness(predictions["score"], predictions["label"], predictions["user"],
+                       predictions["warm_item"], predictions["warm_user"])
+
+
 def summarize(scores, labels, users, probabilities=True, resamples: int = 200) -> dict:
     """AUC, its user-bootstrap interval, GAUC, UAUC and (for probabilities) LogLoss of one model."""
     low, high = bootstrap_auc_interval(scores, labels, users, resamples=resamples)
@@ -224,3 +239,28 @@ def challenge_score(values: dict, weights: dict) -> float | None:
     if any(part is None or math.isnan(float(part)) for part in parts):
         return None
     return float(sum(float(weights[action]) * float(values[action]) for action in weights) / total)
+
+
+def challenge_score_resamples(entries, metric: str, weights: dict, resamples: int = 200, seed: int = 0) -> np.ndarray:
+    """``[len(entries), resamples]`` challenge scores of whole-user bootstrap draws, the same draws
+    for every entry (``entries``: per model, action -> {"score", "label", "user"}); NaN where a
+    draw leaves an action without a scored user."""
+    users = np.unique(np.concatenate([np.asarray(p["user"]).astype(str) for entry in entries for p in entry.values()]))
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, len(users), len(users)), minlength=len(users))
+                       for _ in range(resamples)]).astype(np.float64)                     # [resamples, users]
+    total = float(sum(weights.values()))
+    out = np.zeros((len(entries), resamples))
+    for row, entry in enumerate(entries):
+        for action, weight in weights.items():
+            scores, labels, owners = entry[action]["score"], entry[action]["label"], np.asarray(entry[action]["user"])
+            if metric == "uauc":
+                kept = per_user_auc(scores, labels, owners)
+                drawn = counts[:, np.searchsorted(users, np.asarray(kept.users).astype(str))]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    values = (drawn * kept.auc).sum(axis=1) / drawn.sum(axis=1)
+            else:
+                codes = np.searchsorted(users, owners.astype(str))
+                values = np.array([weighted_auc(scores, labels, draw[codes]) for draw in counts])
+            out[row] += weight * values / total
+    return out

@@ -77,8 +77,8 @@ def split_name(model_name: str) -> tuple[str, bool]:
 
 def check_variant(model_name: str, base: str, kind: str | None) -> None:
     """Refuse a ``+mm`` name whose base model would not read the item feature (one line, why)."""
-    if base == "MMa4CTR":
-        raise ValueError(f"{model_name}: MMa4CTR already reads the multimodal features; run MMa4CTR")
+    if base in ("MMa4CTR", "MMa4CTRMultiTask"):
+        raise ValueError(f"{model_name}: {base} already reads the multimodal features; run {base}")
     if kind == CONTEXT_KIND or base in SEQUENTIAL_WITH_ITEM_FEATURES:
         return
     what = (kind or "model").replace("_", " ")

@@ -66,6 +66,37 @@ def write_text(final, text: str) -> Path:
     return write_bytes(final, text.encode("utf-8"))
 
 
+def try_lock(path):
+    """Take an exclusive ``flock`` on ``path`` (created if missing) without waiting: returns (the
+    open handle, None) when this process now holds it, with its pid written into the file, or
+    (None, the holder's pid as the file says it, '?' when unreadable) when another process holds
+    it. The lock lasts while the handle is open; the kernel releases it when the holder ends, so
+    a killed holder never leaves it taken. The file is written in place, not renamed: the lock
+    belongs to the file, and a new file would be a new lock."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"{path}: cannot open the lock file ({error.strerror or error})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        return None, holder
+    except OSError as error:           # a file system without locks
+        handle.close()
+        raise OutputError(f"{path}: cannot be locked ({error.strerror or error})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle, None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (someone else's live process counts)."""
     try:

@@ -110,14 +110,15 @@ class MMa4CTR(ContextRecommender):
             layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
             width = size
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(width, 1)
+        self.classifier = nn.Linear(width, len(self.label_fields(config)))
         self.sigmoid = nn.Sigmoid()
         # BCE on logits: the same loss as sigmoid + BCE, without its overflow at saturation.
         self.loss = nn.BCEWithLogitsLoss()
         self.apply(xavier_normal_initialization)
         if _choice(config, "init_output_bias", BIAS_INITS) == "base_rate":
             with torch.no_grad():
-                self.classifier.bias.fill_(self.base_rate_logit(dataset))
+                self.classifier.bias.copy_(torch.tensor([self.base_rate_logit(dataset, field)
+                                                         for field in self.label_fields(config)]))
 
     def _hidden_sizes(self, value) -> list[int]:
         """``released`` (the authors' widths for this input size) or a list of positive widths."""
@@ -128,12 +129,18 @@ class MMa4CTR(ContextRecommender):
             raise ValueError(f"mlp_hidden_size must be 'released' or a list of positive widths, got {value!r}")
         return list(value)
 
-    def base_rate_logit(self, dataset) -> float:
-        """Log-odds of the label rate in ``dataset`` (RecBole builds models on the train split)."""
+    def label_fields(self, config) -> list[str]:
+        """The label columns the outputs are trained on, one output each: RecBole's label
+        (``MMa4CTRMultiTask``: one per action)."""
+        return [config["LABEL_FIELD"]]
+
+    @staticmethod
+    def base_rate_logit(dataset, field: str) -> float:
+        """Log-odds of the rate of label ``field`` in ``dataset`` (RecBole builds models on the train split)."""
         inter = getattr(dataset, "inter_feat", None)
-        if inter is None or self.LABEL not in inter or len(inter) == 0:
+        if inter is None or field not in inter or len(inter) == 0:
             return 0.0
-        rate = float(inter[self.LABEL].float().mean())
+        rate = float(inter[field].float().mean())
         rate = min(max(rate, 1e-6), 1 - 1e-6)
         return math.log(rate / (1 - rate))
 

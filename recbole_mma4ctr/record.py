@@ -8,8 +8,10 @@ killed process never leaves a half-written record that a reader could take for a
 
 Every record carries ``schema``, ``run_id``, ``status`` (``ok``, ``failed`` or ``stopped``: a
 tune trial the scheduler ended early), ``model``, ``dataset``, ``kind`` (run, compare, tune,
-study), ``key`` (the resume key: a hash of the effective config and the code version, so a
-rerun finds finished cells by content, never by file name), ``started_at`` / ``finished_at``
+study), ``key`` (the resume key, so a rerun finds finished cells by content, never by file
+name) and ``identity`` (what the key is made of, ``resume_key.cell_identity``: the key, the
+sha256 of every data file the run read, the code version; the effective config is in
+``config``), ``started_at`` / ``finished_at``
 (ISO 8601, UTC) and ``where`` (host, pid, Ray node id when it ran on Ray, device). An ``ok``
 record adds the metrics, history and effective config; a ``failed`` one the error.
 """
@@ -155,7 +157,8 @@ def ended_record(base: dict, status: str, seconds: float | None = None, **fields
     record: the cell's identity plus what is known (the error, the last validation)."""
     record = {"schema": SCHEMA, "status": status, "run_id": base.get("run_id") or new_run_id(),
               "model": base["model"], "dataset": base["dataset"], "kind": base.get("kind", "run"),
-              "key": base.get("key"), "cell": base.get("cell"), "protocol": base.get("protocol"),
+              "key": base.get("key"), "identity": base.get("identity"), "cell": base.get("cell"),
+              "protocol": base.get("protocol"),
               "started_at": base.get("started_at") or now_iso(), "finished_at": now_iso(),
               "where": base.get("where") or where(), **(base.get("extra") or {}), **fields}
     if seconds is not None:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from .challenge import REFERENCE, cell_actions, comparison_part
+from .evaluation import COLDNESS_GROUPS, delong, paired_bootstrap, predictions_by_coldness, summarize
 from .files import atomic_path, write_text
+from .multitask import action_view
 from .record import read_predictions, scored_rows_digest
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
@@ -36,29 +38,35 @@ def oracle_probabilities(record: dict, predictions: dict) -> np.ndarray | None:
     return oracle[rows]
 
 
-def model_row(model: str, record: dict | None, marks) -> dict:
+def model_row(model: str, record: dict | None, marks, action: str | None = None) -> dict:
+    """The table row of one cell's record; for a multi-task record, of ``action``'s scores (its
+    epoch marks are the primary action's, so they are left out)."""
     if record is None:
         return {"model": model, "status": "not run"}
     if record.get("status") != "ok":
         return {"model": model, "status": record.get("status"), "error": record.get("error"), "record": record.get("record_path")}
     row = {"model": model, "status": "ok", "record": record.get("record_path"), "run_id": record.get("run_id"),
            "where": record.get("where")}
-    by_epoch = {entry["epoch"]: entry for entry in record.get("test_by_epoch") or []}
+    by_epoch = {entry["epoch"]: entry for entry in (record.get("test_by_epoch") if action is None else None) or []}
     for mark in marks:
         entry = by_epoch.get(mark, {})
         for metric in METRICS:
             row[f"{metric}@{mark}"] = entry.get(metric)
     predictions = read_predictions(record)
+    if predictions is not None and action is not None:
+        predictions = action_view(predictions, action)
     if predictions is not None and len(predictions["score"]):
         squashed = record.get("logloss_on") == "sigmoid(score)"
         summary = summarize(predictions["score"], predictions["label"], predictions["user"], probabilities=True)
         row.update({f"best_{k}": v for k, v in summary.items()})
         row["logloss_on"] = record.get("logloss_on")
         row["test_pairs"] = int(len(predictions["score"]))
-        row["test_rows_sha256"] = (record.get("test_rows") or scored_rows_digest(predictions))["sha256"]
+        row["test_rows_sha256"] = ((record.get("test_rows") if action is None else None)
+                                   or scored_rows_digest(predictions))["sha256"]
         row["_squashed"] = squashed
         row["_predictions"] = predictions
-    for group, values in (record.get("test_by_coldness") or {}).items():
+    coldness = record.get("test_by_coldness") if action is None else predictions_by_coldness(predictions)
+    for group, values in (coldness or {}).items():
         for name in ("rows", "auc", "gauc", "uauc"):
             row[f"{group}_{name}"] = values.get(name)
     row.update({
@@ -148,7 +156,6 @@ def markdown_table(rows, marks) -> str:
     return "\n".join(lines)
 
 
-REFERENCE = "MMa4CTR"
 SEED_METRICS = ("best_auc", "best_gauc", "best_uauc", "cold_items_auc", "warm_items_auc", "cold_users_auc")
 
 
@@ -281,25 +288,32 @@ def protocol_lines(records) -> list[str]:
     return lines
 
 
+def cell_rows(outcomes):
+    """(cell, record, action) per table row: a multi-task challenge cell gives one row per action
+    (``challenge.cell_actions``), any other cell one row (its challenge action or None)."""
+    for cell, record in outcomes:
+        for action in cell_actions(cell) or [None]:
+            yield cell, record, action
+
+
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
-    from .challenge import comparison_part
-
     records = {cell["cell"]: record for cell, record in outcomes}
     challenge = comparison_part(outcomes, oracle_probabilities)
     rows = []
-    for cell, record in outcomes:
-        row = model_row(cell["cell"], record, marks)
+    for cell, record, action in cell_rows(outcomes):
         extra = cell.get("extra") or {}
-        # a cell is <model>[-seed<k>][-<action>]: seeds group per model and action, pairs match both
-        row["seed"], row["action"] = extra.get("seed_of_cell"), extra.get("challenge_action")
-        model = cell["cell"]
+        name = f"{cell['cell']}-{action}" if "challenge_actions" in extra else cell["cell"]
+        row = model_row(name, record, marks, action if "challenge_actions" in extra else None)
+        # a row is <model>[-seed<k>][-<action>]: seeds group per model and action, pairs match both
+        row["seed"], row["action"] = extra.get("seed_of_cell"), action
+        model = name
         for suffix in ([f"-{row['action']}"] if row["action"] else []) + ([f"-seed{row['seed']}"] if row["seed"] is not None else []):
             model = model[:-len(suffix)] if model.endswith(suffix) else model
         row["_model"] = model
         row["_group"] = model + (f"-{row['action']}" if row["action"] else "")
-        row.update((challenge or {}).get("columns", {}).get(cell["cell"], {}))
+        row.update((challenge or {}).get("columns", {}).get(name, {}))
         rows.append(row)
     seeds = sorted({row["seed"] for row in rows if row["seed"] is not None}) or None
     summary = over_seeds(rows)

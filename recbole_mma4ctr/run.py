@@ -10,35 +10,45 @@ cell, a tune trial and a study point all call it; what differs is only the hook:
   history entry (train loss, learning rate, validation metrics) and, with marks, the test
   metrics; returning True stops training (a tune trial reports validation to ASHA here).
 - ``checkpoints`` (an object with ``load() -> bytes | None`` and ``save(epoch, blob)``) receives,
-  after every epoch, everything needed to continue: weights, optimizer and LR-schedule state,
-  the best weights so far, the trainer's counters and history, the epoch-mark tests and the RNG
-  and shuffling state. Tensors and plain data only, read back with ``weights_only=True``. A cell
-  whose worker died resumes from it and continues as if it had not been interrupted.
+  after every epoch, the trainer's resume state (``Trainer.save_state``: weights, optimizer,
+  schedule, best checkpoint, counters, history, every random state) with the epoch-mark tests
+  carried in it. A cell whose worker died is handed the bytes back (``Trainer.load_state``) and
+  continues exactly as if it had not been interrupted.
 
 Ray is never imported here: the schedulers (``engine.py``) bring it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from time import time
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import UsageError
+from .evaluation import predictions_by_coldness
+from .multitask import action_predictions, action_results
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
+from .cells import cell_config
 from .robustness import evaluate_missing_modality
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
 HIDDEN_SAMPLE_ROWS = 20_000
 
+
+
+class Outcome(NamedTuple):
+    """What a command wrote (paths) and what failed (one complete line each): every mode returns
+    one and the command line alone prints it and picks the exit status (``cli.py``)."""
+
+    written: tuple
+    failures: tuple
 
 def say(message: str) -> None:
     print(message, flush=True)
@@ -51,21 +61,15 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from .config import build_config
-    from .prepare.sources import ensure_dataset, prepared_manifest
-    from .resume_key import cell_key
+    from .prepare.sources import data_digests, ensure_dataset, prepared_manifest
+    from .resume_key import cell_identity
 
     run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
-    settings = dict(cell.get("settings") or {})
-    if marks:
-        settings["epochs"] = max(marks)
-        settings["stopping_step"] = max(marks) + 1   # the marks need every epoch: no early stop
     # RecBole 1.2.1 on pandas 2 / torch 2.13 warns about its own code on every epoch
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
-    with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-        files = _config_files(cell, Path(scratch))
-        config = build_config(cell["model"], cell["dataset"], files, settings)
+    config = cell_config(cell)      # the marks' epochs and no early stop included
+    as_built = dict(config.final_config_dict)   # the identity's config, before the run derives values in it
     plateau = _plateau_settings(config, marks)
     scored = _test_after_training(config, marks, cell)
     apply_torch_threads(config["torch_threads"])
@@ -73,7 +77,8 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     log_path = _init_log(config, run_id)
     logger = logging.getLogger()
     manifest = ensure_dataset(config) if cell.get("prepare", True) else prepared_manifest(config)
-    key = cell.get("key") or cell_key(cell, (manifest or {}).get("fingerprint"))
+    identity = cell.get("identity") or cell_identity(cell, as_built, data_digests(config))
+    key = identity["key"]
     say(f"device: {device_name(config['device'])}")
 
     dataset = create_dataset(config)
@@ -90,25 +95,24 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     trainer.saved_model_file = os.path.join(trainer.checkpoint_dir, f"{config['model']}-{run_id}.pth")
     os.makedirs(trainer.checkpoint_dir, exist_ok=True)
 
-    state = {"test_by_epoch": [], "best_weights": None, "resumed_from_epoch": None}
+    carried, resumed_from_epoch = {"test_by_epoch": []}, None
     blob = checkpoints.load() if checkpoints is not None else None
     if blob is not None:
-        state["resumed_from_epoch"] = _restore(blob, trainer, train_data, state)
-        logger.info(f"resumed from the checkpoint of epoch {state['resumed_from_epoch']}")
+        carried = trainer.load_state(blob, train_data)
+        resumed_from_epoch = trainer.start_epoch
+        logger.info(f"resumed from the checkpoint of epoch {resumed_from_epoch}")
 
     def after_epoch(epoch_idx, valid_score):
         entry = trainer.history[-1] if trainer.history else {}
-        if entry.get("best"):
-            state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         tested = None
         if marks:
             begun = time()
             result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
             tested = {"epoch": epoch_idx + 1, "seconds": round(time() - begun, 3), **plain(result)}
-            state["test_by_epoch"].append(tested)
+            carried["test_by_epoch"].append(tested)
             logger.info(f"test after epoch {epoch_idx + 1}: {plain(result)}")
         if checkpoints is not None:
-            checkpoints.save(epoch_idx + 1, _resume_blob(trainer, train_data, state))
+            checkpoints.save(epoch_idx + 1, trainer.save_state(train_data, carried))
         if on_epoch is not None:
             return bool(on_epoch({"epoch": epoch_idx + 1, "epochs": trainer.epochs, "entry": entry, "test": tested,
                                   "valid_score": valid_score, "stopping": trainer.cur_step}))
@@ -124,12 +128,16 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     test_seconds = time() - begun
     tested_at = now_iso() if scored else None
     predictions = _predictions(trainer, model, test_data, config, train_data._dataset) if scored else None
+    by_action = {}
+    if predictions is not None and hasattr(model, "predict_actions"):    # a multi-task model (multitask.py)
+        predictions.update(action_predictions(model, test_data, config["device"]))
+        by_action = action_results(predictions, model.actions, (cell.get("extra") or {}).get("challenge"))
     robustness = evaluate_missing_modality(trainer, test_data, train_data._dataset, cell["robustness"],
                                            plain(test_result)) if cell.get("robustness") else None
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
-        "key": key, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
+        "key": key, "identity": identity, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
         "protocol": _protocol_of(config, cell.get("protocol")), "split": _split_of(config),
         "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
@@ -144,9 +152,9 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "train_seconds": round(trainer.train_seconds, 3), "valid_seconds": round(trainer.valid_seconds, 3),
         "fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3),
         "cell_seconds": round(time() - cell_begun, 3),     # the whole cell: config, data, model, fit, test
-        "marks": marks, "test_by_epoch": state["test_by_epoch"] or None,
-        "test_by_coldness": _by_coldness(predictions),
-        "resumed_from_epoch": state["resumed_from_epoch"],
+        "marks": marks, "test_by_epoch": carried["test_by_epoch"] or None,
+        "test_by_coldness": predictions_by_coldness(predictions), **by_action,
+        "resumed_from_epoch": resumed_from_epoch,
         "logloss_on": "sigmoid(score)" if trainer.scores_squashed else "probability",
         "trainable_parameters": int(parameters), "device": device_name(config["device"]),
         "features": _feature_summary(dataset), "data": _data_summary(manifest),
@@ -219,16 +227,6 @@ def valid_plateau(history: list[dict], patience: int) -> dict | None:
             "validations_after_best": after, "patience": patience, "reached": after >= patience}
 
 
-def _config_files(cell: dict, scratch: Path) -> list[str]:
-    """The cell's config files (protocol, then the user's), written from the texts it carries."""
-    files = []
-    for index, (name, text) in enumerate(cell.get("config_texts") or []):
-        path = scratch / f"{index:02d}-{Path(name).name}"
-        path.write_text(text, encoding="utf-8")
-        files.append(str(path))
-    return files
-
-
 LOG_ROOT = Path("log")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
           "critical": logging.CRITICAL}
@@ -272,58 +270,6 @@ def _init_log(config, run_id: str) -> str:
     return str(path)
 
 
-def _resume_blob(trainer, train_data, state) -> bytes:
-    import torch
-
-    payload = {
-        "epoch": int(trainer.epochs_run),
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "best_weights": state["best_weights"],
-        "trainer": {"cur_step": int(trainer.cur_step), "best_valid_score": float(trainer.best_valid_score),
-                    "best_valid_result": plain(trainer.best_valid_result), "history": plain(trainer.history),
-                    "interrupts": int(trainer.interrupts), "interrupt": bool(trainer.interrupt), "steps": int(trainer.steps),
-                    "train_seconds": float(trainer.train_seconds), "valid_seconds": float(trainer.valid_seconds),
-                    "train_loss_dict": {int(k): float(v) for k, v in trainer.train_loss_dict.items()}},
-        "test_by_epoch": plain(state["test_by_epoch"]),
-        "torch_rng": torch.get_rng_state(),
-        "shuffle_rng": train_data.generator.get_state() if getattr(train_data, "generator", None) is not None else None,
-        "numpy_rng": plain(np.random.get_state()[1].tolist()),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
-
-
-def _restore(blob: bytes, trainer, train_data, state) -> int:
-    """Put a resume checkpoint back into the trainer; returns the epoch it was taken after."""
-    import torch
-
-    payload = torch.load(io.BytesIO(blob), map_location=trainer.device, weights_only=True)
-    if payload["best_weights"] is not None:        # the best-valid file the final test reads
-        trainer.model.load_state_dict(payload["best_weights"])
-        trainer._save_checkpoint(payload["epoch"] - 1, verbose=False)
-        state["best_weights"] = payload["best_weights"]
-    trainer.model.load_state_dict(payload["model"])
-    trainer.optimizer.load_state_dict(payload["optimizer"])
-    if payload["scheduler"] is not None and trainer.scheduler is not None:
-        trainer.scheduler.load_state_dict(payload["scheduler"])
-    kept = payload["trainer"]
-    trainer.cur_step, trainer.best_valid_score = kept["cur_step"], kept["best_valid_score"]
-    trainer.best_valid_result = kept["best_valid_result"]
-    trainer.history, trainer.interrupts, trainer.interrupt = list(kept["history"]), kept["interrupts"], kept["interrupt"]
-    trainer.steps = kept["steps"]
-    trainer.train_seconds, trainer.valid_seconds = kept["train_seconds"], kept["valid_seconds"]
-    trainer.train_loss_dict = dict(kept["train_loss_dict"])
-    trainer.start_epoch = trainer.epochs_run = payload["epoch"]
-    state["test_by_epoch"] = list(payload["test_by_epoch"])
-    torch.set_rng_state(payload["torch_rng"])
-    if payload["shuffle_rng"] is not None and getattr(train_data, "generator", None) is not None:
-        train_data.generator.set_state(payload["shuffle_rng"])
-    return int(payload["epoch"])
-
-
 def _predictions(trainer, model, test_data, config, train_dataset) -> dict | None:
     """The test rows the final evaluation scored (raw ids), whether each row's item and user
     occur in the training split (``warm_item``, ``warm_user``), plus, for a model with
@@ -350,16 +296,6 @@ def _predictions(trainer, model, test_data, config, train_dataset) -> dict | Non
             predictions["hidden"] = model.hidden(interaction).cpu().numpy()
             predictions["raw_input"] = model.concat_input(interaction).cpu().numpy()
     return predictions
-
-
-def _by_coldness(predictions: dict | None) -> dict | None:
-    """The record's ``test_by_coldness``: test metrics of warm items, cold items and cold users."""
-    if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
-        return None
-    from .evaluation import by_coldness
-
-    return by_coldness(predictions["score"], predictions["label"], predictions["user"],
-                       predictions["warm_item"], predictions["warm_user"])
 
 
 def _protocol_of(config, named: str | None) -> str:
@@ -415,7 +351,7 @@ def format_metrics(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, overrides=None, marks=None,
+def run_recbole_mma4ctr(model: str, dataset: str, config_files=None, overrides=None, marks=None,
                         protocol=None) -> dict:
     """A single run (no Ray): prepare the data if needed, run the cell, write its record into
     ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""

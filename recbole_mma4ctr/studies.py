@@ -18,13 +18,19 @@ file's), ``--marks=1,2`` tests at those epochs (and trains max of them). In the 
 the grid is the marks: one run, tested at every mark. Any other ``--key=value`` is a RecBole
 setting for every point (``--model=`` picks another model than the file's).
 
+A point may change a data setting (one that decides the atomic files, e.g. a study over
+``text_recipe``): each point then trains on data converted with its own value, in
+``<data_path>/<key>-<value>/`` (``engine.split_data_variants``), and its record's ``data`` names
+the settings and fingerprint of what it read.
+
 A study file holds: ``title``, ``paper_section``, ``model``, ``parameter``, ``grid``, ``marks``,
 ``settings`` (fixed for every point), optional ``points`` (named points: label -> settings, as
 ``lr_schedule`` uses), ``xscale`` (``log``, ``linear`` or ``category``, for the plot),
 ``paper_columns`` and ``paper`` (the paper's test AUCs on the real data, per dataset and grid
-value, shown next to ours for reference).
+value, shown next to ours for reference), and optional ``evaluate`` (the missing-modality
+evaluation every point runs after training, ``robustness.py``).
 
-Output, in ``<results_dir>/study-<name>-<dataset>/``: one result record (and test predictions)
+Output, in ``<results_dir>/study-<name>-<model>-<dataset>/``: one result record (and test predictions)
 per grid point, ``study.md`` / ``study.csv`` / ``study.json`` (rows = the setting's values,
 columns = test AUC after each mark, then the paper's, the model's input width, epochs, train
 seconds and status) and ``study.png``; Ray's logs in ``ray/``. A rerun with the same settings
@@ -37,13 +43,16 @@ import math
 import time
 from pathlib import Path
 
-from .defaults import properties_dir
+from .defaults import command_options, properties_dir
 from .robustness import check_reads_modalities
 from .robustness_table import write_robustness
+from .run import Outcome
 from .tune import TuneError, markdown, say
 
-STUDY_OPTIONS = ("grid", "model", "models")
 REQUIRED = ("parameter", "grid")
+# what a study file may hold (the module docstring says what each is)
+STUDY_KEYS = ("title", "paper_section", "model", "parameter", "grid", "marks", "settings", "points", "xscale",
+              "paper_columns", "paper", "evaluate")
 
 
 def available_studies() -> list[str]:
@@ -67,6 +76,11 @@ def load_study(name: str) -> dict:
     study["name"] = path.stem
     study["path"] = str(path)
     return study
+
+
+def study_model(study: dict, given=None) -> str:
+    """The model a study trains: ``--model=`` where given, else the study file's, else a run's default."""
+    return given or study.get("model") or command_options("run")["model"]
 
 
 def parse_value(text: str):
@@ -149,23 +163,35 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     overrides = dict(overrides or {})
     study = load_study(name)
-    grid, marks = study_plan(study, options.get("models") or options.get("grid"), marks)
-    model = options.get("model") or study.get("model") or "MMa4CTR"
-    if study["parameter"] == "model" and options.get("model"):
+    by_model = study["parameter"] == "model"
+    if by_model and options.get("model"):
         raise TuneError(f"the {study['name']} study varies the model: choose them with --models=A,B")
+    grid, marks = study_plan(study, options.get("models") if by_model else options.get("grid"), marks)
+    model = study_model(study, options.get("model"))
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
     engine.check_local_resources(engine_options)
     fixed = {**(study.get("settings") or {}), **overrides}
-    cells = [make_cell(value if study["parameter"] == "model" else model, dataset, config_files,
-                       {**fixed, **point_settings(study, value)}, marks=marks, kind="study", protocol=protocol,
-                       name=label_of(value), prepare=False, extra={"study": study["name"], "point": label_of(value)})
-             for value in grid]
+    cells = [make_cell(value if by_model else model, dataset, config_files, {**fixed, **point_settings(study, value)},
+                       marks=marks, kind="study", protocol=protocol, name=label_of(value), prepare=False,
+                       extra={"study": study["name"], "point": label_of(value)}) for value in grid]
     for cell in cells:
         if study.get("evaluate"):
             check_reads_modalities(cell["model"], study["name"])
             cell["robustness"] = dict(study["evaluate"])
-    config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{dataset}")
+    folder_name = f"study-{study['name']}-{dataset}" if by_model else f"study-{study['name']}-{model}-{dataset}"
+    config, folder, done = engine.prepare_grid(cells, folder_name)
+    try:
+        return study_in(folder, config, study, cells, grid, done, marks, model, dataset, engine_options)
+    finally:
+        engine.release_folder(folder)
+
+
+def study_in(folder: Path, config, study: dict, cells: list[dict], grid: list, done: dict, marks, model: str,
+             dataset: str, engine_options) -> Path:
+    """Run the points ``done`` does not answer, write the table and plot into ``folder``."""
+    from . import engine
+
     pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[study] {study['title']} ({study['name']}, paper {study.get('paper_section', '?')}): {model} on {dataset}, "
         f"{len(cells)} point(s) {[c['cell'] for c in cells]}, test AUC at epochs {marks}; {len(cells) - len(pending)} "
@@ -332,17 +358,13 @@ def plot_study(folder: Path, study, rows, marks, model: str, dataset: str) -> No
     plt.close(figure)
 
 
-def main(name: str, dataset: str, config_files, marks, overrides: dict, protocol=None) -> int:
-    """The ``--study=`` command: pops the study options from ``overrides``; returns an exit status."""
-    import sys
-
-    from .engine import ENGINE_OPTIONS
-
-    options = {key: overrides.pop(key) for key in list(overrides) if key in STUDY_OPTIONS or key in ENGINE_OPTIONS}
+def command(name: str, dataset: str, config_files, overrides: dict, options: dict, protocol=None) -> Outcome:
+    """The ``--study=`` command: ``options`` are the study and engine options the user gave; returns
+    study.md, or why no point finished (the table is written either way)."""
+    options = dict(options)
+    marks = options.pop("marks", None)
     try:
         folder = run_study(name, dataset, config_files, marks, overrides, options, protocol)
-    except RuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(folder / "study.md", flush=True)
-    return 0
+    except RuntimeError as error:   # run_study's "every point failed": the message says where to look
+        return Outcome((), (str(error),))
+    return Outcome((folder / "study.md",), ())

@@ -1,8 +1,9 @@
 """The tuned comparison: every model tuned on validation with the same budget, then compared.
 
 ``python run_recbole_mma4ctr.py --compare --models=MMa4CTR,DeepFM+mm,DCNV2+mm --tune_trials=8
-[--marks=10 | --train_to=plateau] [--seeds=2024,7,11] [--grace_period=2] [--reduction_factor=2]
-[--metric=auc] [--dataset=wechat]`` (``--num_samples`` and ``--params_file`` are ``--tune``'s, refused)
+[--marks=10 | --train_to=plateau] [--seeds=2024,7,11] [--dataset=wechat]`` (ASHA's grace period,
+reduction factor and metric: the ``tune`` section of ``properties/commands.yaml``; ``--num_samples``
+and ``--params_file`` are ``--tune``'s, refused)
 
 1. Every model is tuned with ``tune.run_tuning`` (its trials are cells on Ray under ASHA, ranked
    on the validation metric only): the same number of trials (``--tune_trials``), the same epochs
@@ -67,7 +68,7 @@ def tuning_budget(trials, epochs: int, options: dict) -> dict:
         raise CellError(f"--tune_trials takes a whole number of trials per model, e.g. 8; got {trials!r}") from None
     if count < 1:
         raise CellError(f"--tune_trials must be at least 1; got {trials!r}")
-    merged = {**TUNE_DEFAULTS, **{k: v for k, v in options.items() if k in TUNE_DEFAULTS and v is not None}}
+    merged = {**TUNE_DEFAULTS, **{k: v for k, v in options.items() if k in TUNE_DEFAULTS and v is not None}}   # commands.yaml's tune section
     return {"trials": count, "epochs": int(epochs), "grace_period": str(merged["grace_period"]),
             "reduction_factor": str(merged["reduction_factor"]), "metric": merged["metric"]}
 
@@ -163,7 +164,7 @@ def run_tuned_comparison(models, dataset: str, trials, marks=None, protocol: str
     if own:
         raise CellError(f"--{own[0]} is --tune's: a tuned comparison gives every model --tune_trials trials in its "
                         f"own properties/hyper/<Model>.hyper")
-    options = {**dict(options or {}), **{k: overrides.pop(k) for k in list(overrides) if k in TUNE_DEFAULTS}}
+    options = dict(options or {})
     engine_only = {k: options[k] for k in options if k in engine.ENGINE_OPTIONS}
     engine_options = engine.parse_options(engine_only)
     engine.check_local_resources(engine_options)
@@ -193,7 +194,10 @@ def run_tuned_comparison(models, dataset: str, trials, marks=None, protocol: str
     if not cells:
         return folder, failed
     config, folder_used, done = engine.prepare_grid(cells, folder.name)
-    _, failed_cells = compare_in(folder_used, config, cells, done, marks, protocol, engine_options)
+    try:
+        _, failed_cells = compare_in(folder_used, config, cells, done, marks, protocol, engine_options)
+    finally:
+        engine.release_folder(folder_used)
     return folder_used, failed + failed_cells
 
 

@@ -7,8 +7,9 @@ Importing this module never imports ray (``recbole.quick_start`` would).
 
 from __future__ import annotations
 
+from .multitask import CONTEXT_MODELS, MULTITASK_MODELS, SINGLE_TASK_OF, is_multitask, load_action_columns
 
-OWN_MODELS = ("MMa4CTR",)
+OWN_MODELS = ("MMa4CTR",) + MULTITASK_MODELS
 RECBOLE_MODEL_KINDS = ("general_recommender", "context_aware_recommender", "sequential_recommender",
                        "knowledge_aware_recommender", "exlib_recommender")
 EXTERNAL_LIBRARIES = {"lightgbm": "lightgbm", "xgboost": "xgboost"}
@@ -34,12 +35,13 @@ def check_model(model_name: str) -> str:
     """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so.
 
     ``<Model>+mm`` (``feature_fair.py``) is accepted where the base model embeds item features."""
-    from .feature_fair import check_variant, split_name
+    from .feature_fair import CONTEXT_KIND, check_variant, split_name
 
     base, feature_fair = split_name(model_name)
     if feature_fair:
         check_model(base)
-        check_variant(model_name, base, recbole_model_files().get(base.lower()))
+        kind = CONTEXT_KIND if base in CONTEXT_MODELS else recbole_model_files().get(base.lower())
+        check_variant(model_name, base, kind)
         return model_name
     if model_name in OWN_MODELS:
         return model_name
@@ -78,6 +80,10 @@ def _get_model(model_name: str):
         from .model import MMa4CTR
 
         return MMa4CTR
+    if model_name in MULTITASK_MODELS:
+        from . import multitask_models
+
+        return getattr(multitask_models, model_name)
     if model_name == "GCSAN":
         from .baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
 
@@ -93,7 +99,8 @@ def _get_model(model_name: str):
 
 
 def create_dataset(config):
-    """MMa4CTRDataset for MMa4CTR; for a ``+mm`` name (``config['feature_fair']``, set by
+    """MMa4CTRDataset for MMa4CTR (and MMa4CTRMultiTask); a multi-task model's action columns
+    loaded too (``multitask.load_action_columns``); for a ``+mm`` name (``config['feature_fair']``, set by
     ``config.build_config``) the base model's dataset with MMa4CTR's item features
     (``feature_fair.py``); for sequential models under labeled evaluation a sequential
     dataset that keeps every interaction in place, so they split exactly like every other model
@@ -106,11 +113,13 @@ def create_dataset(config):
 
 
 def _create_dataset(config):
+    if is_multitask(config["model"]):
+        load_action_columns(config)
     if config["feature_fair"]:
         from .feature_fair import create_feature_fair_dataset
 
         return create_feature_fair_dataset(config)
-    if config["model"] == "MMa4CTR":
+    if SINGLE_TASK_OF.get(config["model"], config["model"]) == "MMa4CTR":
         from .dataset import MMa4CTRDataset
 
         return MMa4CTRDataset(config)
@@ -138,7 +147,7 @@ def get_trainer(model_type, model_name: str):
 
     from .trainer import Trainer
 
-    if model_name == "MMa4CTR":
+    if SINGLE_TASK_OF.get(model_name, model_name) == "MMa4CTR":
         return Trainer
     trainer_class = recbole_get_trainer(model_type, model_name)
     if trainer_class is RecBoleTrainer:

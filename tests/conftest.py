@@ -28,12 +28,21 @@ def tiny_atomic(tiny_raw, tmp_path_factory):
     return out, manifest
 
 
-def copy_atomic(source: Path, root: Path, name: str) -> Path:
-    """Copy an atomic wechat folder to ``root/name`` with files renamed to ``name.*``."""
+def copy_atomic(source: Path, root: Path, name: str, manifest: bool = False) -> Path:
+    """Copy an atomic wechat folder to ``root/name`` with files renamed to ``name.*``; with
+    ``manifest``, the source's manifest rewritten to describe the copy (its name and files)."""
+    import json
+
     target = root / name
     target.mkdir(parents=True, exist_ok=True)
-    for suffix in ("inter", "item", "mm.npz"):
+    suffixes = ("inter", "item", "mm.npz")
+    for suffix in suffixes:
         shutil.copy(source / f"wechat.{suffix}", target / f"{name}.{suffix}")
+    if manifest:
+        described = json.loads((source / "manifest.json").read_text())
+        digests = {f"{name}.{suffix}": described["file_digests"][f"wechat.{suffix}"] for suffix in suffixes}
+        described.update(dataset=name, files=sorted(digests), file_digests=digests)
+        (target / "manifest.json").write_text(json.dumps(described))
     return target
 
 

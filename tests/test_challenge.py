@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -256,16 +257,28 @@ def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
         make_cell("MMa4CTR", "wechat", protocol="challenge")
 
 
-def test_prepare_grid_refuses_two_cells_converting_different_data_into_one_folder(tmp_path):
+def test_cells_varying_a_data_setting_get_a_folder_each_and_a_clash_is_refused(tmp_path):
     from recbole_mma4ctr import engine
     from recbole_mma4ctr.cells import CellError, make_cell
 
     common = run_settings(tmp_path, data_path=tmp_path / "data", synthetic_root=tmp_path / "raw")
-    cells = [make_cell("DeepFM", "wechat", settings={**common, "label_action": action}, name=f"DeepFM-{action}")
-             for action in ("like", "forward")]
+
+    def cells(*actions):
+        return [make_cell("DeepFM", "wechat", settings={**common, "label_action": action}, name=f"DeepFM-{action}")
+                for action in actions]
+
+    grid = cells("like", "forward", "like")
+    configs = engine.split_data_variants(grid, [engine.driver_config(cell) for cell in grid])
+    folders = [Path(config["data_path"]) for config in configs]
+    assert folders == [tmp_path / "data" / f"label_action-{a}" / "wechat" for a in ("like", "forward", "like")]
+    assert [config["label_action"] for config in configs] == ["like", "forward", "like"]
+    same = cells("like", "like")                     # nothing varies: the folder stays
+    assert [Path(c["data_path"]) for c in engine.split_data_variants(same, [engine.driver_config(c) for c in same])] \
+        == [tmp_path / "data" / "wechat"] * 2
+    # two values that name the same folder are refused before anything is generated or converted
     with pytest.raises(CellError, match="would convert different data .label_action. into the same folder"):
-        engine.prepare_grid(cells, "x")
-    assert not (tmp_path / "raw").exists()          # refused before anything was generated or converted
+        engine.prepare_grid(cells("a/b", "a_b"), "x")
+    assert not (tmp_path / "raw").exists()
 
 
 # ---- end to end -----------------------------------------------------------------------------------------

@@ -13,9 +13,8 @@ def two_runs(tiny_atomic, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report")
     source, _ = tiny_atomic
-    copy_atomic(source, tmp / "data", "tw")
-    # the dataset statistics read the manifest next to the atomic files
-    (tmp / "data" / "tw" / "manifest.json").write_text((source / "manifest.json").read_text())
+    # the dataset statistics read the manifest next to the atomic files (one describing this folder)
+    copy_atomic(source, tmp / "data", "tw", manifest=True)
     folder = tmp / "results"
     for model in ("MMa4CTR", "FM"):
         run_recbole_mma4ctr(model, "tw", None, run_settings(tmp, data_path=tmp / "data", results_dir=folder, epochs=2,

@@ -10,6 +10,7 @@ from conftest import copy_atomic, run_settings
 
 def make_trainer(tiny_atomic, tmp_path, **extra):
     from recbole.data import data_preparation
+    from recbole.utils import init_seed
 
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.utils import create_dataset, get_model, get_trainer
@@ -18,7 +19,9 @@ def make_trainer(tiny_atomic, tmp_path, **extra):
     copy_atomic(source, tmp_path / "data", "tw")
     settings = run_settings(tmp_path, data_path=tmp_path / "data", profile_length=5, train_batch_size=2048, **extra)
     config = build_config("MMa4CTR", "tw", None, settings)
+    init_seed(config["seed"], config["reproducibility"])     # as run_cell: two trainers start alike
     train, valid, test = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
     model = get_model("MMa4CTR")(config, train._dataset)
     return get_trainer(config["MODEL_TYPE"], "MMa4CTR")(config, model), train, valid, test
 
@@ -66,10 +69,30 @@ def test_validation_interrupt_restores_halves_and_is_bounded(tiny_atomic, tmp_pa
     assert trainer.interrupt is False  # retries used up: switched off for the rest of the run
 
 
-def test_interrupt_stays_quiet_when_validation_auc_is_above_threshold(tiny_atomic, tmp_path):
-    trainer, train, valid, _ = make_trainer(tiny_atomic, tmp_path, epochs=2, valid_interrupt_threshold=0.0)
-    trainer.fit(train, valid, saved=False)
-    assert trainer.interrupts == 0 and len(trainer.history) == 2
+def without_timing(history):
+    return [{k: v for k, v in entry.items() if not k.endswith("seconds")} for entry in history]
+
+
+def test_the_interrupt_fires_at_its_threshold_and_stays_quiet_just_below_it(tiny_atomic, tmp_path):
+    # the validation AUCs of a run without the interrupt set the thresholds: "<=" fires at the lowest
+    reference, train, valid, _ = make_trainer(tiny_atomic, tmp_path / "reference", epochs=2, valid_interrupt=False,
+                                              lr_halving_epochs=0)
+    reference.fit(train, valid, saved=False)
+    aucs = [entry["valid"]["auc"] for entry in reference.history]
+    first = 0 if aucs[0] <= aucs[1] else 1
+
+    quiet, train, valid, _ = make_trainer(tiny_atomic, tmp_path / "quiet", epochs=2, lr_halving_epochs=0,
+                                          valid_interrupt_threshold=min(aucs) - 1e-4)
+    quiet.fit(train, valid, saved=False)
+    assert quiet.interrupts == 0 and without_timing(quiet.history) == without_timing(reference.history)
+
+    fired, train, valid, _ = make_trainer(tiny_atomic, tmp_path / "fired", epochs=2, lr_halving_epochs=0,
+                                          valid_interrupt_threshold=min(aucs), valid_interrupt_max_retries=1)
+    fired.fit(train, valid, saved=False)
+    assert fired.interrupts >= 1
+    retried = fired.history[first]
+    assert retried["epoch"] == first and retried["interrupted"] and retried["valid"]["auc"] == min(aucs)
+    assert fired.history[first + 1]["epoch"] == first and fired.history[first + 1]["lr"] == retried["lr"] / 2
 
 
 def test_checkpoints_hold_tensors_only_and_reload_weights_only(tiny_atomic, tmp_path):
@@ -89,15 +112,37 @@ def test_checkpoints_hold_tensors_only_and_reload_weights_only(tiny_atomic, tmp_
         assert torch.equal(tensor, best[name]), name
 
 
-def test_resume_from_a_checkpoint(tiny_atomic, tmp_path):
-    trainer, train, valid, _ = make_trainer(tiny_atomic, tmp_path, epochs=2)
+def test_a_trainer_resumed_from_its_saved_state_trains_on_as_the_uninterrupted_one(tiny_atomic, tmp_path):
+    # the one resume path (Trainer.save_state / load_state, which run_cell and the engine use):
+    # saved after epoch 1 of 3 by the fit callback, loaded into a new trainer that trains on
+    uninterrupted, train, valid, _ = make_trainer(tiny_atomic, tmp_path / "first", epochs=3, lr_halving_epochs=2)
+    saved = {}
+
+    def keep(epoch_idx, valid_score):
+        saved[epoch_idx + 1] = uninterrupted.save_state(train)
+
+    uninterrupted.fit(train, valid, saved=True, callback_fn=keep)
+    resumed, train2, valid2, _ = make_trainer(tiny_atomic, tmp_path / "again", epochs=3, lr_halving_epochs=2)
+    assert resumed.load_state(saved[1], train2) is None
+    assert resumed.start_epoch == 1 and resumed.steps == len(train2) and len(resumed.history) == 1
+    resumed.fit(train2, valid2, saved=True)
+    assert [entry["epoch"] for entry in resumed.history] == [0, 1, 2]
+    assert [round(entry["lr"], 8) for entry in resumed.history] == [0.001, 0.001, 0.0005]
+    assert without_timing(resumed.history) == without_timing(uninterrupted.history)
+    assert weights_digest(resumed.model) == weights_digest(uninterrupted.model)
+    assert resumed.best_valid_result == uninterrupted.best_valid_result and resumed.steps == 3 * len(train2)
+    best = torch.load(resumed.saved_model_file, weights_only=True)["state_dict"]
+    for name, tensor in torch.load(uninterrupted.saved_model_file, weights_only=True)["state_dict"].items():
+        assert torch.equal(best[name], tensor), name
+
+
+def test_a_best_validation_file_is_not_a_resume_state(tiny_atomic, tmp_path):
+    from recbole_mma4ctr.errors import TrainingError
+
+    trainer, train, valid, _ = make_trainer(tiny_atomic, tmp_path, epochs=1)
     trainer.fit(train, valid, saved=True)
-    again, train2, valid2, _ = make_trainer(tiny_atomic, tmp_path / "again", epochs=3)
-    again.resume_checkpoint(trainer.saved_model_file)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    assert again.start_epoch == checkpoint["epoch"] + 1
-    for name, tensor in again.model.state_dict().items():
-        assert torch.equal(tensor, checkpoint["state_dict"][name])
+    with pytest.raises(TrainingError, match="a best-validation checkpoint is not a resume state"):
+        trainer.resume_checkpoint(trainer.saved_model_file)
 
 
 def properties_copy(tmp_path, monkeypatch, edit):

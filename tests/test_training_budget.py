@@ -1,12 +1,10 @@
 """Training length: step counting, the step budget, the validation plateau (train_to: plateau)
 and the fingerprint of the test rows a record states."""
 
-import shutil
-
 import numpy as np
 import pytest
 
-from conftest import run_settings
+from conftest import copy_atomic, run_settings
 from recbole_mma4ctr.errors import UsageError
 from recbole_mma4ctr.record import scored_rows_digest
 from recbole_mma4ctr.run import run_recbole_mma4ctr, valid_plateau
@@ -15,7 +13,7 @@ from recbole_mma4ctr.run import run_recbole_mma4ctr, valid_plateau
 @pytest.fixture
 def data_settings(tiny_atomic, tmp_path):
     source, _ = tiny_atomic
-    shutil.copytree(source, tmp_path / "data" / "wechat")
+    copy_atomic(source, tmp_path / "data", "tw")   # read as given: a "wechat" folder would be regenerated at the default scale
     return lambda **extra: run_settings(tmp_path, data_path=tmp_path / "data", **extra)
 
 
@@ -35,7 +33,7 @@ def scripted_validation(monkeypatch, scores):
 def test_plateau_stops_after_patience_validations_without_improvement(data_settings, monkeypatch):
     # validation improves at epochs 1-3, then 4 and 5 are worse: with patience 2 training ends after epoch 5
     scripted_validation(monkeypatch, [0.60, 0.70, 0.72, 0.71, 0.69, 0.80, 0.90])
-    record = run_recbole_mma4ctr("MMa4CTR", "wechat", None, data_settings(
+    record = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(
         train_to="plateau", plateau_patience=2, plateau_step_budget=100_000, plateau_min_steps_per_epoch=50))
     assert record["stopped_on"] == "plateau" and record["epochs_run"] == 5
     assert record["valid_plateau"] == {"best_epoch": 3, "best_at_step": 3 * record["steps_per_epoch"],
@@ -50,17 +48,44 @@ def test_plateau_stops_after_patience_validations_without_improvement(data_setti
     assert [entry["steps"] for entry in record["history"]] == [k * record["steps_per_epoch"] for k in range(1, 6)]
 
 
-def test_step_budget_ends_training_and_says_so(data_settings):
-    record = run_recbole_mma4ctr("MMa4CTR", "wechat", None, data_settings(
+def count_optimizer_steps(monkeypatch) -> list:
+    """Every optimizer step taken from now on appends to the returned list (RecBole's Adam)."""
+    import torch
+
+    taken = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        taken.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    return taken
+
+
+def test_step_budget_ends_training_at_exactly_the_budget_and_says_so(data_settings, monkeypatch):
+    taken = count_optimizer_steps(monkeypatch)
+    record = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(
         train_to="plateau", plateau_patience=50, plateau_step_budget=120, plateau_min_steps_per_epoch=50))
     per_epoch = record["steps_per_epoch"]
-    assert record["stopped_on"] == "step budget"
-    assert 120 <= record["steps"] < 120 + per_epoch and record["steps"] == record["epochs_run"] * per_epoch
+    assert 120 % per_epoch != 0            # the budget ends inside an epoch
+    assert record["stopped_on"] == "step budget" and record["steps"] == 120 == len(taken)
+    assert record["epochs_run"] == -(-120 // per_epoch)
+    assert [entry["steps"] for entry in record["history"]] == [per_epoch * k for k in range(1, 120 // per_epoch + 1)] + [120]
+    assert "valid" in record["history"][-1]   # the partial epoch is validated like any other
+
+
+def test_a_step_budget_smaller_than_an_epoch_stops_inside_the_first(data_settings, monkeypatch):
+    taken = count_optimizer_steps(monkeypatch)
+    record = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(epochs=3, step_budget=2,
+                                                                            train_batch_size=2048))
+    assert record["steps_per_epoch"] > 2
+    assert (record["steps"], len(taken), record["epochs_run"], record["stopped_on"]) == (2, 2, 1, "step budget")
 
 
 def test_fixed_epochs_say_epochs_and_whether_validation_was_still_improving(data_settings, monkeypatch):
     scripted_validation(monkeypatch, [0.60, 0.65, 0.70])
-    record = run_recbole_mma4ctr("MMa4CTR", "wechat", None, data_settings(epochs=3))
+    record = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(epochs=3))
     assert record["stopped_on"] == "epochs" and record["train_to"] == "epochs"
     assert record["valid_plateau"]["reached"] is False and record["valid_plateau"]["best_epoch"] == 3
     assert record["steps"] == 3 * record["steps_per_epoch"]
@@ -68,7 +93,7 @@ def test_fixed_epochs_say_epochs_and_whether_validation_was_still_improving(data
 
 def test_marks_and_plateau_are_refused_together(data_settings):
     with pytest.raises(UsageError, match="give one of them"):
-        run_recbole_mma4ctr("MMa4CTR", "wechat", None, data_settings(train_to="plateau"), marks=[1, 2])
+        run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(train_to="plateau"), marks=[1, 2])
 
 
 def test_valid_plateau_counts_validations_after_the_best_and_skips_interrupted_epochs():
@@ -98,7 +123,6 @@ def test_rows_digest_ignores_row_order_and_sees_any_changed_row():
 
 
 def test_two_models_on_one_split_state_the_same_test_rows(data_settings):
-    first = run_recbole_mma4ctr("MMa4CTR", "wechat", None, data_settings(epochs=1))
-    second = run_recbole_mma4ctr("BPR", "wechat", None, data_settings(epochs=1, seed=7))
+    first = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(epochs=1))
+    second = run_recbole_mma4ctr("BPR", "tw", None, data_settings(epochs=1, seed=7))
     assert first["test_rows"] == second["test_rows"] and first["test_rows"]["rows"] == first["split_sizes"]["test"]
-    assert first["test_evaluated_at"] >= first["started_at"]

@@ -33,7 +33,7 @@ def ok(done):
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
 def test_hyper_file_kinds_and_errors(tmp_path):
-    from recbole_mma4ctr.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
+    from recbole_mma4ctr.tune import TuneError, distinct_values, read_hyper_file
 
     good = tmp_path / "good.hyper"
     good.write_text("# comment\n\nlearning_rate loguniform -8,0\ntrain_batch_size choice [1024,4096]\n"
@@ -44,16 +44,19 @@ def test_hyper_file_kinds_and_errors(tmp_path):
     assert dims["train_batch_size"].values == [1024, 4096]
     assert dims["mlp_hidden_size"].values == [[64, 64], [128, 32, 4]]   # RecBole's quoted lists become lists
     assert dims["fusion"].values == ["vat_concat", "vt_cross"]
-    assert integer_dimensions(list(dims.values())) == ["embedding_size"]
-    assert trial_value(32.0, whole=True) == 32 and isinstance(trial_value(32.0, whole=True), int)
-    assert trial_value(1.0) == 1.0 and isinstance(trial_value(1.0), float)
+    assert distinct_values(dims["embedding_size"]) == [16, 32, 48, 64]    # whole numbers: q is one
+    assert distinct_values(dims["dropout_prob"]) is None
     for text, message in [("learning_rate gaussian 0,1", "line 1: unknown kind"),
                           ("x uniform 1", "line 1: uniform needs 2"),
                           ("x uniform 1,0", "low must be below high"),
                           ("x choice 1024", "needs a non-empty list"), ("x choice [1,", "needs a list literal"),
                           ("\nepochs choice [1,2]", "line 2: epochs cannot be tuned"),
-                          ("synthetic_scale choice ['tiny']", "prepared once"),
+                          ("synthetic_scale choice ['tiny']", "line 1: synthetic_scale is a data setting"),
+                          ("text_recipe choice ['paper','tfidf']", "line 1: text_recipe is a data setting"),
+                          ("min_user_interactions choice [0,5]", "min_user_interactions is a data setting"),
+                          ("LABEL_FIELD choice ['label']", "LABEL_FIELD is a data setting"),
                           ("x choice [1]\nx choice [2]", "line 2: x is given twice"),
+                          ("x qloguniform -3,-2.9,0.1", "line 1: no value of qloguniform"),
                           ("# only a comment", "no dimension")]:
         bad = tmp_path / "bad.hyper"
         bad.write_text(text)
@@ -65,19 +68,6 @@ def test_metric_direction():
     from recbole_mma4ctr.tune import metric_mode
 
     assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
-
-
-def test_search_space_maps_recbole_kinds_to_ray():
-    from ray import tune
-
-    from recbole_mma4ctr.tune import Dimension, search_space
-
-    space = search_space([Dimension("lr", "loguniform", [-9.2, -4.6], 1), Dimension("b", "choice", [1, 2], 2),
-                          Dimension("g", "grid", ["a", "b"], 3), Dimension("q", "quniform", [16, 64, 16], 4)])
-    sampled = space["lr"].sample()
-    assert 1e-4 < sampled < 1.01e-2            # exp(-9.2) .. exp(-4.6): RecBole's natural-log bounds
-    assert space["g"] == tune.grid_search(["a", "b"])
-    assert space["q"].sample() % 16 == 0
 
 
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
@@ -207,6 +197,53 @@ def test_failing_trial_is_recorded_and_the_other_completes(tmp_path):
         remove_ray_temp(folder)
 
 
+def test_a_mm_tune_keeps_its_name_counts_duplicates_and_best_yaml_reproduces_the_best_trial(tmp_path):
+    """DeepFM+mm with two learning rates and three samples: two trials run, one duplicate counted;
+    every name says DeepFM+mm; the command best.yaml prints gives the best trial's metrics exactly;
+    the same tune again reuses both trials without starting Ray."""
+    import shlex
+
+    from recbole_mma4ctr.record import records_in
+
+    (tmp_path / "lr.hyper").write_text("learning_rate choice [0.001,0.01]\n")
+    command = ("--tune", "--model=DeepFM+mm", "--dataset=wechat", "--params_file=lr.hyper", TINY, "--epochs=1",
+               "--num_samples=3")
+    done = ok(run(tmp_path, *command))
+    folder = tmp_path / "results" / "tune-DeepFM+mm-wechat"
+    try:
+        assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["tune-DeepFM+mm-wechat"]
+        summary = json.loads((folder / "trials.json").read_text())
+        assert summary["model"] == "DeepFM+mm"
+        assert summary["counts"] == {"asked": 3, "run": 2, "reused": 0, "duplicates": 1,
+                                     "space": "the space holds 2 distinct setting(s)"}
+        assert sorted(t["learning_rate"] for t in summary["trials"]) == [0.001, 0.01]
+        table = (folder / "trials.md").read_text()
+        assert "# Tuning trials of DeepFM+mm on wechat" in table
+        assert "3 sample(s) asked: 2 run now, 0 finished earlier with the same settings (reused), 1 duplicate(s)" in table
+        assert table.count("| trial1-learning_rate=0.001 |") == 1 and table.count("| trial2-learning_rate=0.01 |") == 1
+        assert "1 duplicate sample(s) not run" in done.stdout
+        trials = records_in(folder)
+        assert len(trials) == 2 and {r["model"] for r in trials} == {"DeepFM+mm"}
+        assert all(r["config"]["feature_fair"] is True and r["config"]["model"] == "DeepFM" for r in trials)
+        # best.yaml's own command, from the folder the tune ran in
+        use = next(line for line in (folder / "best.yaml").read_text().splitlines() if line.startswith("# Use: "))
+        arguments = shlex.split(use[len("# Use: "):])
+        assert arguments[:3] == ["python", "run_recbole_mma4ctr.py", "--model=DeepFM+mm"]
+        again = ok(subprocess.run([sys.executable, str(REPO / arguments[1]), *arguments[2:]], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=400, env={**os.environ, "HOME": str(tmp_path)}))
+        reproduced = json.loads((tmp_path / again.stdout.strip().splitlines()[-1]).read_text())
+        best = json.loads(Path(summary["best"]["record"]).read_text())
+        assert reproduced["model"] == "DeepFM+mm" and reproduced["run_id"] != best["run_id"]
+        assert reproduced["test"] == best["test"] and reproduced["best_valid"] == best["best_valid"]
+        assert reproduced["key"] == best["key"]          # the same settings, data and code
+        # the same tune again: both trials finished earlier, reused; no Ray
+        rerun = ok(run(tmp_path, *command))
+        assert "3 sample(s) asked: 0 run now, 2 finished earlier" in rerun.stdout and "local Ray" not in rerun.stdout
+        assert json.loads((folder / "trials.json").read_text())["best"]["record"] == summary["best"]["record"]
+    finally:
+        remove_ray_temp(folder)
+
+
 # ---- studies ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
@@ -219,7 +256,7 @@ def study_rows(folder):
 
 def test_fusion_study_cut_down(study_dir):
     done = ok(run(study_dir, "--study=fusion", "--dataset=wechat", TINY, "--grid=vt_cross,textual", "--marks=1"))
-    folder = study_dir / "results" / "study-fusion-wechat"
+    folder = study_dir / "results" / "study-fusion-MMa4CTR-wechat"
     try:
         assert done.stdout.strip().splitlines()[-1] == str(folder / "study.md")
         rows = study_rows(folder)
@@ -241,7 +278,7 @@ def test_fusion_study_cut_down(study_dir):
 
 def test_profile_length_study_with_zero_length(study_dir):
     ok(run(study_dir, "--study=profile_length", "--dataset=wechat", TINY, "--grid=0,5", "--marks=1"))
-    folder = study_dir / "results" / "study-profile_length-wechat"
+    folder = study_dir / "results" / "study-profile_length-MMa4CTR-wechat"
     try:
         rows = study_rows(folder)
         assert list(rows) == ["0", "5"]
@@ -249,5 +286,30 @@ def test_profile_length_study_with_zero_length(study_dir):
         # three profiles (one per fused modality) of L pooled values + the device
         assert rows["5"]["input_width"] - rows["0"]["input_width"] == 3 * 5
         assert "| 0 | " in (folder / "study.md").read_text()
+    finally:
+        remove_ray_temp(folder)
+
+
+def test_a_study_over_a_data_setting_prepares_the_data_of_each_point(tmp_path):
+    """text_recipe decides the atomic files: each point gets a folder converted with its value,
+    and its record names that data (its settings and fingerprint)."""
+    (tmp_path / "recipe.yaml").write_text("title: Text recipe\nparameter: text_recipe\ngrid: [paper, tfidf]\n"
+                                          "marks: [1]\nmodel: MMa4CTR\n")
+    ok(run(tmp_path, "--study=recipe.yaml", "--dataset=wechat", TINY))
+    folder = tmp_path / "results" / "study-recipe-MMa4CTR-wechat"
+    try:
+        rows = study_rows(folder)
+        assert list(rows) == ["paper", "tfidf"] and all(row["status"] == "ok" for row in rows.values())
+        fingerprints = set()
+        for label, row in rows.items():
+            record = json.loads(Path(row["record"]).read_text())
+            data = tmp_path / "dataset_atomic" / f"text_recipe-{label}" / "wechat"
+            manifest = json.loads((data / "manifest.json").read_text())
+            assert manifest["settings"]["text_recipe"] == label
+            assert record["config"]["text_recipe"] == label and record["data"]["settings"]["text_recipe"] == label
+            assert record["data"]["fingerprint"] == manifest["fingerprint"]
+            assert Path(record["config"]["data_path"]).resolve() == data.resolve()
+            fingerprints.add(manifest["fingerprint"])
+        assert len(fingerprints) == 2
     finally:
         remove_ray_temp(folder)

@@ -10,7 +10,9 @@ run path reads the same keys); a value is read as YAML (``~`` for none, ``true``
 ``synth`` takes its defaults from ``synthetic_scale`` / ``synthetic_seed`` in overall.yaml.
 Exit status 0 on success, 1 on bad input, 2 on bad arguments, with one line ``error: ...``
 naming file, line and field. Conversion is skipped when OUT_DIR's manifest shows the same
-inputs and settings.
+inputs and settings and every file it lists has its recorded size. OUT_DIR must be new, empty or
+a folder converted earlier: a folder of files without the converter's manifest.json is somebody's
+own data and is refused (exit 1), never written into.
 """
 
 from __future__ import annotations

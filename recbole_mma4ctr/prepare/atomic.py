@@ -2,19 +2,30 @@
 
 A conversion writes several files (``.inter``, ``.item``, the modality sidecar, the manifest).
 All of them go to temporary names first and are renamed into place only when every one is
-complete, manifest last, so an interrupted or failed run never leaves a half-written dataset
-that looks finished. The manifest's fingerprint (inputs' names, sizes and modification times,
-plus every setting and the converter version) lets an unchanged conversion be skipped.
+complete, so an interrupted or failed run never leaves a half-written dataset that looks
+finished. The manifest's fingerprint (inputs' names, sizes and modification times, plus every
+setting and the converter version) lets an unchanged conversion be skipped.
 
 A folder holds exactly what its manifest lists: the writer fills the manifest's ``files`` with
-what it wrote, and a commit removes the dataset's files that the new manifest does not list (an
-old ``wechat.oracle.npy`` once the raw files are real ones). Readers go through ``listed_file``,
-so a file the manifest does not vouch for is never taken as part of the dataset.
+what it wrote and ``file_digests`` with each file's size and sha256, and a commit removes the
+dataset's files that the new manifest does not list (an old ``wechat.oracle.npy`` once the raw
+files are real ones). Readers go through ``listed_file``, so a file the manifest does not vouch
+for is never taken as part of the dataset; before a run trusts a folder, ``manifest_problem``
+checks that its manifest describes it (the dataset's name, every listed file with its recorded
+size and digest, no unlisted file of the dataset).
+
+Who may write a folder (``folder_owner``): the project writes only into a folder holding its
+manifest, or one that does not exist yet or holds no visible file. A folder with files but no
+manifest is somebody's own data: no writer touches it (``check_writable``). The manifest is
+therefore renamed into place FIRST on a commit: a crash in the middle leaves the manifest (the
+folder stays the project's) next to files that do not match it, which the size and digest
+checks catch, so the next run converts again.
 
 Temporary files are named ``.<name>.<pid>.<random>.tmp`` (two processes never share one) and
 those left by processes that are no longer alive (a kill -9) are removed by the next writer in
-the folder (``remove_dead_temporaries``). ``folder_lock`` serialises the processes preparing one
-folder (a lock file beside it): the second waits, then finds the first one's result up to date.
+the folder, or by the next conversion that finds the folder up to date
+(``remove_dead_temporaries``). ``folder_lock`` serialises the processes preparing one folder (a
+lock file beside it): the second waits, then finds the first one's result up to date.
 """
 
 from __future__ import annotations
@@ -34,14 +45,23 @@ import numpy as np
 import pandas as pd
 
 from .. import files
+from ..errors import InputError
 from ..files import temporary_path
+from .digests import file_digests, sha256_of
 
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
 # properties/dataset/<name>.yaml key names (label_action, pca_variance, converter_seed). 5: the
 # authors' WeChat recipe (post padding, bgm after the PCA, 3-part textual), row settings.
-# 6: item_float_seq (the modality vectors as float_seq columns of <name>.item)
-CONVERTER_VERSION = "6"
+# 6: item_float_seq (the modality vectors as float_seq columns of <name>.item). 7: the manifest
+# records each file's size and sha256 (file_digests) and is committed first.
+CONVERTER_VERSION = "7"
 MANIFEST = "manifest.json"
+ACTION_LABEL_PREFIX = "label_"   # action_labels: true writes each action as the column label_<action>
+
+
+def action_label_field(action: str) -> str:
+    """The ``.inter`` column holding ``action`` as a 0/1 label (converter setting ``action_labels``)."""
+    return f"{ACTION_LABEL_PREFIX}{action}"
 
 
 def log(message: str) -> None:
@@ -110,16 +130,100 @@ def read_json_or_none(path: Path) -> dict | None:
         return None
 
 
-def is_up_to_date(out_dir: Path, expected_fingerprint: str) -> bool:
-    """True when the manifest matches and every file it lists is still there."""
-    manifest = read_json_or_none(Path(out_dir) / MANIFEST)
-    if manifest is None or manifest.get("fingerprint") != expected_fingerprint:
-        return False
-    return all((Path(out_dir) / name).exists() for name in manifest.get("files", []))
+def read_manifest(folder) -> dict | None:
+    """The folder's manifest, or None when it has none; one that is not a JSON object is refused,
+    naming the file (and the line), never taken for an empty one."""
+    path = Path(folder) / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read ({error})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}); the project reads this file "
+                         f"as the record of the folder's atomic files: repair or remove it") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path}: a JSON {type(manifest).__name__}, not the project's manifest (a JSON object)")
+    return manifest
 
 
-def read_manifest(out_dir: Path) -> dict:
-    return json.loads((Path(out_dir) / MANIFEST).read_text())
+# what every manifest a converter wrote has (older versions included)
+MANIFEST_KEYS = ("dataset", "fingerprint", "files")
+
+
+def folder_owner(folder) -> str:
+    """``converted`` (it holds a converter's manifest), ``new`` (missing, or no visible file in it)
+    or ``user`` (files but no such manifest: somebody's own data, which the project only reads).
+    A ``manifest.json`` that is not JSON is refused here (``read_manifest``): whose it is, is unknown."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is not None and all(key in manifest for key in MANIFEST_KEYS):
+        return "converted"
+    if not folder.is_dir() or not any(not path.name.startswith(".") for path in folder.iterdir()):
+        return "new"
+    return "user"
+
+
+def check_writable(folder) -> None:
+    """Refuse to write into a folder the project did not create (``folder_owner`` is ``user``)."""
+    folder = Path(folder)
+    if folder_owner(folder) == "user":
+        found = sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+        raise InputError(f"{folder}: holds files the project did not write ({', '.join(found[:3])}"
+                         f"{', ...' if len(found) > 3 else ''}) and no {MANIFEST} of a conversion; the project never "
+                         f"writes into it: convert into another folder")
+
+
+def skip_conversion(out_dir: Path, raw_dir: Path, expected_fingerprint: str, force: bool) -> dict | None:
+    """A converter's first step, holding the folder's lock: refuse a folder the project may not
+    write, remove dead processes' temporary files, and return the manifest when the folder is up
+    to date (same fingerprint, every listed file there with its recorded size: the conversion is
+    then skipped), else None. The digests are compared by the run path (``manifest_problem``
+    with the digest cache), where a mismatch converts again too."""
+    check_writable(out_dir)
+    remove_dead_temporaries(out_dir)
+    manifest = read_manifest(out_dir)
+    if force or manifest is None or manifest.get("fingerprint") != expected_fingerprint:
+        return None
+    problem = manifest_problem(out_dir, manifest, manifest.get("dataset"))
+    if problem is not None:
+        log(f"{problem}: converting again")
+        return None
+    log(f"{out_dir} is up to date with {raw_dir} (fingerprint {expected_fingerprint[:12]}); skipping conversion")
+    return manifest
+
+
+def manifest_problem(folder, manifest: dict, name: str, digest_cache=None) -> str | None:
+    """Why ``manifest`` does not describe ``folder`` (the atomic files of dataset ``name``), or
+    None: another dataset's manifest, a listed file missing or of another size, a file of the
+    dataset it does not list, and (with ``digest_cache``, see ``digests.file_digests``) a file
+    whose sha256 is not the recorded one. One line naming the file."""
+    folder = Path(folder)
+    where = folder / MANIFEST
+    if manifest.get("dataset") != name:
+        return f"{where}: describes dataset {manifest.get('dataset')!r}, not this folder's {name!r}"
+    recorded = manifest.get("file_digests")
+    if not isinstance(recorded, dict) or not recorded:
+        return f"{where}: records no file sizes and digests (written by an older converter)"
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(f"{name}.") and path.name not in recorded and path.is_file():
+            return f"{path}: a file of dataset {name} that {where} does not list"
+    for file_name, expected in sorted(recorded.items()):
+        path = folder / file_name
+        if not path.is_file():
+            return f"{path}: listed in {where} but missing"
+        if path.stat().st_size != expected.get("bytes"):
+            return f"{path}: {path.stat().st_size:,} bytes, but {where} records {expected.get('bytes'):,}"
+    if digest_cache is None:
+        return None
+    found = file_digests([folder / file_name for file_name in sorted(recorded)], digest_cache)
+    for file_name, expected in sorted(recorded.items()):
+        if found[str(folder / file_name)] != expected.get("sha256"):
+            return f"{folder / file_name}: its content is not what {where} records (sha256 differs)"
+    return None
 
 
 def listed_file(folder, name: str) -> Path | None:
@@ -243,6 +347,7 @@ class AtomicWriter:
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
+        check_writable(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_dead_temporaries(self.out_dir)
         self.pending: list[tuple[Path, Path]] = []
@@ -292,20 +397,20 @@ class AtomicWriter:
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default))
 
     def write_manifest(self, payload: dict) -> None:
-        """The manifest, last, its ``files`` being exactly the files this writer wrote."""
+        """The manifest, last, its ``files`` being exactly the files this writer wrote and its
+        ``file_digests`` their sizes and sha256 (read back from the temporary files)."""
         payload["files"] = sorted(final.name for _, final in self.pending)
+        payload["file_digests"] = {final.name: {"bytes": temporary.stat().st_size, "sha256": sha256_of(temporary)}
+                                   for temporary, final in sorted(self.pending, key=lambda pair: pair[1].name)}
         self.write_json(MANIFEST, payload)
 
     def commit(self) -> None:
-        # The manifest is renamed last: its presence is what marks a conversion complete. The
-        # old one goes first, so a crash between renames leaves no manifest, never a stale one.
-        # Then the dataset's files the new manifest does not list go (only names of the
-        # dataset's own ``<name>.*`` family: anything else in the folder is not ours to delete).
-        try:
-            (self.out_dir / MANIFEST).unlink()
-        except FileNotFoundError:
-            pass
-        ordered = sorted(self.pending, key=lambda pair: pair[1].name == MANIFEST)
+        # The manifest is renamed first: it keeps the folder the project's (``folder_owner``)
+        # through a crash between renames, and its sizes and digests then tell the files left
+        # over from the new ones. Then the dataset's files the new manifest does not list go
+        # (only names of the dataset's own ``<name>.*`` family: anything else in the folder is
+        # not ours to delete).
+        ordered = sorted(self.pending, key=lambda pair: pair[1].name != MANIFEST)
         for temporary, final in ordered:
             os.replace(temporary, final)
         written = {final.name for _, final in self.pending}

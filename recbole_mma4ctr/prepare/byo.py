@@ -41,6 +41,10 @@ from ..errors import InputError, MissingInputError
 from . import rawtext
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+# The settings the check of a bring-your-own folder reads (``sources.check_atomic_files``), in its
+# order: how a line splits, which column holds the label, which the time. The folder's files
+# themselves are read as they are.
+SETTINGS = ("field_separator", "LABEL_FIELD", "TIME_FIELD")
 BINARY = r"^\s*(0|1)(\.0*)?\s*$"  # 0, 1, 0.0, 1.0 (pandas writes floats so)
 NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"  # finite decimals; no nan, inf or ''
 QUOTE = b'"'

@@ -30,7 +30,9 @@ Outputs (``OUT_DIR``):
   ``timestamp`` is the row's position in that order (0, 1, 2 ...): RecBole stores floats as
   float32, exact for integers up to 2**24, and ``time`` values repeat, so positions keep the
   split deterministic and exact (as in ``wechat.py``). ``label`` is ``like`` (the paper's main
-  results) or ``finish`` (setting ``label_action``).
+  results) or ``finish`` (setting ``label_action``); ``action_labels: true`` adds both as 0/1
+  columns ``label_finish:float`` and ``label_like:float`` for the multi-task models
+  (``multitask.py``; RecBole reads only the columns its ``load_col`` names).
 - ``tiktok.item``: ``item_id:token author_id:token duration:float`` (first row's values).
 - ``tiktok.mm.npz``: ``item_id`` (raw ids as str) and float32 ``visual``, ``acoustic``,
   ``textual`` matrices, rows aligned with ``item_id`` (sorted ids).
@@ -64,8 +66,8 @@ import numpy as np
 import pandas as pd
 
 from ..fusion import minmax_scale
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
-                     item_float_seq, log, read_json_or_none, read_manifest, require)
+from .atomic import (ACTION_LABEL_PREFIX, AtomicWriter, action_label_field, complete_settings, fingerprint,
+                     folder_lock, is_integer, is_share, item_float_seq, log, read_json_or_none, require, skip_conversion)
 from .rawtext import decode_line
 from ..errors import InputError, MissingInputError
 from .tokens import RawFormatError
@@ -86,7 +88,7 @@ PAPER_MIN_USER_INTERACTIONS = 4_000
 COVARIANCE_MAX_WORDS = 4_096
 # The converter's settings: the keys of properties/dataset/tiktok.yaml that hold their defaults.
 SETTINGS = ("label_action", "min_user_interactions", "pca_variance", "visual_dim", "acoustic_dim", "textual_dim",
-            "chunk_rows", "converter_seed", "item_float_seq")
+            "chunk_rows", "converter_seed", "item_float_seq", "action_labels")
 # Settings that change how the work is done, not its result (left out of the fingerprint).
 _NO_EFFECT_SETTINGS = ("chunk_rows",)
 _EXTRA = "_extra_column"
@@ -467,6 +469,7 @@ def _checked_settings(settings: dict | None) -> dict:
             settings["min_user_interactions"] is None or is_integer(settings["min_user_interactions"]),
             "an integer >= 0 or ~ (by source)")
     require(settings, "chunk_rows", is_integer(settings["chunk_rows"], 1), "an integer >= 1")
+    require(settings, "action_labels", isinstance(settings["action_labels"], bool), "true or false")
     require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
     require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
     require(settings, "item_float_seq", isinstance(settings["item_float_seq"], bool), "true or false")
@@ -486,9 +489,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     effective = {k: v for k, v in settings.items() if k not in _NO_EFFECT_SETTINGS}
     print_fp = fingerprint(inputs + ([oracle_path] if oracle_path else []), effective)
     with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
-        if not force and is_up_to_date(out_dir, print_fp):
-            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-            return read_manifest(out_dir)
+        done = skip_conversion(out_dir, raw_dir, print_fp, force)
+        if done is not None:
+            return done
         return _write_dataset(raw_dir, out_dir, settings, inputs, oracle_path, print_fp)
 
 
@@ -527,8 +530,11 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
     order = np.argsort(rows["time"], kind="stable")
     inter = pd.DataFrame({"user_id": rows.pop("user_id")[order], "item_id": rows.pop("item_id")[order],
                           "timestamp": np.arange(len(order), dtype=np.int64)})
-    inter["label"] = rows.pop(label)[order].astype(np.float32)
+    inter["label"] = rows[label][order].astype(np.float32)
     inter["device"] = rows.pop("device")[order]
+    if settings["action_labels"]:
+        for name in LABELS:
+            inter[action_label_field(name)] = rows[name][order].astype(np.float32)
     oracle = passed.pop("oracle")
     oracle = oracle[order] if oracle is not None else None
     del rows, order
@@ -565,6 +571,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
         "dropped": dropped,
         "label": label,
         "label_rate": kept_rates[label],
+        "action_labels": [action_label_field(name) for name in LABELS] if settings["action_labels"] else [],
         "action_rates": {name: passed["positives"][name] / n_rows for name in LABELS},
         "kept_action_rates": kept_rates,
         "items_without": {"visual": visual_stats["items_without"], "acoustic": acoustic_stats["items_without"],
@@ -575,7 +582,9 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
     }
     with AtomicWriter(out_dir) as writer:
         writer.write_table("tiktok.inter", inter, {"user_id": "token", "item_id": "token", "timestamp": "float",
-                                                   "label": "float", "device": "float"})
+                                                   "label": "float", "device": "float",
+                                                   **{column: "float" for column in inter.columns
+                                                      if column.startswith(ACTION_LABEL_PREFIX)}})
         writer.write_table("tiktok.item", *item_float_seq({column: item[column].to_numpy() for column in item.columns},
                                                           {"item_id": "token", "author_id": "token", "duration": "float"},
                                                           reduced, settings["item_float_seq"]))

@@ -49,7 +49,11 @@ counts the rows left after the dedupe, as theirs does.
 ``feed_embedding: true`` adds a fourth matrix, ``embedding``: the 512-d feed embeddings, PCA
 keeping ``pca_variance`` (or ``embedding_dim``), min-max; feeds without one get zeros (counted in the
 manifest). Fusion names only use visual/acoustic/textual, so the model ignores it today. Labels: ``weighted`` (the paper's
-weighted sum of seven actions / 13 >= 0.5) or any single action (``label_action``). Every setting's
+weighted sum of seven actions / 13 >= 0.5) or any single action (``label_action``); with
+``action_labels: true`` the ``.inter`` also holds every action as a 0/1 column ``label_<action>``
+(``label_read_comment:float`` ... ``label_follow:float``), which the multi-task models read
+(``multitask.py``); ``label`` stays the chosen one, and RecBole reads only the columns its
+``load_col`` names, so a plain RecBole run is unchanged. Every setting's
 default is in properties/dataset/wechat.yaml (``SETTINGS`` names its keys).
 """
 
@@ -66,8 +70,8 @@ import pandas as pd
 from ..errors import InputError, MissingInputError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
-from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
-                     item_float_seq, log, read_manifest, require)
+from .atomic import (AtomicWriter, action_label_field, complete_settings, fingerprint, folder_lock, is_integer, is_share,
+                     item_float_seq, log, require, skip_conversion)
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
@@ -84,7 +88,7 @@ FEED_COLUMNS = (
 # The converter's settings: the keys of properties/dataset/wechat.yaml that hold their defaults.
 SETTINGS = ("label_action", "min_user_actions", "pca_variance", "token_maxlen", "text_recipe", "text_max_dim",
             "visual_dim", "acoustic_dim", "textual_dim", "embedding_dim", "feed_embedding", "converter_seed",
-            "dedupe", "row_order", "device_choice", "item_float_seq")
+            "dedupe", "row_order", "device_choice", "item_float_seq", "action_labels")
 
 
 def default_settings() -> dict:
@@ -566,6 +570,7 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     require(settings, "pca_variance", is_share(settings["pca_variance"]), "a share in (0, 1]")
     require(settings, "feed_embedding", isinstance(settings["feed_embedding"], bool), "true or false")
     require(settings, "item_float_seq", isinstance(settings["item_float_seq"], bool), "true or false")
+    require(settings, "action_labels", isinstance(settings["action_labels"], bool), "true or false")
     require(settings, "converter_seed", is_integer(settings["converter_seed"]), "an integer >= 0")
     inputs = required_files(raw_dir)
     for path in inputs:
@@ -578,9 +583,9 @@ def convert(raw_dir: Path, out_dir: Path, settings: dict | None = None, force: b
     print_fp = fingerprint(inputs + ([embedding_path] if settings["feed_embedding"] else [])
                            + ([oracle_path] if oracle_path.exists() else []), settings)
     with folder_lock(out_dir):  # a second process converting the same folder waits, then skips
-        if not force and is_up_to_date(out_dir, print_fp):
-            log(f"{out_dir} is up to date with {raw_dir} (fingerprint {print_fp[:12]}); skipping conversion")
-            return read_manifest(out_dir)
+        done = skip_conversion(out_dir, raw_dir, print_fp, force)
+        if done is not None:
+            return done
         return _write_dataset(raw_dir, out_dir, settings, inputs, embedding_path, oracle_path, print_fp)
 
 
@@ -633,7 +638,12 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             "label": labels[order].astype(np.int64),  # 0/1: integers write much faster than floats
             "device": row_devices(actions, order, settings["device_choice"]),
         }
-        inter_written = background.submit(writer.write_table, "wechat.inter", inter, INTER_TYPES)
+        inter_types = dict(INTER_TYPES)
+        if settings["action_labels"]:
+            for name in ACTIONS:
+                inter[action_label_field(name)] = actions[name][order]
+                inter_types[action_label_field(name)] = "float"
+        inter_written = background.submit(writer.write_table, "wechat.inter", inter, inter_types)
         if oracle is not None:  # kept rows only, in .inter order: the true probability of the chosen label
             writer.write_array("wechat.oracle.npy", oracle[order].astype(np.float32))
         used = np.zeros(len(feed_ids), dtype=bool)
@@ -675,6 +685,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             "rows_by_day": rows_by_day(actions_days, settings["row_order"]),
             "label": label_name,
             "label_rate": float(inter["label"].mean()),
+            "action_labels": [action_label_field(name) for name in ACTIONS] if settings["action_labels"] else [],
             "action_rates": action_rates,
             "modality_dims": dims,
             "modality_parts": parts,
