@@ -2,6 +2,7 @@
 
     [--key=value ...]                   one run of --model on --dataset (RecBole settings as --key=value)
     --compare [--models=...] [...]      every model on one split, cells on Ray (compare.py)
+    --compare --tune_trials=N [...]     every model tuned alike on validation first (tuned.py)
     --tune [--params_file=...] [...]    a Ray Tune search (tune.py)
     --study=NAME [--grid=a,b] [...]     a paper study (studies.py)
     --report=RESULTS_FOLDER             report.md + report.html from its records (nothing else with it)
@@ -34,6 +35,7 @@ from .errors import InputError, UsageError
 from .known_settings import MODE_SECTIONS, Registry
 from .report_page import write_report
 from .run import Outcome, run_recbole_mma4ctr
+from .tuned import run_tuned_comparison
 from .usage import general_help, mode_help, setting_help
 
 MODE_FLAGS = {"--compare": "compare", "--tune": "tune", "--study": "study", "--report": "report"}
@@ -162,8 +164,12 @@ def run_mode(mode: str, overrides: dict) -> Outcome:
         return studies.command(study_name, dataset, config_files, overrides, study_options, protocol)
     if mode == "compare":
         engine_options = {key: value for key, value in given.items() if key in command_options("engine")}
-        folder, failed = run_comparison(models, dataset, given.get("marks"), protocol, config_files, overrides,
-                                        parse_seeds(options["seeds"]), engine_options)
+        if options["tune_trials"] is not None:
+            folder, failed = run_tuned_comparison(models, dataset, options["tune_trials"], given.get("marks"), protocol,
+                                                  config_files, overrides, parse_seeds(options["seeds"]), engine_options)
+        else:
+            folder, failed = run_comparison(models, dataset, given.get("marks"), protocol, config_files, overrides,
+                                            parse_seeds(options["seeds"]), engine_options)
         failures = [f"{len(failed)} cell(s) failed: {', '.join(failed)} (their records say why)"] if failed else []
         return Outcome((folder / "comparison.md",), tuple(failures))
     marks = parse_marks(options["marks"]) if options["marks"] is not None else None

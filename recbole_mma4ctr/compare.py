@@ -1,6 +1,6 @@
 """One command for the paper's comparison: every model, one split, one set of metrics.
 
-``python run_recbole_mma4ctr.py --compare --models=all --dataset=wechat [--marks=10,20,30,50 |
+``python run_recbole_mma4ctr.py --compare --models=all|feature_fair|A,B --dataset=wechat [--marks=10,20,30,50 |
 --train_to=plateau] [--seeds=2024,7,11] [--protocol=honest|paper|challenge] [--challenge_round=2] [--cpus_per_run=1]
 [--gpus_per_run=0.5] [--ray_address=HOST:PORT] [--max_failures=2]``
 
@@ -29,11 +29,16 @@ import time
 from pathlib import Path
 
 from .cells import CellError, layered_settings, make_cell
-from .defaults import command_options
+from .defaults import command_options, properties_dir, read_yaml
 from .run import say
 
-ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 DEFAULT_MARKS = command_options("compare")["marks"]   # properties/commands.yaml
+MODEL_SETS = "model_sets.yaml"
+
+
+def model_sets() -> dict[str, list[str]]:
+    """The named model sets of ``properties/model_sets.yaml`` (``all``, ``feature_fair``)."""
+    return {str(name): [str(m) for m in models] for name, models in read_yaml(properties_dir() / MODEL_SETS).items()}
 
 
 def split_list(value) -> list:
@@ -42,11 +47,13 @@ def split_list(value) -> list:
 
 
 def parse_models(text: str) -> list[str]:
-    if text.strip().lower() == "all":
-        return list(ALL_MODELS)
+    """``--models=``: a set's name (``properties/model_sets.yaml``) or a comma-separated list."""
+    sets = model_sets()
+    if text.strip() in sets:
+        return list(sets[text.strip()])
     models = [m.strip() for m in text.split(",") if m.strip()]
     if not models:
-        raise CellError("--models needs 'all' or a comma-separated list, e.g. MMa4CTR,DIN")
+        raise CellError(f"--models needs a set ({', '.join(sets)}) or a comma-separated list, e.g. MMa4CTR,DIN")
     if len(set(models)) != len(models):
         raise CellError(f"--models names a model twice: {text!r}")
     return models

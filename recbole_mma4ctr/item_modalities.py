@@ -65,7 +65,7 @@ class ModalityFeatures:
         self.fused_modalities = fusion_modalities(self.fusion)
         self.profile_length = int(setting(config, "profile_length", MODEL_YAML))
         self.modality_matrices, self.items_without_features = self._load_modalities()
-        self.item_matrix = self._fuse_items()
+        self.item_matrix = self.fuse_items(self.modality_matrices)
 
     def _checked_profile_source(self, config) -> str:
         """``profile_source``: ``train`` (honest) or ``all`` (the authors' leaky choice)."""
@@ -111,8 +111,10 @@ class ModalityFeatures:
             self.logger.warning(f"{without} of {self.item_num - 1} items have no modality vectors; they get zeros")
         return aligned, without
 
-    def _fuse_items(self) -> np.ndarray:
-        parts = {name: self.modality_matrices[name][1:] for name in self.fused_modalities}
+    def fuse_items(self, matrices: dict[str, np.ndarray]) -> np.ndarray:
+        """The fused item matrix (row 0, the padding item, zeros) of per-modality matrices indexed
+        by internal item id, with this dataset's fusion settings."""
+        parts = {name: matrices[name][1:] for name in self.fused_modalities}
         fused = fuse(parts, self.fusion, max_dim=int(setting(self.config, "fusion_max_dim", MODEL_YAML)),
                      seed=int(setting(self.config, "seed")),
                      modality_max_dim=setting(self.config, "fusion_modality_max_dim", MODEL_YAML))

@@ -291,7 +291,7 @@ class Registry:
                 raise unknown(str(key), study_keys, f"{path}, line {lines[(str(key),)]}",
                               f"a study file holds {', '.join(study_keys)}", what="study key")
         points = study.get("points") or {}
-        if not points:
+        if not points and study["parameter"] != "model":     # a study over models (missing_modality) varies no setting
             self.check_key(str(study["parameter"]), f"{path}, line {lines[('parameter',)]}")
         groups = [(("settings",), study.get("settings") or {})]
         groups += [(("points", str(label)), settings or {}) for label, settings in points.items()]

@@ -5,7 +5,8 @@ change whenever the result could. It is a hash of three things (``cell_identity`
 
 - the effective configuration: RecBole's final config dict as the project builds it for the cell
   (properties files, protocol, the user's config files, ``--key=value`` settings, the epoch
-  marks), every key of it except ``PLUMBING``, plus the model as named (``DIN+mm``) and the marks;
+  marks), every key of it except ``PLUMBING``, plus the model as named (``DIN+mm``), the marks
+  and a missing-modality evaluation the cell asks for (``robustness``);
 - the data: the sha256 of every file the run reads (``prepare.sources.data_digests``), by name,
   for generated, converted and bring-your-own data alike;
 - the code version: a hash of the package's own source and properties files.
@@ -90,5 +91,7 @@ def cell_identity(cell: dict, config, data_digests: dict) -> dict:
     ``code`` (the code version). ``config`` is the cell's effective config (``cells.cell_config``)."""
     code = code_version()
     payload = json.dumps({"model": cell["model"], "marks": cell.get("marks"), "config": identity_settings(config),
-                          "data": data_digests, "code": code}, sort_keys=True, default=str)
+                          "data": data_digests, "code": code,
+                          **({"robustness": cell["robustness"]} if cell.get("robustness") else {})},
+                         sort_keys=True, default=str)
     return {"key": hashlib.sha256(payload.encode()).hexdigest()[:20], "data": dict(data_digests), "code": code}

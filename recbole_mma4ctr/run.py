@@ -35,6 +35,7 @@ from .multitask import action_predictions, action_results
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
 from .batches import permutation_train_batches
 from .cells import cell_config
+from .robustness import evaluate_missing_modality
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
@@ -70,6 +71,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     config = cell_config(cell)      # the marks' epochs and no early stop included
     as_built = dict(config.final_config_dict)   # the identity's config, before the run derives values in it
     plateau = _plateau_settings(config, marks)
+    scored = _test_after_training(config, marks, cell)
     apply_torch_threads(config["torch_threads"])
     init_seed(config["seed"], config["reproducibility"])
     log_path = _init_log(config, run_id)
@@ -121,14 +123,17 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
                                                show_progress=config["show_progress"], callback_fn=after_epoch)
     fit_seconds = time() - begun
     begun = time()
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"]) \
+        if scored else {}
     test_seconds = time() - begun
-    tested_at = now_iso()
-    predictions = _predictions(trainer, model, test_data, config, train_data._dataset)
+    tested_at = now_iso() if scored else None
+    predictions = _predictions(trainer, model, test_data, config, train_data._dataset) if scored else None
     by_action = {}
     if predictions is not None and hasattr(model, "predict_actions"):    # a multi-task model (multitask.py)
         predictions.update(action_predictions(model, test_data, config["device"]))
         by_action = action_results(predictions, model.actions, (cell.get("extra") or {}).get("challenge"))
+    robustness = evaluate_missing_modality(trainer, test_data, train_data._dataset, cell["robustness"],
+                                           plain(test_result)) if cell.get("robustness") else None
 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
@@ -136,8 +141,9 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "protocol": _protocol_of(config, cell.get("protocol")), "split": _split_of(config),
         "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
-        "test_evaluated": "once, after training, with the best-validation weights"
-                          + ("; and after every epoch for the epoch marks (never used to select)" if marks else ""),
+        "test_evaluated": ("once, after training, with the best-validation weights"
+                           + ("; and after every epoch for the epoch marks (never used to select)" if marks else ""))
+                          if scored else "never (test_after_training: false, as in a tuned comparison's trials)",
         "test_evaluated_at": tested_at, "test_rows": scored_rows_digest(predictions),
         "train_to": config["train_to"], "steps": int(trainer.steps), "steps_per_epoch": len(train_data),
         "train_batch_size": int(config["train_batch_size"]), "step_budget": int(config["step_budget"]),
@@ -155,9 +161,22 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "split_sizes": {"train": len(train_data._dataset), "valid": len(valid_data._dataset), "test": len(test_data._dataset)},
         "checkpoint": trainer.saved_model_file, "log": log_path,
         "config": plain(dict(config.final_config_dict)), "versions": versions(), **(cell.get("extra") or {}),
+        **({"robustness": robustness} if robustness else {}),
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return record, predictions
+
+
+def _test_after_training(config, marks, cell: dict) -> bool:
+    """``test_after_training`` (false: the run never scores the test split, as the trials of a
+    tuned comparison); refused with epoch marks or a missing-modality evaluation, which test."""
+    scored = config["test_after_training"]
+    if not isinstance(scored, bool):
+        raise UsageError(f"test_after_training must be true or false, got {scored!r}")
+    if not scored and (marks or cell.get("robustness")):
+        raise UsageError("test_after_training: false scores no test split, but --marks (and a missing_modality "
+                         "study) test the model: give one of them")
+    return scored
 
 
 def _plateau_settings(config, marks) -> dict | None:

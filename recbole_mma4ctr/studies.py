@@ -5,7 +5,10 @@
 A study (``properties/studies/<name>.yaml``, or a path to such a file) is a grid over one
 setting; every grid point trains max(marks) epochs and tests after every epoch. Studies: ``epochs`` (4.x.1), ``learning_rate`` (4.x.2), ``batch_size`` (4.x.3),
 ``fusion`` (5.x.1-5.x.4, eleven variants), ``profile_length`` (5.x.5), ``lr_schedule`` (5.x.6,
-validation interrupt and learning-rate halving with and without).
+validation interrupt and learning-rate halving with and without); and ``missing_modality``
+(not the paper's: ``parameter: model``, ``--models=`` chooses them; each trained model is scored
+again with a modality's vectors replaced, as its ``evaluate:`` block says: ``robustness.py``,
+table and plot by ``robustness_table.py``).
 
 Every grid point is a cell (``run.run_cell``) scheduled by ``engine.py`` like comparison cells
 (``--cpus_per_run``, ``--gpus_per_run``, ``--ray_address``, ``--max_failures``, ``--ray_tmp``).
@@ -24,7 +27,8 @@ A study file holds: ``title``, ``paper_section``, ``model``, ``parameter``, ``gr
 ``settings`` (fixed for every point), optional ``points`` (named points: label -> settings, as
 ``lr_schedule`` uses), ``xscale`` (``log``, ``linear`` or ``category``, for the plot),
 ``paper_columns`` and ``paper`` (the paper's test AUCs on the real data, per dataset and grid
-value, shown next to ours for reference).
+value, shown next to ours for reference), and optional ``evaluate`` (the missing-modality
+evaluation every point runs after training, ``robustness.py``).
 
 Output, in ``<results_dir>/study-<name>-<model>-<dataset>/``: one result record (and test predictions)
 per grid point, ``study.md`` / ``study.csv`` / ``study.json`` (rows = the setting's values,
@@ -40,13 +44,15 @@ import time
 from pathlib import Path
 
 from .defaults import command_options, properties_dir
+from .robustness import check_reads_modalities
+from .robustness_table import write_robustness
 from .run import Outcome
 from .tune import TuneError, markdown, say
 
 REQUIRED = ("parameter", "grid")
 # what a study file may hold (the module docstring says what each is)
 STUDY_KEYS = ("title", "paper_section", "model", "parameter", "grid", "marks", "settings", "points", "xscale",
-              "paper_columns", "paper")
+              "paper_columns", "paper", "evaluate")
 
 
 def available_studies() -> list[str]:
@@ -130,7 +136,7 @@ def _marks(text) -> list[int]:
 
 def point_settings(study: dict, value) -> dict:
     """The RecBole settings one grid point adds to the study's fixed settings."""
-    if study["parameter"] == "epochs":
+    if study["parameter"] in ("epochs", "model"):
         return {}
     points = study.get("points") or {}
     if points:
@@ -157,16 +163,24 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     overrides = dict(overrides or {})
     study = load_study(name)
-    grid, marks = study_plan(study, options.get("grid"), marks)
+    by_model = study["parameter"] == "model"
+    if by_model and options.get("model"):
+        raise TuneError(f"the {study['name']} study varies the model: choose them with --models=A,B")
+    grid, marks = study_plan(study, options.get("models") if by_model else options.get("grid"), marks)
     model = study_model(study, options.get("model"))
     if study["parameter"] not in ("epochs", "lr_schedule") and study["parameter"] in overrides:
         raise TuneError(f"--{study['parameter']} is what the {study['name']} study varies; use --grid= to choose its values")
     engine.check_local_resources(engine_options)
     fixed = {**(study.get("settings") or {}), **overrides}
-    cells = [make_cell(model, dataset, config_files, {**fixed, **point_settings(study, value)}, marks=marks,
-                       kind="study", protocol=protocol, name=label_of(value), prepare=False,
+    cells = [make_cell(value if by_model else model, dataset, config_files, {**fixed, **point_settings(study, value)},
+                       marks=marks, kind="study", protocol=protocol, name=label_of(value), prepare=False,
                        extra={"study": study["name"], "point": label_of(value)}) for value in grid]
-    config, folder, done = engine.prepare_grid(cells, f"study-{study['name']}-{model}-{dataset}")
+    for cell in cells:
+        if study.get("evaluate"):
+            check_reads_modalities(cell["model"], study["name"])
+            cell["robustness"] = dict(study["evaluate"])
+    folder_name = f"study-{study['name']}-{dataset}" if by_model else f"study-{study['name']}-{model}-{dataset}"
+    config, folder, done = engine.prepare_grid(cells, folder_name)
     try:
         return study_in(folder, config, study, cells, grid, done, marks, model, dataset, engine_options)
     finally:
@@ -188,7 +202,10 @@ def study_in(folder: Path, config, study: dict, cells: list[dict], grid: list, d
         done.update(records)
     points = {cell["cell"]: (value, done.get(cell["key"])) for cell, value in zip(cells, grid)}
     rows = study_rows(study, points, marks, dataset)
-    table = write_study(folder, study, rows, marks, model, dataset)
+    if study.get("evaluate"):
+        table = write_robustness(folder, study, [record for _, record in points.values()], dataset)
+    else:
+        table = write_study(folder, study, rows, marks, model, dataset)
     say(table)
     failed = [row["label"] for row in rows if row["status"] != "ok"]
     say(f"[study] {len(points)} run(s), {len(failed)} failed{' ' + str(failed) if failed else ''}; "

@@ -60,8 +60,8 @@ def error_of(capsys, argv) -> tuple[int, str]:
 def test_a_misspelled_setting_on_the_command_line_stops_the_run(no_work, capsys):
     status, err = error_of(capsys, ["--model=MMa4CTR", "--dataset=wechat", "--epochs=1", "--learnig_rate=0.5"])
     assert (status, err) == (2, "error: unknown setting 'learnig_rate' (did you mean learning_rate?)\n")
-    status, err = error_of(capsys, ["--compare", "--models=MMa4CTR,DIN", "--tune_trials=2"])
-    assert status == 2 and err.startswith("error: unknown setting 'tune_trials': no settings file defines it")
+    status, err = error_of(capsys, ["--compare", "--models=MMa4CTR,DIN", "--trial_budget=2"])
+    assert status == 2 and err.startswith("error: unknown setting 'trial_budget': no settings file defines it")
     assert list(no_work.iterdir()) == []
 
 
