@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import typed_value
-from .defaults import SettingError, properties_dir, read_yaml
+from .settings import SettingError, properties_dir, read_yaml
 from .errors import UsageError
 from .record import NAME, new_run_id
 
@@ -66,7 +66,7 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
     check_name("dataset", dataset)
     texts = []
     if protocol:
-        from .challenge import is_challenge
+        from .experiment.challenge import is_challenge
 
         if is_challenge(protocol) and "challenge_action" not in (extra or {}):
             raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "

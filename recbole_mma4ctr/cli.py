@@ -49,7 +49,7 @@ def _is_usage(error: Exception) -> bool:
 
 def _one_line(error: Exception) -> str:
     """The error's own first line for bad input and settings; type and a hint for anything else."""
-    from .defaults import SettingError
+    from .settings import SettingError
     from .errors import InputError
 
     expected = isinstance(error, (InputError, SettingError, FileNotFoundError))
@@ -75,7 +75,7 @@ def _dispatch(argv: list[str]) -> int:
     except ValueError as error:
         raise CellError(str(error)) from None
     if "report" in overrides:
-        from .report_page import write_report
+        from .report.page import write_report
 
         try:
             md_path, html_path = write_report(overrides.pop("report"))
@@ -95,8 +95,8 @@ def _dispatch(argv: list[str]) -> int:
     if modes or "study" in overrides:
         _stop_on_sigterm()
     if "--compare" in modes:
-        from .compare import parse_models, parse_seeds, run_comparison
-        from .engine import pop_options
+        from .experiment.compare import parse_models, parse_seeds, run_comparison
+        from .experiment.engine import pop_options
 
         options = pop_options(overrides)
         models = parse_models(overrides.pop("models", "all"))
@@ -109,11 +109,11 @@ def _dispatch(argv: list[str]) -> int:
             return 1
         return 0
     if "--tune" in modes:
-        from .tune import main as tune_main
+        from .experiment.tune import main as tune_main
 
         return tune_main(overrides.pop("model", "MMa4CTR"), dataset, config_files, overrides, protocol)
     if "study" in overrides:
-        from .studies import main as study_main
+        from .experiment.studies import main as study_main
 
         return study_main(overrides.pop("study"), dataset, config_files, marks, overrides, protocol)
 
@@ -122,7 +122,7 @@ def _dispatch(argv: list[str]) -> int:
 
     parsed_marks = None
     if marks is not None:
-        from .compare import parse_marks
+        from .experiment.compare import parse_marks
 
         parsed_marks = parse_marks(marks)
     record = run_recbole_mma4ctr(model, dataset, config_files, overrides, marks=parsed_marks, protocol=protocol)

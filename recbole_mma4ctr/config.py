@@ -25,7 +25,7 @@ from typing import NamedTuple
 import yaml
 from recbole.config import Config
 
-from .defaults import SettingError, properties_dir
+from .settings import SettingError, properties_dir
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -107,7 +107,7 @@ class MMa4CTRConfig(Config):
 def property_files(model_name: str, dataset: str) -> list:
     """overall.yaml (required) plus the dataset's and the model's files where they exist; for
     ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``."""
-    from .feature_fair import split_name
+    from .model.feature_fair import split_name
 
     folder = properties_dir()
     base, feature_fair = split_name(model_name)
@@ -132,7 +132,7 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
 
 def build_config(model, dataset: str, config_files=None, overrides=None) -> Config:
     """The effective Config for one run. ``model`` is a name (``DIN+mm`` included) or a model class."""
-    from .feature_fair import MARKER, split_name
+    from .model.feature_fair import MARKER, split_name
     from .metrics import register_metrics
 
     register_metrics()

@@ -28,7 +28,7 @@ PLUMBING = frozenset({
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """sha256 (16 hex) over the package's .py files and its properties (clone or wheel alike)."""
-    from .defaults import properties_dir
+    from .settings import properties_dir
 
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()

@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import UsageError
 from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
-from .batches import permutation_train_batches
+from .data.batches import permutation_train_batches
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
@@ -337,7 +337,7 @@ def _by_coldness(predictions: dict | None) -> dict | None:
     """The record's ``test_by_coldness``: test metrics of warm items, cold items and cold users."""
     if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
         return None
-    from .evaluation import by_coldness
+    from .stats import by_coldness
 
     return by_coldness(predictions["score"], predictions["label"], predictions["user"],
                        predictions["warm_item"], predictions["warm_user"])

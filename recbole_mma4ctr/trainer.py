@@ -57,8 +57,8 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import EvaluatorType, early_stopping, set_color, dict2str
 
-from .baselines import scores_are_probabilities, switch_off_anomaly_detection
-from .defaults import setting
+from .model.baselines import scores_are_probabilities, switch_off_anomaly_detection
+from .settings import setting
 from .metrics import UserAwareCollector
 
 

@@ -34,7 +34,7 @@ def check_model(model_name: str) -> str:
     """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so.
 
     ``<Model>+mm`` (``feature_fair.py``) is accepted where the base model embeds item features."""
-    from .feature_fair import check_variant, split_name
+    from .model.feature_fair import check_variant, split_name
 
     base, feature_fair = split_name(model_name)
     if feature_fair:
@@ -58,14 +58,14 @@ def check_model(model_name: str) -> str:
 
 def get_model(model_name: str):
     """The model class; for ``<Model>+mm`` RecBole's ``<Model>`` (the features come with the dataset)."""
-    from .baselines import switch_off_anomaly_detection
-    from .feature_fair import split_name
+    from .model.baselines import switch_off_anomaly_detection
+    from .model.feature_fair import split_name
 
     check_model(model_name)
     base, feature_fair = split_name(model_name)
     model_class = _get_model(base)
     if feature_fair:
-        from .feature_fair import lean_model_class
+        from .model.feature_fair import lean_model_class
 
         model_class = lean_model_class(model_class)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
@@ -75,11 +75,11 @@ def get_model(model_name: str):
 
 def _get_model(model_name: str):
     if model_name == "MMa4CTR":
-        from .model import MMa4CTR
+        from .model.mma4ctr import MMa4CTR
 
         return MMa4CTR
     if model_name == "GCSAN":
-        from .baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
+        from .model.baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
 
         return GCSAN
     import importlib
@@ -107,16 +107,16 @@ def create_dataset(config):
 
 def _create_dataset(config):
     if config["feature_fair"]:
-        from .feature_fair import create_feature_fair_dataset
+        from .model.feature_fair import create_feature_fair_dataset
 
         return create_feature_fair_dataset(config)
     if config["model"] == "MMa4CTR":
-        from .dataset import MMa4CTRDataset
+        from .data.dataset import MMa4CTRDataset
 
         return MMa4CTRDataset(config)
     from recbole.utils import ModelType
 
-    from .baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
+    from .model.baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
 
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and labeled_evaluation(config):
         import recbole.data.dataset as recbole_datasets
@@ -126,7 +126,7 @@ def _create_dataset(config):
             return LabeledSequentialDataset(config)
         if own is recbole_datasets.DIENDataset:
             return LabeledDIENDataset(config)
-    from .paper_split import recbole_dataset  # RecBole's own, with the split rule (split_rule)
+    from .data.paper_split import recbole_dataset  # RecBole's own, with the split rule (split_rule)
 
     return recbole_dataset(config)
 

@@ -79,7 +79,7 @@ def test_a_valid_line_over_the_read_block_is_read(tiny_raw, tiny_atomic, tmp_pat
 
 def test_a_tiktok_uid_beyond_int64_is_named(tmp_path):
     # before: OverflowError: Overflow, no file, line or field
-    from recbole_mma4ctr.prepare.synthetic_tiktok import write_tiktok_raw
+    from recbole_mma4ctr.prepare.synthetic.tiktok import write_tiktok_raw
 
     raw = tmp_path / "raw"
     write_tiktok_raw(raw, scale="tiny", seed=3)
@@ -125,7 +125,7 @@ def test_a_feed_filter_that_drops_every_row_is_named(tiny_raw, tmp_path):
 
 
 def test_tiktok_refuses_an_empty_filter_the_same_way_and_keeps_the_old_output(tmp_path):
-    from recbole_mma4ctr.prepare.synthetic_tiktok import write_tiktok_raw
+    from recbole_mma4ctr.prepare.synthetic.tiktok import write_tiktok_raw
 
     raw = tmp_path / "raw"
     write_tiktok_raw(raw, scale="tiny", seed=3)

@@ -241,7 +241,7 @@ def test_pairwise_models_train_on_every_interaction_with_sampled_negatives(runs)
 def test_vectorised_gcsan_graph_equals_recboles_loop():
     from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 
-    from recbole_mma4ctr.baselines import session_graphs
+    from recbole_mma4ctr.model.baselines import session_graphs
 
     class Device:
         device = "cpu"
@@ -257,7 +257,7 @@ def test_vectorised_gcsan_graph_equals_recboles_loop():
 
 
 def test_user_histories_break_time_ties_by_row_order():
-    from recbole_mma4ctr.baselines import UserHistories
+    from recbole_mma4ctr.model.baselines import UserHistories
 
     users = np.array([1, 2, 1, 1, 2, 1])
     times = np.array([5.0, 1.0, 5.0, 0.0, 1.0, 9.0])

@@ -17,7 +17,7 @@ def prepared(root, tmp_path, **extra):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mma4ctr.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import permutation_train_batches
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.utils import create_dataset
 
@@ -78,7 +78,7 @@ def assert_same_batches(ours, theirs):
 
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_training_batches_are_recboles_stock_batches_epoch_after_epoch(tiny_copy, tmp_path, shuffle):
-    from recbole_mma4ctr.batches import PermutationTrainDataLoader
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
 
     config, (train, _, _) = prepared(tiny_copy, tmp_path, shuffle=shuffle)
     assert type(train) is PermutationTrainDataLoader
@@ -122,7 +122,7 @@ def test_only_the_training_dataloader_changes_and_only_inside_the_context(tiny_c
     import recbole.data.utils as data_utils
     from recbole.data.dataloader import TrainDataLoader
 
-    from recbole_mma4ctr.batches import PermutationTrainDataLoader
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
 
     before = data_utils.get_dataloader
     _, (train, valid, test) = prepared(tiny_copy, tmp_path)
@@ -132,7 +132,7 @@ def test_only_the_training_dataloader_changes_and_only_inside_the_context(tiny_c
 
 
 def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():
-    from recbole_mma4ctr.batches import row_index
+    from recbole_mma4ctr.data.batches import row_index
 
     assert torch.equal(row_index(np.array([3, 1], dtype=np.int32)), torch.tensor([3, 1]))
     assert torch.equal(row_index([2, 0]), torch.tensor([2, 0]))
@@ -143,7 +143,7 @@ def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():
 
 
 def test_leave_one_out_rows_do_not_depend_on_the_chunk_size(tiny_copy, tmp_path, monkeypatch):
-    import recbole_mma4ctr.batches as batches
+    import recbole_mma4ctr.data.batches as batches
 
     _, (train, _, _) = prepared(tiny_copy, tmp_path)
     dataset = train._dataset

@@ -19,7 +19,7 @@ ROUND1 = {"read_comment": 4, "like": 3, "click_avatar": 2, "forward": 1}
 
 # ---- the formulas, by hand --------------------------------------------------------------------------
 def test_uauc_is_the_plain_mean_over_users_with_both_classes_and_counts_the_dropped():
-    from recbole_mma4ctr.evaluation import uauc_users
+    from recbole_mma4ctr.stats import uauc_users
 
     users = ["a", "a", "a", "b", "b", "c", "c", "d", "d", "d", "e", "e"]
     labels = [1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0]
@@ -33,7 +33,7 @@ def test_uauc_is_the_plain_mean_over_users_with_both_classes_and_counts_the_drop
 
 
 def test_weighted_scores_of_both_challenges():
-    from recbole_mma4ctr.evaluation import challenge_score
+    from recbole_mma4ctr.stats import challenge_score
 
     round1 = {"read_comment": .7, "like": .6, "click_avatar": .5, "forward": .8}
     # (4 * .7 + 3 * .6 + 2 * .5 + 1 * .8) / 10 = (2.8 + 1.8 + 1.0 + .8) / 10 = .64
@@ -50,7 +50,7 @@ def test_weighted_scores_of_both_challenges():
 
 
 def test_the_protocol_file_holds_the_official_rounds_and_weights():
-    from recbole_mma4ctr.challenge import ChallengeError, protocol_settings, task_of
+    from recbole_mma4ctr.experiment.challenge import ChallengeError, protocol_settings, task_of
 
     layers = protocol_settings("challenge")
     one = task_of("wechat", layers)
@@ -100,7 +100,7 @@ def wechat_outcomes(folder, model="M"):
 
 
 def test_the_comparison_carries_the_score_of_hand_computed_records(tmp_path):
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
 
     outcomes = wechat_outcomes(tmp_path)
     write_comparison(tmp_path, outcomes, [], "challenge")
@@ -125,7 +125,7 @@ def test_the_comparison_carries_the_score_of_hand_computed_records(tmp_path):
 
 
 def test_icme_score_uses_the_global_auc(tmp_path):
-    from recbole_mma4ctr.challenge import score_outcomes
+    from recbole_mma4ctr.experiment.challenge import score_outcomes
 
     task = {"dataset": "tiktok", "round": 1, "metric": "auc", "weights": {"finish": 0.7, "like": 0.3}}
     users = ["a", "a", "b", "b"]
@@ -143,7 +143,7 @@ def test_icme_score_uses_the_global_auc(tmp_path):
 
 
 def test_seeds_and_pairs_group_per_action(tmp_path):
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
 
     task = {"dataset": "tiktok", "round": 1, "metric": "auc", "weights": {"finish": 0.7, "like": 0.3}}
     rng = np.random.default_rng(0)
@@ -168,7 +168,7 @@ def test_seeds_and_pairs_group_per_action(tmp_path):
 
 # ---- the day split ----------------------------------------------------------------------------------
 def test_day_cut_points_by_hand():
-    from recbole_mma4ctr.paper_split import day_cut_points, days_of_positions
+    from recbole_mma4ctr.data.paper_split import day_cut_points, days_of_positions
 
     # rows of days 1, 1, 5, 12, 12 | 13 | 14, 14: train ends after row 5, valid after row 6
     assert day_cut_points([1, 1, 5, 12, 12, 13, 14, 14], [12, 13, 14]) == [5, 6]
@@ -226,7 +226,7 @@ def test_day_split_refuses_a_folder_without_days(tiny_atomic, tmp_path):
 
 # ---- the cells ----------------------------------------------------------------------------------------
 def test_plan_cells_makes_one_cell_per_action_with_its_own_label_and_folder():
-    from recbole_mma4ctr.compare import plan_cells
+    from recbole_mma4ctr.experiment.compare import plan_cells
 
     cells = plan_cells(["MMa4CTR", "DIN"], "wechat", [1], "challenge", None, {"min_user_actions": "5"}, [7])
     assert [c["cell"] for c in cells] == [f"{m}-seed7-{a}" for m in ("MMa4CTR", "DIN") for a in ROUND1]
@@ -247,8 +247,8 @@ def test_plan_cells_makes_one_cell_per_action_with_its_own_label_and_folder():
 
 def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
     from recbole_mma4ctr.cells import CellError, make_cell
-    from recbole_mma4ctr.challenge import ChallengeError
-    from recbole_mma4ctr.compare import plan_cells
+    from recbole_mma4ctr.experiment.challenge import ChallengeError
+    from recbole_mma4ctr.experiment.compare import plan_cells
 
     with pytest.raises(ChallengeError, match="--label_action is set per action"):
         plan_cells(["MMa4CTR"], "wechat", [1], "challenge", None, {"label_action": "like"}, None)
@@ -257,7 +257,7 @@ def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
 
 
 def test_prepare_grid_refuses_two_cells_converting_different_data_into_one_folder(tmp_path):
-    from recbole_mma4ctr import engine
+    from recbole_mma4ctr.experiment import engine
     from recbole_mma4ctr.cells import CellError, make_cell
 
     common = run_settings(tmp_path, data_path=tmp_path / "data", synthetic_root=tmp_path / "raw")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_settings
-from recbole_mma4ctr.prepare import synthetic as syn
+from recbole_mma4ctr.prepare.synthetic import wechat as syn
 
 # The stated band around the ~15 % of real WeChat test feeds never seen in training (DATA.md).
 COLD_BAND = (0.11, 0.21)
@@ -96,7 +96,7 @@ def test_content_model_scores_cold_items_an_id_model_cannot(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("seed", [2024, 3])
 def test_tiktok_test_rows_on_cold_items_and_release_respected(tmp_path, seed):
-    from recbole_mma4ctr.prepare import synthetic_tiktok as st
+    from recbole_mma4ctr.prepare.synthetic import tiktok as st
     from recbole_mma4ctr.prepare.tiktok import TRAIN_COLUMNS, TRAIN_FILE
 
     summary = st.write_tiktok_raw(tmp_path, scale="tiny", seed=seed)
@@ -114,7 +114,7 @@ def test_tiktok_test_rows_on_cold_items_and_release_respected(tmp_path, seed):
 
 
 def test_tiktok_without_new_items_few_test_rows_are_cold(tmp_path):
-    from recbole_mma4ctr.prepare import synthetic_tiktok as st
+    from recbole_mma4ctr.prepare.synthetic import tiktok as st
 
     summary = st.write_tiktok_raw(tmp_path, scale="tiny", seed=2024, new_item_share=0.0)
     assert summary["cold_items"]["test_rows_on_items_not_in_train"] < 0.05

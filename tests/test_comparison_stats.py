@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recbole_mma4ctr.evaluation import by_coldness, delong, paired_bootstrap
+from recbole_mma4ctr.stats import by_coldness, delong, paired_bootstrap
 from recbole_mma4ctr.record import SCHEMA, write_record
 
 
@@ -25,7 +25,7 @@ def fake_cell(folder, model, seed, scores, truth, order=None):
 
 
 def test_seeds_and_paired_entries(tmp_path):
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
 
     rng = np.random.default_rng(0)
     n = 4000
@@ -50,7 +50,7 @@ def test_seeds_and_paired_entries(tmp_path):
     summary = json.loads((tmp_path / "comparison.json").read_text())
     assert summary["seeds"] == [7, 2024]
     models = {m["model"]: m for m in summary["models"]}
-    from recbole_mma4ctr.evaluation import weighted_auc
+    from recbole_mma4ctr.stats import weighted_auc
 
     aucs = [weighted_auc(scores[("Weak", s)], labels) for s in (2024, 7)]
     assert models["Weak"]["mean"]["best_auc"] == pytest.approx(np.mean(aucs))
@@ -73,7 +73,7 @@ def test_seeds_and_paired_entries(tmp_path):
 
 
 def test_cells_that_scored_other_rows_are_not_paired(tmp_path):
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
 
     n = 200
     rng = np.random.default_rng(1)

@@ -212,7 +212,7 @@ def test_leave_one_out_with_negative_sampling_is_refused(tiny_copy, tmp_path):
 def test_atomic_files_read_with_the_c_engine_give_recboles_python_engine_frames(tiny_copy, tmp_path):
     """The fast read (``compat.building_dataset``) changes nothing RecBole loads."""
     from recbole_mma4ctr.config import build_config
-    from recbole_mma4ctr.dataset import MMa4CTRDataset
+    from recbole_mma4ctr.data.dataset import MMa4CTRDataset
     from recbole_mma4ctr.compat import _CEnginePandas
     from recbole_mma4ctr.utils import create_dataset
 

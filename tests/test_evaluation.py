@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from recbole_mma4ctr.evaluation import bootstrap_auc_interval, logloss, summarize, weighted_auc
+from recbole_mma4ctr.stats import bootstrap_auc_interval, logloss, summarize, weighted_auc
 
 
 def test_auc_by_hand_with_a_tie():
@@ -90,7 +90,7 @@ def brute_force_delong(a, b, labels):
 
 
 def test_delong_by_hand():
-    from recbole_mma4ctr.evaluation import delong
+    from recbole_mma4ctr.stats import delong
 
     # positives 0.9, 0.8 / negatives 0.3, 0.2 under a (AUC 1); b scores 0.9, 0.2 / 0.8, 0.3 (AUC 1/2).
     # V10_a = [1, 1], V10_b = [1, 0]; V01_a = [1, 1], V01_b = [1/2, 1/2]
@@ -102,7 +102,7 @@ def test_delong_by_hand():
 
 
 def test_delong_matches_brute_force_placements_with_ties():
-    from recbole_mma4ctr.evaluation import delong
+    from recbole_mma4ctr.stats import delong
 
     rng = np.random.default_rng(3)
     labels = rng.random(120) < 0.35
@@ -116,7 +116,7 @@ def test_delong_matches_brute_force_placements_with_ties():
 
 
 def test_delong_identical_scorers_and_too_few_rows():
-    from recbole_mma4ctr.evaluation import delong
+    from recbole_mma4ctr.stats import delong
 
     same = delong([0.1, 0.4, 0.35, 0.8], [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
     assert same["difference"] == 0 and same["p_value"] == 1.0
@@ -124,7 +124,7 @@ def test_delong_identical_scorers_and_too_few_rows():
 
 
 def test_delong_rejects_at_its_level_under_the_null_and_finds_a_real_gap():
-    from recbole_mma4ctr.evaluation import delong
+    from recbole_mma4ctr.stats import delong
 
     rng = np.random.default_rng(4)
     p_null, p_gap = [], []
@@ -142,7 +142,7 @@ def test_delong_rejects_at_its_level_under_the_null_and_finds_a_real_gap():
 # ---- paired bootstrap over users -----------------------------------------------------------
 
 def test_paired_bootstrap_equals_repeating_the_drawn_users_rows():
-    from recbole_mma4ctr.evaluation import paired_bootstrap
+    from recbole_mma4ctr.stats import paired_bootstrap
 
     rng = np.random.default_rng(5)
     users = np.repeat(np.arange(40), 6)
@@ -163,7 +163,7 @@ def test_paired_bootstrap_equals_repeating_the_drawn_users_rows():
 
 
 def test_paired_interval_is_narrower_than_either_models_own_and_agrees_with_delong_for_one_row_users():
-    from recbole_mma4ctr.evaluation import delong, paired_bootstrap
+    from recbole_mma4ctr.stats import delong, paired_bootstrap
 
     rng = np.random.default_rng(6)
     n = 3000
@@ -183,7 +183,7 @@ def test_paired_interval_is_narrower_than_either_models_own_and_agrees_with_delo
 
 
 def test_paired_bootstrap_of_a_model_with_itself_is_zero():
-    from recbole_mma4ctr.evaluation import paired_bootstrap
+    from recbole_mma4ctr.stats import paired_bootstrap
 
     scores = np.array([0.2, 0.7, 0.4, 0.9, 0.1, 0.6])
     result = paired_bootstrap(scores, scores, [0, 1, 0, 1, 0, 1], [1, 1, 2, 2, 3, 3], resamples=50)
@@ -193,7 +193,7 @@ def test_paired_bootstrap_of_a_model_with_itself_is_zero():
 # ---- cold and warm apart -------------------------------------------------------------------
 
 def test_by_coldness_by_hand():
-    from recbole_mma4ctr.evaluation import by_coldness
+    from recbole_mma4ctr.stats import by_coldness
 
     # rows:        0     1     2     3     4     5     6     7
     scores =     [0.9, 0.2, 0.6, 0.4, 0.3, 0.8, 0.7, 0.1]
@@ -218,7 +218,7 @@ def test_by_coldness_by_hand():
 
 
 def test_by_coldness_empty_and_one_class_groups_are_none():
-    from recbole_mma4ctr.evaluation import by_coldness
+    from recbole_mma4ctr.stats import by_coldness
 
     groups = by_coldness([0.3, 0.6, 0.2], [0, 1, 0], [1, 2, 2], [True, True, False], [True, True, True])
     assert groups["cold_users"] == {"rows": 0, "positives": 0, "auc": None, "gauc": None, "uauc": None,

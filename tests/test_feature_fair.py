@@ -103,7 +103,7 @@ def pooled(rule: str, vectors, table):
     from recbole.model.abstract_recommender import ContextRecommender
     from recbole.model.layers import ContextSeqEmbAbstractLayer
 
-    from recbole_mma4ctr.feature_fair import float_seq_pairs
+    from recbole_mma4ctr.model.feature_fair import float_seq_pairs
 
     pairs = torch.from_numpy(float_seq_pairs(np.asarray(vectors, dtype=np.float32), rule))
     context = ContextRecommender.embed_float_seq_fields(SimpleNamespace(float_seq_embedding_table=[table],
@@ -115,7 +115,7 @@ def pooled(rule: str, vectors, table):
 
 
 def test_position_indices_keep_a_vectors_direction_recbole_stock_indices_collapse_it():
-    from recbole_mma4ctr.feature_fair import bucket_count
+    from recbole_mma4ctr.model.feature_fair import bucket_count
 
     torch.manual_seed(0)
     a, b = [0.9, 0.1, 0.8, 0.2], [0.2, 0.8, 0.1, 0.9]     # equal means (0.5), different directions
@@ -231,7 +231,7 @@ def test_short_runs_are_recorded_under_the_name_given_and_compare_side_by_side(d
 
     from recbole_mma4ctr.cells import make_cell
     from recbole_mma4ctr.record import read_record, write_record
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
     from recbole_mma4ctr.resume_key import cell_key
     from recbole_mma4ctr.run import run_cell
 
@@ -285,7 +285,7 @@ def stock_dataset(folder: Path, name: str, columns, numerical=()):
 
 
 def test_item_float_seq_writes_the_modality_vectors_stock_recbole_reads(tiny_raw, tmp_path):
-    from recbole_mma4ctr.feature_fair import float_seq_pairs
+    from recbole_mma4ctr.model.feature_fair import float_seq_pairs
     from recbole_mma4ctr.prepare.wechat import convert
 
     out = tmp_path / "wechat"
@@ -307,7 +307,8 @@ def test_item_float_seq_writes_the_modality_vectors_stock_recbole_reads(tiny_raw
 
 
 def test_tiktok_item_float_seq(tmp_path):
-    from recbole_mma4ctr.prepare import synthetic_tiktok, tiktok
+    from recbole_mma4ctr.prepare.synthetic import tiktok as synthetic_tiktok
+    from recbole_mma4ctr.prepare import tiktok
 
     raw = tmp_path / "raw"
     synthetic_tiktok.write_tiktok_raw(raw, scale="tiny", seed=3)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import run_settings
-from recbole_mma4ctr.paper_split import positional_cut_points
+from recbole_mma4ctr.data.paper_split import positional_cut_points
 from recbole_mma4ctr.prepare.authors_order import authors_order, last_pair_device, set_order_positions
 
 PAPER_ROWS = {"dedupe": "user_feed_label", "row_order": "authors", "device_choice": "last_pair"}
@@ -130,7 +130,7 @@ def test_paper_split_of_a_hand_made_set_matches_the_authors_rule_for_every_model
 
 def test_a_dataset_recbole_does_not_extend_is_refused_under_the_positional_rule(tiny_atomic, tmp_path):
     from recbole_mma4ctr.config import build_config
-    from recbole_mma4ctr.paper_split import recbole_dataset
+    from recbole_mma4ctr.data.paper_split import recbole_dataset
 
     config = build_config("BPR", "tw", None, run_settings(tmp_path, data_path=tmp_path, split_rule="positional"))
     config["MODEL_TYPE"] = __import__("recbole.utils", fromlist=["ModelType"]).ModelType.KNOWLEDGE
@@ -151,7 +151,7 @@ def held_out_r2(features, target, seed=0):
 def test_the_acoustic_matrix_keeps_the_planted_bgm_signal_and_the_old_recipe_loses_it(tiny_raw, tiny_atomic):
     from recbole_mma4ctr.fusion import minmax_scale, pca_reduce
     from recbole_mma4ctr.prepare import tokens, wechat
-    from recbole_mma4ctr.prepare.synthetic import build_world, make_params
+    from recbole_mma4ctr.prepare.synthetic.wechat import build_world, make_params
 
     out, manifest = tiny_atomic
     world = build_world(make_params("tiny"), 7)  # the tiny_raw fixture's world
@@ -203,7 +203,7 @@ def test_the_textual_modality_is_three_parts_with_their_widths_and_padding_at_th
 
 
 def test_batch_softmax_loss_equals_a_hand_computed_value():
-    from recbole_mma4ctr.model import batch_softmax_loss
+    from recbole_mma4ctr.model.mma4ctr import batch_softmax_loss
 
     logits, label = torch.tensor([0.0, 1.0, -1.0]), torch.tensor([1.0, 0.0, 1.0])
     p = [0.5, 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(1.0))]
@@ -216,7 +216,7 @@ def test_batch_softmax_loss_equals_a_hand_computed_value():
 
 
 def model_config(**extra):
-    from recbole_mma4ctr.defaults import properties_dir, read_yaml
+    from recbole_mma4ctr.settings import properties_dir, read_yaml
 
     return {**read_yaml(properties_dir() / "model" / "MMa4CTR.yaml"), "LABEL_FIELD": "label",
             "device": torch.device("cpu"), **extra}
@@ -230,7 +230,7 @@ def fake_dataset(item_dims):
 
 
 def test_the_model_trains_on_the_batch_softmax_loss_when_asked():
-    from recbole_mma4ctr.model import MMa4CTR, batch_softmax_loss
+    from recbole_mma4ctr.model.mma4ctr import MMa4CTR, batch_softmax_loss
 
     model = MMa4CTR(model_config(loss_type="batch_softmax"), fake_dataset(10))
     batch = {f: torch.rand(6, 22) for f in ("profile_visual", "profile_acoustic", "profile_textual")}
@@ -246,7 +246,7 @@ def test_the_model_trains_on_the_batch_softmax_loss_when_asked():
     (263, [256, 64, 16, 4], 102_041),  # 329 inputs (201-500): 84,480 + 16,448 + 1,040 + 68 + 5
 ])
 def test_released_mlp_widths_and_parameter_counts(item_dims, widths, parameters):
-    from recbole_mma4ctr.model import MMa4CTR
+    from recbole_mma4ctr.model.mma4ctr import MMa4CTR
 
     model = MMa4CTR(model_config(mlp_hidden_size="released"), fake_dataset(item_dims))
     assert model.hidden_sizes == widths
@@ -273,7 +273,7 @@ def test_each_modality_wider_than_the_cap_is_reduced_before_fusion():
 
 def test_the_paper_protocol_file_sets_every_step():
     from recbole_mma4ctr.config import build_config
-    from recbole_mma4ctr.defaults import properties_dir
+    from recbole_mma4ctr.settings import properties_dir
     from recbole_mma4ctr.prepare.sources import converter_settings
 
     protocols = properties_dir() / "protocol"

@@ -66,8 +66,8 @@ def test_no_setting_is_ever_executed_whichever_way_it_comes_in(tmp_path):
 
     from recbole_mma4ctr.cells import make_cell
     from recbole_mma4ctr.config import build_config, parse_overrides
-    from recbole_mma4ctr.studies import load_study, point_settings
-    from recbole_mma4ctr.tune import read_hyper_file
+    from recbole_mma4ctr.experiment.studies import load_study, point_settings
+    from recbole_mma4ctr.experiment.tune import read_hyper_file
 
     flag = tmp_path / "PWNED"
     payload = PAYLOAD.format(flag=flag)

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recbole_mma4ctr.defaults import SettingError, properties_dir, read_yaml
-from recbole_mma4ctr.model import MMa4CTR
+from recbole_mma4ctr.settings import SettingError, properties_dir, read_yaml
+from recbole_mma4ctr.model.mma4ctr import MMa4CTR
 
 
 def fake_dataset(item_dims, profile_length=21, modalities=("visual", "acoustic", "textual")):

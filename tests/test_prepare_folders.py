@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO
 from recbole_mma4ctr.prepare import atomic, sources
-from recbole_mma4ctr.prepare.synthetic import GENERATOR_VERSION, write_wechat_raw
+from recbole_mma4ctr.prepare.synthetic.wechat import GENERATOR_VERSION, write_wechat_raw
 from recbole_mma4ctr.prepare.wechat import convert
 
 ORACLE = "wechat.oracle.npy"
@@ -40,7 +40,7 @@ def real_copy(tiny_raw: Path, folder: Path) -> Path:
 
 
 def test_a_new_conversion_removes_files_its_manifest_does_not_list(tiny_raw, tmp_path):
-    from recbole_mma4ctr.report import oracle_probabilities
+    from recbole_mma4ctr.report.comparison import oracle_probabilities
 
     out = tmp_path / "wechat"
     generated = convert(tiny_raw, out, {"min_user_actions": 0})
@@ -57,7 +57,7 @@ def test_a_new_conversion_removes_files_its_manifest_does_not_list(tiny_raw, tmp
 
 
 def test_readers_trust_only_listed_files(tiny_atomic, tmp_path):
-    from recbole_mma4ctr.report import oracle_probabilities
+    from recbole_mma4ctr.report.comparison import oracle_probabilities
 
     out = tmp_path / "wechat"
     shutil.copytree(tiny_atomic[0], out)
@@ -101,7 +101,7 @@ def test_two_runs_wanting_one_sample_share_it(tiny_raw, tmp_path):
 
 
 def test_two_generations_of_one_folder_never_crash(tiny_raw, tmp_path):
-    code = "import sys; from recbole_mma4ctr.prepare.synthetic import write_wechat_raw; write_wechat_raw(sys.argv[1], 'tiny', 7)"
+    code = "import sys; from recbole_mma4ctr.prepare.synthetic.wechat import write_wechat_raw; write_wechat_raw(sys.argv[1], 'tiny', 7)"
     runs = [child(code, tmp_path / "raw") for _ in range(2)]
     results = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], results
@@ -115,7 +115,7 @@ def test_a_generation_killed_midway_is_not_taken_as_a_sample(tmp_path):
     write_wechat_raw(sample, scale="tiny", seed=7)
     assert sources.synthetic_matches(sample, "tiny", 7)
     # regenerate with another seed and kill it while it writes (a temporary file is there)
-    run = child("import sys; from recbole_mma4ctr.prepare.synthetic import write_wechat_raw; "
+    run = child("import sys; from recbole_mma4ctr.prepare.synthetic.wechat import write_wechat_raw; "
                 "write_wechat_raw(sys.argv[1], 'tiny', 8)", sample)
     deadline = time.time() + 120
     while not any(p.name.startswith(".user_action.csv.") for p in sample.iterdir()):
@@ -196,7 +196,7 @@ def test_a_killed_conversion_leaves_the_old_output_and_no_lasting_temporaries(ti
 @pytest.fixture
 def edited_properties(tmp_path, monkeypatch):
     """A copy of properties/ with wechat.yaml's min_user_actions set to 150, used by every reader."""
-    from recbole_mma4ctr import config, defaults
+    from recbole_mma4ctr import config, settings as defaults
 
     copy = tmp_path / "properties"
     shutil.copytree(defaults.properties_dir(), copy)
@@ -225,7 +225,7 @@ def test_a_yaml_default_change_reaches_the_converter(edited_properties, tiny_raw
 
 
 def test_a_converter_setting_missing_from_the_yaml_is_named(edited_properties, tiny_raw, tmp_path):
-    from recbole_mma4ctr.defaults import SettingError
+    from recbole_mma4ctr.settings import SettingError
 
     yaml_file = edited_properties / "dataset" / "wechat.yaml"
     yaml_file.write_text("\n".join(line for line in yaml_file.read_text().split("\n")

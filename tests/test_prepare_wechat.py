@@ -343,7 +343,7 @@ def topic_gap(matrix, topics):
 
 
 def test_both_recipes_convert_and_tfidf_groups_feeds_by_topic(tiny_raw, tiny_atomic, tmp_path):
-    from recbole_mma4ctr.prepare.synthetic import build_world, make_params
+    from recbole_mma4ctr.prepare.synthetic.wechat import build_world, make_params
 
     paper_dir, paper = tiny_atomic
     tfidf = convert(tiny_raw, tmp_path / "tfidf", {"min_user_actions": 0, "text_recipe": "tfidf"})

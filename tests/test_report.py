@@ -24,7 +24,7 @@ def two_runs(tiny_atomic, tmp_path_factory):
 
 
 def test_report_has_every_promised_figure_and_a_self_contained_html(two_runs):
-    from recbole_mma4ctr.report_page import write_report
+    from recbole_mma4ctr.report.page import write_report
 
     md_path, html_path = write_report(two_runs)
     for figure in ("roc_tw.png", "map_hidden_MMa4CTR.png", "map_input_MMa4CTR.png", "label_rates_tw.png", "counts_tw.png"):
@@ -41,14 +41,14 @@ def test_report_has_every_promised_figure_and_a_self_contained_html(two_runs):
 
 
 def test_report_on_a_folder_without_runs_says_so(tmp_path):
-    from recbole_mma4ctr.report_page import write_report
+    from recbole_mma4ctr.report.page import write_report
 
     md_path, _ = write_report(tmp_path)
     assert "No successful run" in md_path.read_text()
 
 
 def test_report_of_a_missing_folder_is_a_clear_error(tmp_path):
-    from recbole_mma4ctr.report_page import write_report
+    from recbole_mma4ctr.report.page import write_report
 
     with pytest.raises(FileNotFoundError, match="no such results folder"):
         write_report(tmp_path / "nope")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_mma4ctr.prepare import synthetic as syn
+from recbole_mma4ctr.prepare.synthetic import wechat as syn
 
 USER_ACTION_HEADER = (
     "userid,feedid,date_,device,read_comment,comment,like,play,stay,click_avatar,forward,"

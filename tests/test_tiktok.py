@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_settings
-from recbole_mma4ctr.prepare import synthetic_tiktok as st
+from recbole_mma4ctr.prepare.synthetic import tiktok as st
 from recbole_mma4ctr.prepare import tiktok
 from recbole_mma4ctr.prepare.tokens import RawFormatError
 

@@ -33,7 +33,7 @@ def ok(done):
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
 def test_hyper_file_kinds_and_errors(tmp_path):
-    from recbole_mma4ctr.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
+    from recbole_mma4ctr.experiment.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
 
     good = tmp_path / "good.hyper"
     good.write_text("# comment\n\nlearning_rate loguniform -8,0\ntrain_batch_size choice [1024,4096]\n"
@@ -62,7 +62,7 @@ def test_hyper_file_kinds_and_errors(tmp_path):
 
 
 def test_metric_direction():
-    from recbole_mma4ctr.tune import metric_mode
+    from recbole_mma4ctr.experiment.tune import metric_mode
 
     assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
 
@@ -70,7 +70,7 @@ def test_metric_direction():
 def test_search_space_maps_recbole_kinds_to_ray():
     from ray import tune
 
-    from recbole_mma4ctr.tune import Dimension, search_space
+    from recbole_mma4ctr.experiment.tune import Dimension, search_space
 
     space = search_space([Dimension("lr", "loguniform", [-9.2, -4.6], 1), Dimension("b", "choice", [1, 2], 2),
                           Dimension("g", "grid", ["a", "b"], 3), Dimension("q", "quniform", [16, 64, 16], 4)])
@@ -81,7 +81,8 @@ def test_search_space_maps_recbole_kinds_to_ray():
 
 
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
-    from recbole_mma4ctr import cli, engine
+    from recbole_mma4ctr import cli
+    from recbole_mma4ctr.experiment import engine
 
     monkeypatch.setattr(engine, "visible_gpus", lambda: 0)
     hyper = tmp_path / "h.hyper"
@@ -97,7 +98,7 @@ def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeyp
 
 
 def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
-    from recbole_mma4ctr.engine import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
+    from recbole_mma4ctr.experiment.engine import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
 
     deep = tmp_path / ("d" * 60) / "tune-MMa4CTR-wechat"
     deep.mkdir(parents=True)
@@ -111,8 +112,8 @@ def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
 
 
 def test_study_plans_and_cut_downs():
-    from recbole_mma4ctr.studies import available_studies, load_study, point_settings, study_plan
-    from recbole_mma4ctr.tune import TuneError
+    from recbole_mma4ctr.experiment.studies import available_studies, load_study, point_settings, study_plan
+    from recbole_mma4ctr.experiment.tune import TuneError
 
     assert set(available_studies()) >= {"epochs", "learning_rate", "batch_size", "lr_schedule", "fusion", "profile_length"}
     fusion = load_study("fusion")
@@ -131,7 +132,7 @@ def test_study_plans_and_cut_downs():
 
 
 def test_cli_does_not_import_ray():
-    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.tune, recbole_mma4ctr.studies, recbole_mma4ctr.run; "
+    code = ("import sys, recbole_mma4ctr.cli, recbole_mma4ctr.experiment.tune, recbole_mma4ctr.experiment.studies, recbole_mma4ctr.run; "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

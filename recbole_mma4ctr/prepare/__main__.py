@@ -60,7 +60,7 @@ def add_settings(command, dataset: str, names) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..defaults import properties_dir, read_yaml, setting
+    from ..settings import properties_dir, read_yaml, setting
     from . import tiktok, wechat
 
     parser = OneLineParser(prog="python -m recbole_mma4ctr.prepare", description=__doc__.split("\n\n")[0],
@@ -93,12 +93,12 @@ def _run(args) -> dict:
         manifest = converter.convert(args.raw, args.out, settings, force=args.force)
         return {key: manifest[key] for key in SUMMARIES[args.command]}
     if args.dataset == "tiktok":
-        from .synthetic_tiktok import write_tiktok_raw
+        from .synthetic.tiktok import write_tiktok_raw
 
         log(f"generating a {args.scale} TikTok-format sample (seed {args.seed}) in {args.out}")
         summary = write_tiktok_raw(args.out, scale=args.scale, seed=args.seed)
         return {key: summary[key] for key in ("counts", "positive_rate", "oracle_auc")}
-    from .synthetic import write_wechat_raw
+    from .synthetic.wechat import write_wechat_raw
 
     log(f"generating a {args.scale} WeChat-format sample (seed {args.seed}) in {args.out}")
     summary = write_wechat_raw(args.out, scale=args.scale, seed=args.seed)
@@ -106,7 +106,7 @@ def _run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..defaults import SettingError
+    from ..settings import SettingError
 
     try:
         parser = _parser()

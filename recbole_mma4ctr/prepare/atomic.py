@@ -52,7 +52,7 @@ def log(message: str) -> None:
 def dataset_defaults(dataset: str, names) -> dict:
     """The converter settings ``names`` as properties/dataset/<dataset>.yaml sets them: the one
     home of their defaults (the run path reads the same file through RecBole's Config)."""
-    from ..defaults import SettingError, properties_dir, read_yaml
+    from ..settings import SettingError, properties_dir, read_yaml
 
     path = properties_dir() / "dataset" / f"{dataset}.yaml"
     if not path.is_file():

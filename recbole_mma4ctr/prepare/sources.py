@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..defaults import setting
+from ..settings import setting
 from ..errors import MissingInputError
 from . import byo, tiktok, wechat
 from .atomic import folder_lock, log, read_json_or_none
@@ -35,10 +35,10 @@ def converter_settings(config) -> dict:
 def generator(name: str):
     """(the function writing a generated raw sample for ``name``, its generator version)."""
     if name == "tiktok":
-        from .synthetic_tiktok import GENERATOR_VERSION, write_tiktok_raw
+        from .synthetic.tiktok import GENERATOR_VERSION, write_tiktok_raw
 
         return write_tiktok_raw, GENERATOR_VERSION
-    from .synthetic import GENERATOR_VERSION, write_wechat_raw
+    from .synthetic.wechat import GENERATOR_VERSION, write_wechat_raw
 
     return write_wechat_raw, GENERATOR_VERSION
 

@@ -55,9 +55,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .defaults import properties_dir
-from .errors import UsageError
-from .run import say
+from ..settings import properties_dir
+from ..errors import UsageError
+from ..run import say
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -235,7 +235,7 @@ def markdown(rows: list[dict], columns: list[str], headers: list[str] | None = N
 
 
 def write_trial_tables(folder: Path, rows, dimensions, metric: str, mode: str) -> None:
-    from .report import _write_csv, _write_text
+    from ..report.comparison import _write_csv, _write_text
 
     columns = ["trial"] + [d.name for d in dimensions] + [f"best_{metric}", "best_epoch", "epochs_run", "status",
                                                           f"test_{metric}", "seconds", "error"]
@@ -257,10 +257,10 @@ def write_best_config(folder: Path, config, base: dict, best: dict, dimensions, 
     ``--config_files=best.yaml`` alone reproduces the trial."""
     import yaml
 
-    from .cells import layered_settings
-    from .record import plain
-    from .report import _write_text
-    from .resume_key import PLUMBING
+    from ..cells import layered_settings
+    from ..record import plain
+    from ..report.comparison import _write_text
+    from ..resume_key import PLUMBING
 
     settings = {key: plain(value) for key, value in layered_settings(base).items()
                 if key not in PLUMBING and key != "eval_step"}
@@ -285,7 +285,7 @@ def metric_mode(metric: str) -> str:
 def run_tuning(model: str, dataset: str, config_files=None, overrides=None, options=None, protocol=None) -> Path:
     """Tune ``model`` on ``dataset``; returns the results folder (see the module docstring)."""
     from . import engine
-    from .cells import make_cell
+    from ..cells import make_cell
 
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
@@ -340,7 +340,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     if ok:
         best_path = write_best_config(folder, config, base, ok[0], dimensions, metric)
         summary["best_config"] = str(best_path)
-    from .report import _write_text
+    from ..report.comparison import _write_text
 
     _write_text(folder / "trials.json", json.dumps(summary, indent=2, default=str))
     failed = sum(row["status"] == "failed" for row in rows)

@@ -29,7 +29,7 @@ import torch
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 
-from .profiles import label_signs, leave_one_out
+from ..profiles import label_signs, leave_one_out
 
 ROW_CHUNK = 1 << 18  # rows corrected at once: bounds leave_one_out_rows' float64 temporaries
 

@@ -34,7 +34,7 @@ import math
 import time
 from pathlib import Path
 
-from .defaults import properties_dir
+from ..settings import properties_dir
 from .tune import TuneError, markdown, say
 
 STUDY_OPTIONS = ("grid", "model")
@@ -138,7 +138,7 @@ def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=
               protocol=None) -> Path:
     """Run (or resume) one study; returns its results folder."""
     from . import engine
-    from .cells import make_cell
+    from ..cells import make_cell
 
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
@@ -208,7 +208,7 @@ def study_rows(study, points, marks, dataset: str) -> list[dict]:
 def write_study(folder: Path, study, rows, marks, model: str, dataset: str) -> str:
     import json
 
-    from .report import _write_csv, _write_text
+    from ..report.comparison import _write_csv, _write_text
 
     parameter = study["parameter"]
     paper_columns = list(study.get("paper_columns") or [])

@@ -45,7 +45,7 @@ from torch import nn
 from recbole.model.abstract_recommender import AbstractRecommender, ContextRecommender
 from recbole.model.init import xavier_normal_initialization
 
-from .defaults import setting
+from ..settings import setting
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 LOSS_TYPES = ("bce", "batch_softmax")

@@ -132,9 +132,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from .atomic import folder_lock, remove_dead_temporaries, temporary_path
+from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
 
-GENERATOR = "recbole_mma4ctr.prepare.synthetic.write_wechat_raw"
+GENERATOR = "recbole_mma4ctr.prepare.synthetic.wechat.write_wechat_raw"
 GENERATOR_VERSION = "1.3"  # 1.3: feeds released over the window (cold test items); 1.2: hit singers
 
 # The seven actions in user_action.csv column order.

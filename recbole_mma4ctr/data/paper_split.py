@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from recbole.data.dataset import Dataset
 
-from .defaults import setting
+from ..settings import setting
 
 SPLIT_RULES = ("recbole", "positional", "day")
 DAY_SETTINGS = "properties/protocol/challenge.yaml (e.g. split_days: [12, 13, 14])"

@@ -29,11 +29,11 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
-from .defaults import setting
-from .errors import InputError, MissingInputError, UsageError
-from .fusion import fuse, fusion_modalities
-from .prepare.byo import check_modality_archive, coverage_problem
-from .profiles import FittedProfiles, fit_user_profiles
+from ..settings import setting
+from ..errors import InputError, MissingInputError, UsageError
+from ..fusion import fuse, fusion_modalities
+from ..prepare.byo import check_modality_archive, coverage_problem
+from ..profiles import FittedProfiles, fit_user_profiles
 
 ITEM_FIELD = "item_mm"
 MODEL_YAML = "properties/model/MMa4CTR.yaml"

@@ -28,8 +28,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .cells import CellError, layered_settings, make_cell
-from .run import say
+from ..cells import CellError, layered_settings, make_cell
+from ..run import say
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 DEFAULT_MARKS = [10, 20, 30, 50]
@@ -107,7 +107,7 @@ def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", c
                    seeds=None, options=None) -> tuple[Path, list[str]]:
     """Run every cell not finished earlier, then write the tables; returns (folder, failed cells)."""
     from . import engine
-    from .report import write_comparison
+    from ..report.comparison import write_comparison
 
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TASKS_KEY = "challenge_tasks"
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
@@ -54,8 +54,8 @@ def protocol_settings(protocol: str | None) -> dict:
     """The protocol file's settings; {} without a protocol."""
     if not protocol:
         return {}
-    from .cells import protocol_file
-    from .defaults import read_yaml
+    from ..cells import protocol_file
+    from ..settings import read_yaml
 
     return read_yaml(protocol_file(protocol))
 
@@ -67,7 +67,7 @@ def is_challenge(protocol: str | None) -> bool:
 
 def task_of(dataset: str, layers: dict, source: str = "properties/protocol/challenge.yaml") -> Task:
     """The task of ``dataset`` from merged settings (protocol file, then the user's layers)."""
-    from .config import typed_value
+    from ..config import typed_value
 
     tasks = layers.get(TASKS_KEY) or {}
     if dataset not in tasks:
@@ -92,9 +92,9 @@ def task_of(dataset: str, layers: dict, source: str = "properties/protocol/chall
 
 def _user_layers(config_files, settings: dict) -> tuple[dict, dict]:
     """(the user's config files merged, the command-line settings typed): the layers above the protocol."""
-    from .cells import read_config_texts
-    from .config import typed_value
-    from .defaults import read_yaml
+    from ..cells import read_config_texts
+    from ..config import typed_value
+    from ..settings import read_yaml
 
     files = {}
     for name, _ in read_config_texts(config_files):
@@ -130,7 +130,7 @@ def action_metric(metric: str, predictions: dict) -> dict:
     """One action's entry from its test predictions: the metric, rows, positives and (uAUC) users."""
     import numpy as np
 
-    from .evaluation import uauc_users, weighted_auc
+    from ..stats import uauc_users, weighted_auc
 
     scores, labels, users = predictions["score"], predictions["label"], predictions["user"]
     entry = {"rows": int(len(scores)), "positives": int((np.asarray(labels) > 0.5).sum())}
@@ -149,8 +149,8 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
     entry (or its status) and the score; None when no cell is a challenge cell. ``oracle``
     (record, predictions) -> true probabilities or None adds an ``oracle`` entry: the score of
     the generator's true probabilities, where every action's data has them."""
-    from .evaluation import challenge_score
-    from .record import read_predictions
+    from ..stats import challenge_score
+    from ..record import read_predictions
 
     cells = [(cell, record) for cell, record in outcomes if (cell.get("extra") or {}).get("challenge_action")]
     if not cells:

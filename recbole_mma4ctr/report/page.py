@@ -18,8 +18,8 @@ from pathlib import Path
 
 
 from . import figures
-from .evaluation import weighted_auc
-from .record import read_predictions, records_in
+from ..stats import weighted_auc
+from ..record import read_predictions, records_in
 
 SPLIT = (0.8, 0.1, 0.1)
 

@@ -110,12 +110,12 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .atomic import folder_lock, remove_dead_temporaries, temporary_path
-from .synthetic import _allocate, _rng, _sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
-from .tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
+from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
+from .wechat import _allocate, _rng, _sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
+from ..tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
 
-GENERATOR = "recbole_mma4ctr.prepare.synthetic_tiktok.write_tiktok_raw"
+GENERATOR = "recbole_mma4ctr.prepare.synthetic.tiktok.write_tiktok_raw"
 GENERATOR_VERSION = "2"  # 2: items released over the window (cold test items)
 LABELS: Tuple[str, ...] = ("finish", "like")
 # DATA.md: negatives per positive of each label in the real final_track1_train.txt.

@@ -53,11 +53,11 @@ import torch
 from recbole.utils import FeatureSource
 
 from .baselines import LabeledDIENDataset, LabeledSequentialDataset
-from .defaults import setting
-from .errors import UsageError
-from .fusion import fusion_modalities
-from .item_modalities import ITEM_FIELD, MODEL_YAML, ModalityFeatures, profile_field
-from .paper_split import PositionalSplitDataset
+from ..settings import setting
+from ..errors import UsageError
+from ..fusion import fusion_modalities
+from ..data.item_modalities import ITEM_FIELD, MODEL_YAML, ModalityFeatures, profile_field
+from ..data.paper_split import PositionalSplitDataset
 
 MM_SUFFIX = "+mm"
 SETTINGS_FILE = "properties/feature_fair.yaml"
