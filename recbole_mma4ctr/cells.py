@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import typed_value
-from .settings import SettingError, properties_dir, read_yaml
-from .errors import UsageError
+from .settings import properties_dir, read_yaml
+from .errors import CellError, SettingError
 from .record import NAME, new_run_id
 
-
-class CellError(UsageError):
-    """A usage error in what a cell asks for (unknown model, bad name, missing file)."""
+TASKS_KEY = "challenge_tasks"   # a protocol file naming challenge tasks is a challenge protocol
 
 
 def check_name(kind: str, value) -> str:
@@ -37,6 +35,18 @@ def protocol_file(protocol: str) -> Path:
     if not path.is_file():
         raise CellError(f"--protocol={protocol!r}: no such protocol; protocols: {', '.join(protocols()) or 'none'}")
     return path
+
+
+def protocol_settings(protocol: str | None) -> dict:
+    """The protocol file's settings; {} without a protocol."""
+    if not protocol:
+        return {}
+    return read_yaml(protocol_file(protocol))
+
+
+def is_challenge(protocol: str | None) -> bool:
+    """A protocol is a challenge protocol when its file names challenge tasks."""
+    return TASKS_KEY in protocol_settings(protocol)
 
 
 def read_config_texts(config_files) -> list[tuple[str, str]]:
@@ -66,8 +76,6 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
     check_name("dataset", dataset)
     texts = []
     if protocol:
-        from .experiment.challenge import is_challenge
-
         if is_challenge(protocol) and "challenge_action" not in (extra or {}):
             raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "
                             f"--compare (a single run, tune or study takes --label_action=... instead)")

@@ -49,7 +49,7 @@ def _is_usage(error: Exception) -> bool:
 
 def _one_line(error: Exception) -> str:
     """The error's own first line for bad input and settings; type and a hint for anything else."""
-    from .settings import SettingError
+    from .errors import SettingError
     from .errors import InputError
 
     expected = isinstance(error, (InputError, SettingError, FileNotFoundError))
@@ -67,7 +67,8 @@ def _stop_on_sigterm() -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
-    from .cells import CellError, check_name
+    from .cells import check_name
+    from .errors import CellError
 
     modes = {arg for arg in argv if arg in MODES}
     try:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import yaml
 from recbole.config import Config
 
-from .settings import SettingError, properties_dir
+from .settings import properties_dir
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -155,4 +155,4 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
     return MMa4CTRConfig(model=model, dataset=dataset, config_file_list=files, config_dict=values)
 
 
-__all__ = ["FEATURE_KEYS", "KeysOf", "MMa4CTRConfig", "SettingError", "build_config", "parse_overrides", "property_files", "typed_value"]
+__all__ = ["FEATURE_KEYS", "KeysOf", "MMa4CTRConfig", "build_config", "parse_overrides", "property_files", "typed_value"]

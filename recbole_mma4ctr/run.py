@@ -52,7 +52,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
 
     from .config import build_config
     from .prepare.sources import ensure_dataset, prepared_manifest
-    from .resume_key import cell_key
+    from .resume_key import cell_key, code_version
 
     run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
@@ -146,7 +146,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "features": _feature_summary(dataset), "data": _data_summary(manifest),
         "split_sizes": {"train": len(train_data._dataset), "valid": len(valid_data._dataset), "test": len(test_data._dataset)},
         "checkpoint": trainer.saved_model_file, "log": log_path,
-        "config": plain(dict(config.final_config_dict)), "versions": versions(), **(cell.get("extra") or {}),
+        "config": plain(dict(config.final_config_dict)), "versions": versions(code_version()), **(cell.get("extra") or {}),
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return record, predictions

@@ -11,15 +11,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import SettingError
+
 _HERE = Path(__file__).resolve().parent
 MISSING = object()
-
-
-class SettingError(KeyError):
-    """A setting the code needs is in no properties file (or the folder itself is missing)."""
-
-    def __str__(self):  # KeyError quotes its message; this one is a sentence
-        return str(self.args[0])
 
 
 @lru_cache(maxsize=1)

@@ -132,7 +132,7 @@ def test_a_yaml_default_change_reaches_the_trainer(tiny_atomic, tmp_path, monkey
 
 
 def test_a_setting_missing_from_every_file_is_an_error_naming_it(tiny_atomic, tmp_path, monkeypatch):
-    from recbole_mma4ctr.settings import SettingError
+    from recbole_mma4ctr.errors import SettingError
 
     def edit(folder):
         replace_line(folder / "overall.yaml", "valid_interrupt_max_retries: 3\n", "")

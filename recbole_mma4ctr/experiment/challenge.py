@@ -24,15 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..cells import TASKS_KEY, protocol_settings
+from ..errors import ChallengeError
 
-TASKS_KEY = "challenge_tasks"
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
 METRICS = ("uauc", "auc")
-
-
-class ChallengeError(UsageError):
-    """A challenge protocol asked for something it can not do (no such round, no task, a label set by hand)."""
 
 
 @dataclass(frozen=True)
@@ -48,21 +44,6 @@ class Task:
     def describe(self) -> dict:
         """Plain data for cells and records (``record['challenge']``)."""
         return {"dataset": self.dataset, "round": self.round, "metric": self.metric, "weights": dict(self.weights)}
-
-
-def protocol_settings(protocol: str | None) -> dict:
-    """The protocol file's settings; {} without a protocol."""
-    if not protocol:
-        return {}
-    from ..cells import protocol_file
-    from ..settings import read_yaml
-
-    return read_yaml(protocol_file(protocol))
-
-
-def is_challenge(protocol: str | None) -> bool:
-    """A protocol is a challenge protocol when its file names challenge tasks."""
-    return TASKS_KEY in protocol_settings(protocol)
 
 
 def task_of(dataset: str, layers: dict, source: str = "properties/protocol/challenge.yaml") -> Task:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..cells import CellError, layered_settings, make_cell
+from ..cells import is_challenge, layered_settings, make_cell
+from ..errors import CellError
 from ..run import say
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
@@ -88,7 +89,7 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
     ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
     from . import challenge
 
-    per_action = challenge.is_challenge(protocol)
+    per_action = is_challenge(protocol)
     cells = []
     for model in models:
         for seed in seeds or [None]:

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cells import CellError
+from ..errors import CellError
 from ..run import say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on

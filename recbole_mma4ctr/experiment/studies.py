@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 from ..settings import properties_dir
-from .tune import TuneError, markdown, say
+from .tune import markdown, say
+from ..errors import TuneError
 
 STUDY_OPTIONS = ("grid", "model")
 REQUIRED = ("parameter", "grid")

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import properties_dir
-from ..errors import UsageError
+from ..errors import TuneError
 from ..run import say
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
@@ -69,10 +69,6 @@ UNTUNABLE = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_sc
              "min_user_actions", "min_user_interactions", "pca_variance", "token_maxlen", "visual_dim", "acoustic_dim",
              "textual_dim", "chunk_rows", "epochs"}
 TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduction_factor": "2", "params_file": None}
-
-
-class TuneError(UsageError):
-    """A usage error reported as ``error: ...`` with exit status 2."""
 
 
 # ---- the search space ----------------------------------------------------------------------------

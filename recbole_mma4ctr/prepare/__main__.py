@@ -106,7 +106,7 @@ def _run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..settings import SettingError
+    from ..errors import SettingError
 
     try:
         parser = _parser()

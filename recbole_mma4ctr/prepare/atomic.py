@@ -52,7 +52,8 @@ def log(message: str) -> None:
 def dataset_defaults(dataset: str, names) -> dict:
     """The converter settings ``names`` as properties/dataset/<dataset>.yaml sets them: the one
     home of their defaults (the run path reads the same file through RecBole's Config)."""
-    from ..settings import SettingError, properties_dir, read_yaml
+    from ..settings import properties_dir, read_yaml
+    from ..errors import SettingError
 
     path = properties_dir() / "dataset" / f"{dataset}.yaml"
     if not path.is_file():

@@ -68,7 +68,7 @@ from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, 
                      item_float_seq, log, read_json_or_none, read_manifest, require)
 from .rawtext import decode_line
 from ..errors import InputError, MissingInputError
-from .tokens import RawFormatError
+from ..errors import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
 TRAIN_COLUMNS = ("uid", "user_city", "item_id", "author_id", "item_city", "channel", "finish", "like",

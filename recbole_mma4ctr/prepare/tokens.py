@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-
-
-class RawFormatError(InputError):
-    """A raw input value that cannot be parsed; the message names file, line and field."""
+from ..errors import RawFormatError
 
 
 def _fail(file_name: str, row: int, field: str, value: str, why: str) -> RawFormatError:

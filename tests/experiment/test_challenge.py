@@ -50,7 +50,9 @@ def test_weighted_scores_of_both_challenges():
 
 
 def test_the_protocol_file_holds_the_official_rounds_and_weights():
-    from recbole_mma4ctr.experiment.challenge import ChallengeError, protocol_settings, task_of
+    from recbole_mma4ctr.cells import protocol_settings
+    from recbole_mma4ctr.experiment.challenge import task_of
+    from recbole_mma4ctr.errors import ChallengeError
 
     layers = protocol_settings("challenge")
     one = task_of("wechat", layers)
@@ -246,8 +248,9 @@ def test_plan_cells_makes_one_cell_per_action_with_its_own_label_and_folder():
 
 
 def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
-    from recbole_mma4ctr.cells import CellError, make_cell
-    from recbole_mma4ctr.experiment.challenge import ChallengeError
+    from recbole_mma4ctr.cells import make_cell
+    from recbole_mma4ctr.errors import CellError
+    from recbole_mma4ctr.errors import ChallengeError
     from recbole_mma4ctr.experiment.compare import plan_cells
 
     with pytest.raises(ChallengeError, match="--label_action is set per action"):
@@ -258,7 +261,8 @@ def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
 
 def test_prepare_grid_refuses_two_cells_converting_different_data_into_one_folder(tmp_path):
     from recbole_mma4ctr.experiment import engine
-    from recbole_mma4ctr.cells import CellError, make_cell
+    from recbole_mma4ctr.cells import make_cell
+    from recbole_mma4ctr.errors import CellError
 
     common = run_settings(tmp_path, data_path=tmp_path / "data", synthetic_root=tmp_path / "raw")
     cells = [make_cell("DeepFM", "wechat", settings={**common, "label_action": action}, name=f"DeepFM-{action}")

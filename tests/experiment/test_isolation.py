@@ -113,7 +113,8 @@ def test_values_are_typed_as_recbole_types_them_without_eval():
 
 
 def test_records_refuse_path_like_names_and_readers_skip_them(tmp_path):
-    from recbole_mma4ctr.record import RecordError, failure_record, records_in, write_record
+    from recbole_mma4ctr.record import failure_record, records_in, write_record
+    from recbole_mma4ctr.errors import RecordError
 
     base = {"model": "MMa4CTR", "dataset": "wechat", "kind": "run", "key": "k"}
     write_record(failure_record(base, "boom"), tmp_path)

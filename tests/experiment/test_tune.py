@@ -33,7 +33,8 @@ def ok(done):
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
 def test_hyper_file_kinds_and_errors(tmp_path):
-    from recbole_mma4ctr.experiment.tune import TuneError, integer_dimensions, read_hyper_file, trial_value
+    from recbole_mma4ctr.experiment.tune import integer_dimensions, read_hyper_file, trial_value
+    from recbole_mma4ctr.errors import TuneError
 
     good = tmp_path / "good.hyper"
     good.write_text("# comment\n\nlearning_rate loguniform -8,0\ntrain_batch_size choice [1024,4096]\n"
@@ -113,7 +114,7 @@ def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
 
 def test_study_plans_and_cut_downs():
     from recbole_mma4ctr.experiment.studies import available_studies, load_study, point_settings, study_plan
-    from recbole_mma4ctr.experiment.tune import TuneError
+    from recbole_mma4ctr.errors import TuneError
 
     assert set(available_studies()) >= {"epochs", "learning_rate", "batch_size", "lr_schedule", "fusion", "profile_length"}
     fusion = load_study("fusion")

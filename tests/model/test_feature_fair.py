@@ -74,7 +74,8 @@ def test_a_plus_mm_name_of_a_feature_model_is_accepted(name):
                                        ("MMa4CTR+mm", "already reads the multimodal features"),
                                        ("Nope+mm", "unknown model 'Nope'")])
 def test_a_model_without_a_plus_mm_variant_is_refused_saying_why(name, why):
-    from recbole_mma4ctr.cells import CellError, make_cell
+    from recbole_mma4ctr.cells import make_cell
+    from recbole_mma4ctr.errors import CellError
 
     with pytest.raises(CellError, match=why):
         make_cell(name, "wechat")

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recbole_mma4ctr.settings import SettingError, properties_dir, read_yaml
+from recbole_mma4ctr.settings import properties_dir, read_yaml
+from recbole_mma4ctr.errors import SettingError
 from recbole_mma4ctr.model.mma4ctr import MMa4CTR
 
 

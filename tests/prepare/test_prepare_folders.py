@@ -225,7 +225,7 @@ def test_a_yaml_default_change_reaches_the_converter(edited_properties, tiny_raw
 
 
 def test_a_converter_setting_missing_from_the_yaml_is_named(edited_properties, tiny_raw, tmp_path):
-    from recbole_mma4ctr.settings import SettingError
+    from recbole_mma4ctr.errors import SettingError
 
     yaml_file = edited_properties / "dataset" / "wechat.yaml"
     yaml_file.write_text("\n".join(line for line in yaml_file.read_text().split("\n")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recbole_mma4ctr.prepare.tokens import RawFormatError
+from recbole_mma4ctr.errors import RawFormatError
 from recbole_mma4ctr.prepare.wechat import ACTION_WEIGHTS, convert
 
 
@@ -433,7 +433,7 @@ def edit_embedding(line_number, change):
      r"feed_embeddings.csv, line 8, field 'feedid': duplicate feed id"),
 ])
 def test_bad_feed_embeddings_name_file_line_and_field(tiny_raw, tmp_path, edit, message):
-    from recbole_mma4ctr.prepare.tokens import RawFormatError
+    from recbole_mma4ctr.errors import RawFormatError
 
     folder = embedding_copy(tiny_raw, tmp_path, edit)
     with pytest.raises(RawFormatError, match=message):

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_settings
 from recbole_mma4ctr.prepare.synthetic import tiktok as st
 from recbole_mma4ctr.prepare import tiktok
-from recbole_mma4ctr.prepare.tokens import RawFormatError
+from recbole_mma4ctr.errors import RawFormatError
 
 TRAIN = "final_track1_train.txt"
 VIDEO = [f"track1_video_features_part{i}.txt" for i in range(1, 12)]

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 from recbole_mma4ctr.prepare import tokens
-from recbole_mma4ctr.prepare.tokens import RawFormatError, TokenLists
+from recbole_mma4ctr.prepare.tokens import TokenLists
+from recbole_mma4ctr.errors import RawFormatError
 
 
 def as_lists(token_lists):
