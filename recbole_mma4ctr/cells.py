@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import typed_value
-from .settings import properties_dir, read_yaml
 from .errors import CellError, SettingError
 from .record import NAME, new_run_id
+from .settings import properties_dir, read_yaml
+from .utils import check_model
 
 TASKS_KEY = "challenge_tasks"   # a protocol file naming challenge tasks is a challenge protocol
 
@@ -67,8 +68,6 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
               protocol: str | None = None, name: str | None = None, extra: dict | None = None, **flags) -> dict:
     """A cell: plain data only (names, texts, typed settings). ``flags``: ``prepare`` (False when
     the driver prepared the data), ``key``."""
-    from .utils import check_model
-
     try:
         check_model(check_name("model", model))
     except ValueError as error:

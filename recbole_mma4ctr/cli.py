@@ -21,7 +21,15 @@ from __future__ import annotations
 import signal
 import sys
 
+from .cells import check_name
 from .config import parse_overrides
+from .errors import CellError, InputError, SettingError, UsageError
+from .experiment.compare import parse_marks, parse_models, parse_seeds, run_comparison
+from .experiment.engine import pop_options
+from .experiment.studies import main as study_main
+from .experiment.tune import main as tune_main
+from .report.page import write_report
+from .run import run_recbole_mma4ctr
 
 MODES = ("--compare", "--tune")
 FLAGS = MODES + ("--debug",)
@@ -42,16 +50,11 @@ def main(argv: list[str]) -> int:
 
 
 def _is_usage(error: Exception) -> bool:
-    from .errors import UsageError
-
     return isinstance(error, UsageError)
 
 
 def _one_line(error: Exception) -> str:
     """The error's own first line for bad input and settings; type and a hint for anything else."""
-    from .errors import SettingError
-    from .errors import InputError
-
     expected = isinstance(error, (InputError, SettingError, FileNotFoundError))
     text = str(error) if expected else f"{type(error).__name__}: {error}"
     lines = [line for line in text.splitlines() if line.strip()] or [type(error).__name__]
@@ -67,17 +70,12 @@ def _stop_on_sigterm() -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
-    from .cells import check_name
-    from .errors import CellError
-
     modes = {arg for arg in argv if arg in MODES}
     try:
         overrides = parse_overrides([arg for arg in argv if arg not in FLAGS])
     except ValueError as error:
         raise CellError(str(error)) from None
     if "report" in overrides:
-        from .report.page import write_report
-
         try:
             md_path, html_path = write_report(overrides.pop("report"))
         except FileNotFoundError as error:
@@ -96,9 +94,6 @@ def _dispatch(argv: list[str]) -> int:
     if modes or "study" in overrides:
         _stop_on_sigterm()
     if "--compare" in modes:
-        from .experiment.compare import parse_models, parse_seeds, run_comparison
-        from .experiment.engine import pop_options
-
         options = pop_options(overrides)
         models = parse_models(overrides.pop("models", "all"))
         seeds = parse_seeds(overrides.pop("seeds", None))
@@ -110,21 +105,14 @@ def _dispatch(argv: list[str]) -> int:
             return 1
         return 0
     if "--tune" in modes:
-        from .experiment.tune import main as tune_main
-
         return tune_main(overrides.pop("model", "MMa4CTR"), dataset, config_files, overrides, protocol)
     if "study" in overrides:
-        from .experiment.studies import main as study_main
-
         return study_main(overrides.pop("study"), dataset, config_files, marks, overrides, protocol)
 
     model = overrides.pop("model", "MMa4CTR")
-    from .run import run_recbole_mma4ctr
 
     parsed_marks = None
     if marks is not None:
-        from .experiment.compare import parse_marks
-
         parsed_marks = parse_marks(marks)
     record = run_recbole_mma4ctr(model, dataset, config_files, overrides, marks=parsed_marks, protocol=protocol)
     print(record["record_path"], flush=True)

@@ -25,7 +25,11 @@ from typing import NamedTuple
 import yaml
 from recbole.config import Config
 
+from .compat import recbole_stack_settings
+from .metrics import register_metrics
+from .model.feature_fair import MARKER, split_name
 from .settings import properties_dir
+from .utils import get_model
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -84,7 +88,6 @@ class MMa4CTRConfig(Config):
 
     def compatibility_settings(self):
         # RecBole's own version fails on numpy 2 (it reads np.float_); compat.py says why
-        from .compat import recbole_stack_settings
 
         recbole_stack_settings()
 
@@ -107,8 +110,6 @@ class MMa4CTRConfig(Config):
 def property_files(model_name: str, dataset: str) -> list:
     """overall.yaml (required) plus the dataset's and the model's files where they exist; for
     ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``."""
-    from .model.feature_fair import split_name
-
     folder = properties_dir()
     base, feature_fair = split_name(model_name)
     files = [str(folder / "overall.yaml")] + [str(p) for p in [folder / "dataset" / f"{dataset}.yaml"] if p.is_file()]
@@ -132,9 +133,6 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
 
 def build_config(model, dataset: str, config_files=None, overrides=None) -> Config:
     """The effective Config for one run. ``model`` is a name (``DIN+mm`` included) or a model class."""
-    from .model.feature_fair import MARKER, split_name
-    from .metrics import register_metrics
-
     register_metrics()
     model_name = model if isinstance(model, str) else model.__name__
     if isinstance(config_files, str):
@@ -144,8 +142,6 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
         if not Path(path.path if isinstance(path, KeysOf) else path).exists():
             raise FileNotFoundError(f"config file {path} not found")
     if isinstance(model, str):
-        from .utils import get_model
-
         model = get_model(model)
     values = {key: typed_value(value) for key, value in dict(overrides or {}).items()}
     if MARKER in values:

@@ -16,6 +16,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from .cells import layered_settings
+from .settings import properties_dir
+
 # Settings that decide where files go, which device runs, or how progress is shown: not results.
 PLUMBING = frozenset({
     "gpu_id", "device", "use_gpu", "local_rank", "world_size", "ip", "port", "nproc", "offset", "single_spec",
@@ -28,8 +31,6 @@ PLUMBING = frozenset({
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """sha256 (16 hex) over the package's .py files and its properties (clone or wheel alike)."""
-    from .settings import properties_dir
-
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     files = sorted(package.rglob("*.py")) + sorted(p for p in properties_dir().rglob("*") if p.is_file())
@@ -45,8 +46,6 @@ def cell_key(cell: dict, data_fingerprint=None) -> str:
     """The resume key of one cell (see the module docstring): model, dataset, the merged user
     layers (config file contents, then settings) minus plumbing, marks, data and code version.
     The properties files are part of the code version, so this fixes the effective config."""
-    from .cells import layered_settings
-
     settings = {k: v for k, v in layered_settings(cell).items() if k not in PLUMBING}
     payload = json.dumps({"model": cell["model"], "dataset": cell["dataset"], "settings": settings,
                           "marks": cell.get("marks"), "data": data_fingerprint, "code": code_version()},

@@ -30,9 +30,15 @@ from time import time
 
 import numpy as np
 
-from .errors import UsageError
-from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
+from .cells import make_cell, results_dir_of
+from .config import build_config
 from .data.batches import permutation_train_batches
+from .errors import UsageError
+from .prepare.sources import ensure_dataset, prepared_manifest
+from .record import (SCHEMA, device_name, failure_record, new_run_id, now_iso, plain, scored_rows_digest, versions,
+    where, write_record)
+from .resume_key import cell_key, code_version
+from .stats import by_coldness
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
 
@@ -49,10 +55,6 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     import torch
     from recbole.data import data_preparation
     from recbole.utils import init_seed
-
-    from .config import build_config
-    from .prepare.sources import ensure_dataset, prepared_manifest
-    from .resume_key import cell_key, code_version
 
     run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
@@ -337,7 +339,6 @@ def _by_coldness(predictions: dict | None) -> dict | None:
     """The record's ``test_by_coldness``: test metrics of warm items, cold items and cold users."""
     if not predictions or "warm_item" not in predictions or "warm_user" not in predictions:
         return None
-    from .stats import by_coldness
 
     return by_coldness(predictions["score"], predictions["label"], predictions["user"],
                        predictions["warm_item"], predictions["warm_user"])
@@ -384,9 +385,6 @@ def run_recbole_mma4ctr(model="MMa4CTR", dataset="wechat", config_files=None, ov
                         protocol=None) -> dict:
     """A single run (no Ray): prepare the data if needed, run the cell, write its record into
     ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""
-    from .cells import make_cell, results_dir_of
-    from .record import failure_record, write_record
-
     cell = make_cell(model, dataset, config_files, overrides, marks=marks, kind="run", protocol=protocol)
     results_dir = results_dir_of(cell)
     begun = time()

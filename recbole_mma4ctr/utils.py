@@ -7,6 +7,15 @@ Importing this module never imports ray (``recbole.quick_start`` would).
 
 from __future__ import annotations
 
+from .compat import building_dataset
+from .data.dataset import MMa4CTRDataset
+from .data.paper_split import recbole_dataset
+from .model.baselines import (GCSAN, LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation,
+    switch_off_anomaly_detection)
+from .model.feature_fair import check_variant, create_feature_fair_dataset, lean_model_class, split_name
+from .model.mma4ctr import MMa4CTR
+from .trainer import Trainer
+
 
 OWN_MODELS = ("MMa4CTR",)
 RECBOLE_MODEL_KINDS = ("general_recommender", "context_aware_recommender", "sequential_recommender",
@@ -34,8 +43,6 @@ def check_model(model_name: str) -> str:
     """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so.
 
     ``<Model>+mm`` (``feature_fair.py``) is accepted where the base model embeds item features."""
-    from .model.feature_fair import check_variant, split_name
-
     base, feature_fair = split_name(model_name)
     if feature_fair:
         check_model(base)
@@ -58,15 +65,10 @@ def check_model(model_name: str) -> str:
 
 def get_model(model_name: str):
     """The model class; for ``<Model>+mm`` RecBole's ``<Model>`` (the features come with the dataset)."""
-    from .model.baselines import switch_off_anomaly_detection
-    from .model.feature_fair import split_name
-
     check_model(model_name)
     base, feature_fair = split_name(model_name)
     model_class = _get_model(base)
     if feature_fair:
-        from .model.feature_fair import lean_model_class
-
         model_class = lean_model_class(model_class)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
     switch_off_anomaly_detection()
@@ -75,12 +77,8 @@ def get_model(model_name: str):
 
 def _get_model(model_name: str):
     if model_name == "MMa4CTR":
-        from .model.mma4ctr import MMa4CTR
-
         return MMa4CTR
     if model_name == "GCSAN":
-        from .model.baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
-
         return GCSAN
     import importlib
 
@@ -99,24 +97,16 @@ def create_dataset(config):
     dataset that keeps every interaction in place, so they split exactly like every other model
     (``baselines.py``); RecBole's own dataset otherwise. Atomic files are read with pandas' C
     engine (``compat.building_dataset``)."""
-    from .compat import building_dataset
-
     with building_dataset():
         return _create_dataset(config)
 
 
 def _create_dataset(config):
     if config["feature_fair"]:
-        from .model.feature_fair import create_feature_fair_dataset
-
         return create_feature_fair_dataset(config)
     if config["model"] == "MMa4CTR":
-        from .data.dataset import MMa4CTRDataset
-
         return MMa4CTRDataset(config)
     from recbole.utils import ModelType
-
-    from .model.baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
 
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and labeled_evaluation(config):
         import recbole.data.dataset as recbole_datasets
@@ -126,7 +116,6 @@ def _create_dataset(config):
             return LabeledSequentialDataset(config)
         if own is recbole_datasets.DIENDataset:
             return LabeledDIENDataset(config)
-    from .data.paper_split import recbole_dataset  # RecBole's own, with the split rule (split_rule)
 
     return recbole_dataset(config)
 
@@ -135,8 +124,6 @@ def get_trainer(model_type, model_name: str):
     """Our Trainer (weights-only checkpoints) wherever RecBole would use its plain Trainer."""
     from recbole.trainer import Trainer as RecBoleTrainer
     from recbole.utils import get_trainer as recbole_get_trainer
-
-    from .trainer import Trainer
 
     if model_name == "MMa4CTR":
         return Trainer

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..cells import TASKS_KEY, protocol_settings
+from ..cells import TASKS_KEY, protocol_settings, read_config_texts
+from ..config import typed_value
 from ..errors import ChallengeError
+from ..record import read_predictions
+from ..settings import read_yaml
+from ..stats import challenge_score, uauc_users, weighted_auc
 
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
 METRICS = ("uauc", "auc")
@@ -48,8 +52,6 @@ class Task:
 
 def task_of(dataset: str, layers: dict, source: str = "properties/protocol/challenge.yaml") -> Task:
     """The task of ``dataset`` from merged settings (protocol file, then the user's layers)."""
-    from ..config import typed_value
-
     tasks = layers.get(TASKS_KEY) or {}
     if dataset not in tasks:
         raise ChallengeError(f"--protocol=challenge has no task for dataset {dataset!r} ({source} knows "
@@ -73,10 +75,6 @@ def task_of(dataset: str, layers: dict, source: str = "properties/protocol/chall
 
 def _user_layers(config_files, settings: dict) -> tuple[dict, dict]:
     """(the user's config files merged, the command-line settings typed): the layers above the protocol."""
-    from ..cells import read_config_texts
-    from ..config import typed_value
-    from ..settings import read_yaml
-
     files = {}
     for name, _ in read_config_texts(config_files):
         files.update(read_yaml(name))
@@ -111,8 +109,6 @@ def action_metric(metric: str, predictions: dict) -> dict:
     """One action's entry from its test predictions: the metric, rows, positives and (uAUC) users."""
     import numpy as np
 
-    from ..stats import uauc_users, weighted_auc
-
     scores, labels, users = predictions["score"], predictions["label"], predictions["user"]
     entry = {"rows": int(len(scores)), "positives": int((np.asarray(labels) > 0.5).sum())}
     if metric == "uauc":
@@ -130,9 +126,6 @@ def score_outcomes(outcomes, oracle=None) -> dict | None:
     entry (or its status) and the score; None when no cell is a challenge cell. ``oracle``
     (record, predictions) -> true probabilities or None adds an ``oracle`` entry: the score of
     the generator's true probabilities, where every action's data has them."""
-    from ..stats import challenge_score
-    from ..record import read_predictions
-
     cells = [(cell, record) for cell, record in outcomes if (cell.get("extra") or {}).get("challenge_action")]
     if not cells:
         return None

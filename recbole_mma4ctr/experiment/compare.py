@@ -30,7 +30,9 @@ from pathlib import Path
 
 from ..cells import is_challenge, layered_settings, make_cell
 from ..errors import CellError
+from ..report.comparison import write_comparison
 from ..run import say
+from . import challenge, engine
 
 ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 DEFAULT_MARKS = [10, 20, 30, 50]
@@ -87,8 +89,6 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
     """One cell per (model, seed); names are the model, or ``<model>-seed<k>`` with --seeds. Under a
     challenge protocol (``challenge.py``) one cell per (model, seed, action) instead, named
     ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label."""
-    from . import challenge
-
     per_action = is_challenge(protocol)
     cells = []
     for model in models:
@@ -107,9 +107,6 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
 def run_comparison(models, dataset: str, marks=None, protocol: str = "honest", config_files=None, overrides=None,
                    seeds=None, options=None) -> tuple[Path, list[str]]:
     """Run every cell not finished earlier, then write the tables; returns (folder, failed cells)."""
-    from . import engine
-    from ..report.comparison import write_comparison
-
     engine_options = engine.parse_options(options)
     engine.check_local_resources(engine_options)
     cells = plan_cells(models, dataset, None, protocol, config_files, dict(overrides or {}), seeds)

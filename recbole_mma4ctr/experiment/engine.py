@@ -36,8 +36,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import build_config
 from ..errors import CellError
-from ..run import say
+from ..files import write_bytes
+from ..prepare.sources import CONVERTERS, converter_settings, ensure_dataset
+from ..record import (ended_record, failure_record, latest_by_key, new_run_id, read_record, records_in, where,
+    write_record)
+from ..resume_key import cell_key
+from ..run import _config_files, run_cell, say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
 # every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
@@ -255,8 +261,6 @@ class LedgerImpl:
         self._write_progress()
 
     def save_checkpoint(self, key: str, epoch: int, blob: bytes, report: dict) -> None:
-        from ..files import write_bytes
-
         write_bytes(self.checkpoints / f"{key}.ckpt", blob)
         self.progress.setdefault(key, {"cell": self.names.get(key, key)}).update(epoch=int(epoch), checkpointed=int(epoch))
         self.last[key] = report
@@ -267,8 +271,6 @@ class LedgerImpl:
         return path.read_bytes() if path.exists() else None
 
     def finish(self, key: str, record: dict, predictions: dict | None) -> str:
-        from ..record import write_record
-
         path = write_record(record, self.folder, predictions)
         self.outcomes[key] = str(path)
         self.progress.setdefault(key, {}).update(state=record["status"], record=path.name,
@@ -288,8 +290,6 @@ class LedgerImpl:
         return dict(self.progress)
 
     def _write_progress(self) -> None:
-        from ..files import write_bytes
-
         write_bytes(self.folder / "progress.json", json.dumps(self.progress, indent=2, default=str).encode())
 
 
@@ -347,10 +347,6 @@ def cell_trainable(params: dict, setup: dict) -> None:
     import ray
     from ray.air import session
 
-    from ..record import failure_record, where
-    from ..resume_key import cell_key
-    from ..run import run_cell
-
     worker_setup()
     cell = dict(setup["cells"][params["cell"]]) if "cell" in params else _trial_cell(params, setup)
     shipment = setup["shipments"].get(cell.get("data_root"), setup["data"])
@@ -402,8 +398,6 @@ def cell_trainable(params: dict, setup: dict) -> None:
 
 def _trial_cell(params: dict, setup: dict) -> dict:
     """A tune trial's cell: the base cell with the sampled values as settings."""
-    from ..record import new_run_id
-
     base = setup["base"]
     cell = {**base, "settings": {**base["settings"], **{k: _plain_sample(v, k in setup["integers"]) for k, v in params.items()}},
             "run_id": new_run_id(), "key": None}
@@ -434,8 +428,6 @@ def run_cells(label: str, cells: list[dict], config, folder: Path, options: Engi
     are on disk by then, so this process reads them and goes on to the tables. Ctrl-C or SIGTERM
     here stops the child, which stops the cluster it started."""
     import multiprocessing
-
-    from ..record import read_record
 
     # every data folder the cells read (prepare_grid gives each cell its own), else the config's
     roots = list(dict.fromkeys(cell["data_root"] for cell in cells if cell.get("data_root"))) or [str(config["data_path"])]
@@ -513,8 +505,6 @@ def collect(grid, ledger, setup: dict, folder: Path) -> dict:
     trial the scheduler ended (with its last validation)."""
     import ray
 
-    from ..record import ended_record, failure_record, read_record
-
     state = ray.get(ledger.state.remote())
     records = {key: read_record(folder / entry["record"]) for key, entry in state.items() if entry.get("record")}
     by_name = {entry.get("cell"): key for key, entry in state.items()}
@@ -582,8 +572,6 @@ def _counts(trials) -> str:
 
 def prepare_in_driver(cell: dict):
     """Build the cell's Config in the driver and prepare the dataset once; returns (config, manifest)."""
-    from ..prepare.sources import ensure_dataset
-
     config = driver_config(cell)
     return config, ensure_dataset(config)
 
@@ -593,9 +581,6 @@ def driver_config(cell: dict):
 
     RecBole's Config exports ``CUDA_VISIBLE_DEVICES=gpu_id`` into the process; the driver puts the
     variable back afterwards so that Ray still sees (and hands out) every GPU."""
-    from ..config import build_config
-    from ..run import _config_files
-
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
@@ -610,8 +595,6 @@ def driver_config(cell: dict):
 
 def data_identity(config) -> dict:
     """What decides the atomic files of a config's data folder: the raw source and the converter settings."""
-    from ..prepare.sources import CONVERTERS, converter_settings
-
     if config["dataset"] not in CONVERTERS:
         return {}
     source = {key: config[key] for key in ("raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed")}
@@ -624,10 +607,6 @@ def prepare_grid(cells: list[dict], folder_name: str):
     resume key and its folder (``data_root``), and find the cells a finished record already
     answers. Two cells that would convert different data into one folder are refused before
     anything is converted. Returns (the first cell's config, results folder, {key: ok record})."""
-    from ..prepare.sources import ensure_dataset
-    from ..record import latest_by_key, records_in
-    from ..resume_key import cell_key
-
     groups: dict = {}          # data folder -> (config, data identity, first cell's name)
     for cell in cells:
         config = driver_config(cell)

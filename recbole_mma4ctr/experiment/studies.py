@@ -34,9 +34,13 @@ import math
 import time
 from pathlib import Path
 
-from ..settings import properties_dir
-from .tune import markdown, say
+from ..cells import make_cell
 from ..errors import TuneError
+from ..report.comparison import _write_csv, _write_text
+from ..settings import properties_dir
+from . import engine
+from .engine import ENGINE_OPTIONS
+from .tune import markdown, say
 
 STUDY_OPTIONS = ("grid", "model")
 REQUIRED = ("parameter", "grid")
@@ -138,9 +142,6 @@ def paper_values(study: dict, dataset: str, value) -> list:
 def run_study(name: str, dataset: str, config_files=None, marks=None, overrides=None, options=None,
               protocol=None) -> Path:
     """Run (or resume) one study; returns its results folder."""
-    from . import engine
-    from ..cells import make_cell
-
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     overrides = dict(overrides or {})
@@ -208,8 +209,6 @@ def study_rows(study, points, marks, dataset: str) -> list[dict]:
 
 def write_study(folder: Path, study, rows, marks, model: str, dataset: str) -> str:
     import json
-
-    from ..report.comparison import _write_csv, _write_text
 
     parameter = study["parameter"]
     paper_columns = list(study.get("paper_columns") or [])
@@ -321,8 +320,6 @@ def plot_study(folder: Path, study, rows, marks, model: str, dataset: str) -> No
 def main(name: str, dataset: str, config_files, marks, overrides: dict, protocol=None) -> int:
     """The ``--study=`` command: pops the study options from ``overrides``; returns an exit status."""
     import sys
-
-    from .engine import ENGINE_OPTIONS
 
     options = {key: overrides.pop(key) for key in list(overrides) if key in STUDY_OPTIONS or key in ENGINE_OPTIONS}
     try:

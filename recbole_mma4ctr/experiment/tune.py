@@ -55,9 +55,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import properties_dir
+from ..cells import layered_settings, make_cell
 from ..errors import TuneError
+from ..record import plain
+from ..report.comparison import _write_csv, _write_text
+from ..resume_key import PLUMBING
 from ..run import say
+from ..settings import properties_dir
+from . import engine
+from .engine import ENGINE_OPTIONS
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -231,8 +237,6 @@ def markdown(rows: list[dict], columns: list[str], headers: list[str] | None = N
 
 
 def write_trial_tables(folder: Path, rows, dimensions, metric: str, mode: str) -> None:
-    from ..report.comparison import _write_csv, _write_text
-
     columns = ["trial"] + [d.name for d in dimensions] + [f"best_{metric}", "best_epoch", "epochs_run", "status",
                                                           f"test_{metric}", "seconds", "error"]
     headers = ["trial"] + [d.name for d in dimensions] + [f"best valid {metric}", "best epoch", "epochs run", "status",
@@ -252,11 +256,6 @@ def write_best_config(folder: Path, config, base: dict, best: dict, dimensions, 
     those that only place files or pick a device) plus the best trial's values, self-contained:
     ``--config_files=best.yaml`` alone reproduces the trial."""
     import yaml
-
-    from ..cells import layered_settings
-    from ..record import plain
-    from ..report.comparison import _write_text
-    from ..resume_key import PLUMBING
 
     settings = {key: plain(value) for key, value in layered_settings(base).items()
                 if key not in PLUMBING and key != "eval_step"}
@@ -280,9 +279,6 @@ def metric_mode(metric: str) -> str:
 
 def run_tuning(model: str, dataset: str, config_files=None, overrides=None, options=None, protocol=None) -> Path:
     """Tune ``model`` on ``dataset``; returns the results folder (see the module docstring)."""
-    from . import engine
-    from ..cells import make_cell
-
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
     options = {**TUNE_DEFAULTS, **options}
@@ -336,7 +332,6 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     if ok:
         best_path = write_best_config(folder, config, base, ok[0], dimensions, metric)
         summary["best_config"] = str(best_path)
-    from ..report.comparison import _write_text
 
     _write_text(folder / "trials.json", json.dumps(summary, indent=2, default=str))
     failed = sum(row["status"] == "failed" for row in rows)
@@ -378,8 +373,6 @@ def trial_row(record: dict, dimensions, metric: str, mode: str) -> dict:
 
 def main(model: str, dataset: str, config_files, overrides: dict, protocol=None) -> int:
     """The ``--tune`` command: pops the tuning options from ``overrides``; returns an exit status."""
-    from .engine import ENGINE_OPTIONS
-
     options = {key: overrides.pop(key) for key in list(overrides) if key in TUNE_DEFAULTS or key in ENGINE_OPTIONS}
     try:
         folder = run_tuning(model, dataset, config_files, overrides, options, protocol)

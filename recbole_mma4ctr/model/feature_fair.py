@@ -52,12 +52,12 @@ import numpy as np
 import torch
 from recbole.utils import FeatureSource
 
-from .baselines import LabeledDIENDataset, LabeledSequentialDataset
-from ..settings import setting
-from ..errors import UsageError
-from ..fusion import fusion_modalities
 from ..data.item_modalities import ITEM_FIELD, MODEL_YAML, ModalityFeatures, profile_field
 from ..data.paper_split import PositionalSplitDataset
+from ..errors import UsageError
+from ..fusion import fusion_modalities
+from ..settings import setting
+from .baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
 
 MM_SUFFIX = "+mm"
 SETTINGS_FILE = "properties/feature_fair.yaml"
@@ -167,8 +167,6 @@ class FeatureFairDIENDataset(FeatureFair, LabeledDIENDataset):
 def create_feature_fair_dataset(config):
     """The +mm dataset for ``config`` (``config['model']`` is the base model)."""
     from recbole.utils import ModelType
-
-    from .baselines import labeled_evaluation
 
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         if not labeled_evaluation(config):

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..settings import setting
 from ..errors import MissingInputError
+from ..settings import setting
 from . import byo, tiktok, wechat
 from .atomic import folder_lock, log, read_json_or_none
+from .synthetic.tiktok import GENERATOR_VERSION, write_tiktok_raw
+from .synthetic.wechat import GENERATOR_VERSION, write_wechat_raw
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
@@ -35,10 +37,7 @@ def converter_settings(config) -> dict:
 def generator(name: str):
     """(the function writing a generated raw sample for ``name``, its generator version)."""
     if name == "tiktok":
-        from .synthetic.tiktok import GENERATOR_VERSION, write_tiktok_raw
-
         return write_tiktok_raw, GENERATOR_VERSION
-    from .synthetic.wechat import GENERATOR_VERSION, write_wechat_raw
 
     return write_wechat_raw, GENERATOR_VERSION
 

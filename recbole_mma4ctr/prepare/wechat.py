@@ -67,7 +67,8 @@ from ..errors import FastReadFailed, InputError, MissingInputError, RawFormatErr
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
 from .atomic import (AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer, is_share, is_up_to_date,
-                     item_float_seq, log, read_manifest, require)
+    item_float_seq, log, read_manifest, require)
+from .authors_order import authors_order, last_pair_device, set_order_positions
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"
@@ -504,8 +505,6 @@ def kept_rows(actions: dict, labels: np.ndarray, known: np.ndarray, settings: di
     """The rows written, in .inter order: feeds known, duplicates dropped (``dedupe``), users with
     at least ``min_user_actions`` rows left, ordered by ``row_order`` (module docstring). Each
     drop is counted in ``dropped``."""
-    from .authors_order import authors_order, set_order_positions
-
     users = actions["userid"]
     rows = np.flatnonzero(known)
     positions = None
@@ -541,8 +540,6 @@ def rows_by_day(days: np.ndarray, row_order: str) -> list[list[int]] | None:
 def row_devices(actions: dict, order: np.ndarray, choice: str) -> np.ndarray:
     """The device written on each kept row: its own (``row``) or its user's as the authors choose
     it from every raw row (``last_pair``, ``paper_split.last_pair_device``)."""
-    from .authors_order import last_pair_device
-
     if choice == "row":
         return actions["device"][order]
     users, devices = last_pair_device(actions["userid"], actions["device"])

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from ..experiment.challenge import comparison_part
+from ..prepare.atomic import listed_file
 from ..record import read_predictions, scored_rows_digest
+from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
 
@@ -23,8 +25,6 @@ METRICS = ("auc", "gauc", "uauc", "logloss")
 def oracle_probabilities(record: dict, predictions: dict) -> np.ndarray | None:
     """The generator's true probabilities of the scored test pairs, when the data has them: only
     a sidecar the dataset's manifest lists counts (real data's folder may hold an older one)."""
-    from ..prepare.atomic import listed_file
-
     config = record.get("config") or {}
     path = listed_file(str(config.get("data_path", "")), f"{record['dataset']}.oracle.npy")
     if path is None:
@@ -242,7 +242,6 @@ def paired_table(entries) -> str:
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
-    from ..experiment.challenge import comparison_part
 
     records = {cell["cell"]: record for cell, record in outcomes}
     challenge = comparison_part(outcomes, oracle_probabilities)

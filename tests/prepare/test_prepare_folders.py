@@ -196,16 +196,18 @@ def test_a_killed_conversion_leaves_the_old_output_and_no_lasting_temporaries(ti
 @pytest.fixture
 def edited_properties(tmp_path, monkeypatch):
     """A copy of properties/ with wechat.yaml's min_user_actions set to 150, used by every reader."""
-    from recbole_mma4ctr import config, settings as defaults
+    from recbole_mma4ctr import settings
 
     copy = tmp_path / "properties"
-    shutil.copytree(defaults.properties_dir(), copy)
+    shutil.copytree(settings.properties_dir(), copy)
     yaml_file = copy / "dataset" / "wechat.yaml"
     text = yaml_file.read_text()
     assert "min_user_actions: 100 " in text
     yaml_file.write_text(text.replace("min_user_actions: 100 ", "min_user_actions: 150 "))
-    monkeypatch.setattr(defaults, "properties_dir", lambda: copy)
-    monkeypatch.setattr(config, "properties_dir", lambda: copy)
+    readers = [module for name, module in list(sys.modules.items())
+               if name.startswith("recbole_mma4ctr") and getattr(module, "properties_dir", None) is settings.properties_dir]
+    for module in readers:   # settings itself and every module that imported properties_dir from it
+        monkeypatch.setattr(module, "properties_dir", lambda: copy)
     return copy
 
 
