@@ -34,6 +34,7 @@ from .cells import make_cell, results_dir_of
 from .config import build_config
 from .data.batches import permutation_train_batches
 from .errors import UsageError
+from .files import write_text
 from .prepare.sources import ensure_dataset, prepared_manifest
 from .record import (SCHEMA, device_name, failure_record, new_run_id, now_iso, plain, scored_rows_digest, versions,
     where, write_record)
@@ -65,7 +66,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     # RecBole 1.2.1 on pandas 2 / torch 2.13 warns about its own code on every epoch
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-        files = _config_files(cell, Path(scratch))
+        files = write_config_files(cell, Path(scratch))
         config = build_config(cell["model"], cell["dataset"], files, settings)
     plateau = _plateau_settings(config, marks)
     apply_torch_threads(config["torch_threads"])
@@ -202,13 +203,12 @@ def valid_plateau(history: list[dict], patience: int) -> dict | None:
             "validations_after_best": after, "patience": patience, "reached": after >= patience}
 
 
-def _config_files(cell: dict, scratch: Path) -> list[str]:
+def write_config_files(cell: dict, scratch: Path) -> list[str]:
     """The cell's config files (protocol, then the user's), written from the texts it carries."""
     files = []
     for index, (name, text) in enumerate(cell.get("config_texts") or []):
         path = scratch / f"{index:02d}-{Path(name).name}"
-        path.write_text(text, encoding="utf-8")
-        files.append(str(path))
+        files.append(str(write_text(path, text)))
     return files
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..cells import TASKS_KEY, protocol_settings, read_config_texts
 from ..config import typed_value
 from ..errors import ChallengeError
+from ..report import tables
 from ..record import read_predictions
 from ..settings import read_yaml
 from ..stats import challenge_score, uauc_users, weighted_auc
@@ -195,7 +196,7 @@ def markdown(part: dict) -> str:
     name = "uAUC" if task["metric"] == "uauc" else "AUC"
     actions = list(task["weights"])
     header = ["model", "seed"] + [f"{a} {name} (w {_weight(task['weights'][a])})" for a in actions] + ["score"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for entry in part["entries"]:
         cells = [entry["model"], "-" if entry["seed"] is None else str(entry["seed"])]
         for action in actions:
@@ -208,14 +209,14 @@ def markdown(part: dict) -> str:
                 dropped = f" ({values['users_dropped']:,} of {values['users']:,} users dropped)" if "users" in values else ""
                 cells.append(f"{values['value']:.4f}{dropped}")
         cells.append("-" if entry["score"] is None else f"**{entry['score']:.4f}**")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(cells)
     title = f"WeChat Big Data Challenge 2021, round {task['round']}" if task["dataset"] == "wechat" else "ICME 2019 track 1"
     sections = [f"## Challenge score ({title})",
                 f"score = {part['formula']}, each action's {name} on the test split of the run trained with that "
                 "action as its label" + (" (users whose test rows hold one class are dropped, as the challenge "
                                          "dropped them; their count is in brackets)" if task["metric"] == "uauc" else
                                          "; global AUC over all test rows") + ".",
-                "\n".join(lines)]
+                tables.markdown(header, lines)]
     seeds: dict = {}
     for entry in part["entries"]:
         if entry["seed"] is not None and entry["score"] is not None:

@@ -43,7 +43,7 @@ from ..prepare.sources import CONVERTERS, converter_settings, ensure_dataset
 from ..record import (ended_record, failure_record, latest_by_key, new_run_id, read_record, records_in, where,
     write_record)
 from ..resume_key import cell_key
-from ..run import _config_files, run_cell, say
+from ..run import write_config_files, run_cell, say
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
 # every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
@@ -584,7 +584,7 @@ def driver_config(cell: dict):
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         with tempfile.TemporaryDirectory(prefix="rmc-config-") as scratch:
-            config = build_config(cell["model"], cell["dataset"], _config_files(cell, Path(scratch)), cell["settings"])
+            config = build_config(cell["model"], cell["dataset"], write_config_files(cell, Path(scratch)), cell["settings"])
     finally:
         if before is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)

@@ -36,11 +36,12 @@ from pathlib import Path
 
 from ..cells import make_cell
 from ..errors import TuneError
-from ..report.comparison import _write_csv, _write_text
+from ..files import write_text
+from ..report import tables
+from ..run import say
 from ..settings import properties_dir
 from . import engine
 from .engine import ENGINE_OPTIONS
-from .tune import markdown, say
 
 STUDY_OPTIONS = ("grid", "model")
 REQUIRED = ("parameter", "grid")
@@ -230,7 +231,7 @@ def write_study(folder: Path, study, rows, marks, model: str, dataset: str) -> s
     shown = [{**row, "status": row["status"] if row["status"] == "ok" else f"{row['status']}: {row['error']}",
               "train_seconds": None if row["train_seconds"] is None else round(float(row["train_seconds"]), 1)}
              for row in rows]
-    table = markdown(shown, columns, headers, decimals=set(metric_columns + paper_keys))
+    table = tables.markdown(headers, tables.cells_of(shown, columns, decimals=set(metric_columns + paper_keys)))
     notes = [f"# {study['title']}: {model} on {dataset}",
              f"Paper section {study.get('paper_section', '?')}. Test AUC on the test split with the weights after "
              f"the given epoch (a run trains {max(marks)} epochs and is tested after every one).",
@@ -240,10 +241,10 @@ def write_study(folder: Path, study, rows, marks, model: str, dataset: str) -> s
                      "reference; a generated sample has a different ceiling.")
     if parameter == "epochs" and rows and rows[0]["status"] != "ok":
         notes.append(f"status: {rows[0]['status']} {rows[0]['error']}")
-    _write_text(folder / "study.md", "\n\n".join(notes) + "\n")
+    write_text(folder / "study.md", "\n\n".join(notes) + "\n")
     plain_rows = [{k: v for k, v in row.items() if k not in ("paper", "curve", "valid_curve")} for row in rows]
-    _write_csv(folder / "study.csv", plain_rows)
-    _write_text(folder / "study.json", json.dumps({"study": study["name"], "title": study["title"], "model": model,
+    tables.write_csv(folder / "study.csv", plain_rows)
+    write_text(folder / "study.json", json.dumps({"study": study["name"], "title": study["title"], "model": model,
                                                    "dataset": dataset, "parameter": parameter, "marks": marks,
                                                    "rows": plain_rows}, indent=2, default=str))
     plot_study(folder, study, rows, marks, model, dataset)

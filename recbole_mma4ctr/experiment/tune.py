@@ -58,7 +58,8 @@ from pathlib import Path
 from ..cells import layered_settings, make_cell
 from ..errors import TuneError
 from ..record import plain
-from ..report.comparison import _write_csv, _write_text
+from ..files import write_text
+from ..report import tables
 from ..resume_key import PLUMBING
 from ..run import say
 from ..settings import properties_dir
@@ -209,46 +210,19 @@ def _rank_key(row, metric, mode):
     return (0, -value if mode == "max" else value)
 
 
-def _show(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def markdown(rows: list[dict], columns: list[str], headers: list[str] | None = None, decimals=()) -> str:
-    """A markdown table of ``rows``: floats of the ``decimals`` columns (metrics) to 4 decimals,
-    ``seconds`` to 1, other floats (parameters) to 4 significant digits; missing values as '-'."""
-    headers = headers or columns
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-                cells.append("-")
-            elif isinstance(value, float) and column in decimals:
-                cells.append(f"{value:.4f}")
-            elif isinstance(value, float) and column == "seconds":
-                cells.append(f"{value:.1f}")
-            else:
-                cells.append(_show(value).replace("|", "/"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def write_trial_tables(folder: Path, rows, dimensions, metric: str, mode: str) -> None:
     columns = ["trial"] + [d.name for d in dimensions] + [f"best_{metric}", "best_epoch", "epochs_run", "status",
                                                           f"test_{metric}", "seconds", "error"]
     headers = ["trial"] + [d.name for d in dimensions] + [f"best valid {metric}", "best epoch", "epochs run", "status",
                                                           f"test {metric} (not used)", "seconds", "error"]
     text = (f"# Tuning trials, best first (valid {metric}, {'higher' if mode == 'max' else 'lower'} is better)\n\n"
-            + markdown(rows, columns, headers, decimals=(f"best_{metric}", f"test_{metric}")) + "\n\n"
+            + tables.markdown(headers, tables.cells_of(rows, columns, decimals=(f"best_{metric}", f"test_{metric}"))) + "\n\n"
             "Ranked on validation only; the test column is each finished trial's test score, shown for the record "
             "and never used to choose. 'stopped by ASHA': the scheduler ended the trial after its last epoch "
             "here (no test score); 'early-stopped (validation)': RecBole's stopping_step ended it. Each trial's "
             "record is in this folder.\n")
-    _write_text(folder / "trials.md", text)
-    _write_csv(folder / "trials.csv", [{k: row.get(k) for k in columns + ["record"]} for row in rows])
+    write_text(folder / "trials.md", text)
+    tables.write_csv(folder / "trials.csv", [{k: row.get(k) for k in columns + ["record"]} for row in rows])
 
 
 def write_best_config(folder: Path, config, base: dict, best: dict, dimensions, metric: str) -> Path:
@@ -266,7 +240,7 @@ def write_best_config(folder: Path, config, base: dict, best: dict, dimensions, 
               f"# Use: python run_recbole_mma4ctr.py --model={config['model']} --dataset={config['dataset']} "
               f"--config_files={folder / 'best.yaml'}\n")
     path = folder / "best.yaml"
-    _write_text(path, header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False))
+    write_text(path, header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False))
     return path
 
 
@@ -333,7 +307,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
         best_path = write_best_config(folder, config, base, ok[0], dimensions, metric)
         summary["best_config"] = str(best_path)
 
-    _write_text(folder / "trials.json", json.dumps(summary, indent=2, default=str))
+    write_text(folder / "trials.json", json.dumps(summary, indent=2, default=str))
     failed = sum(row["status"] == "failed" for row in rows)
     say(f"[tune] {len(rows)} trial(s) in {time.time() - started:.0f} s: {len(ok)} finished, {failed} failed; "
         f"table: {folder / 'trials.md'}")
@@ -342,7 +316,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
                            f"{folder / 'trials.md'} and the trial records in {folder}")
     best = ok[0]
     say(f"[tune] best: valid {metric}={best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} with "
-        + ", ".join(f"{d.name}={_show(best.get(d.name))}" for d in dimensions))
+        + ", ".join(f"{d.name}={tables.show(best.get(d.name))}" for d in dimensions))
     return folder
 
 

@@ -7,17 +7,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..experiment.challenge import comparison_part
+from ..files import write_text
 from ..prepare.atomic import listed_file
 from ..record import read_predictions, scored_rows_digest
 from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from . import tables
+from .tables import write_csv
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
 
@@ -127,11 +128,10 @@ def markdown_table(rows, marks) -> str:
         + [f"LogLoss@{m}" for m in marks] + ["best-valid AUC [95% CI]"] \
         + (["warm-item AUC (rows)", "cold-item AUC (rows)", "cold-user AUC (rows)"] if cold else []) \
         + ["training (steps x batch, stopped on)", "train s", "test s", "parameters", "device"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for row in rows:
         if row["status"] != "ok":
-            lines.append(f"| {row['model']} | " + f"{row['status']}: {row.get('error') or ''}".replace("|", "/")
-                         + " |" * (len(header) - 1))
+            lines.append([row["model"], f"{row['status']}: {row.get('error') or ''}"] + [""] * (len(header) - 2))
             continue
         star = "*" if row.get("_squashed") else ""
         cells = [row["model"]]
@@ -144,8 +144,8 @@ def markdown_table(rows, marks) -> str:
             cells += [f"{_fmt(row.get(f'{g}_auc'))} ({_fmt(row.get(f'{g}_rows'))})" for g in COLDNESS_GROUPS]
         cells += [training_cell(row) if row["model"] != ORACLE else "-", _fmt(row.get("train_seconds"), 1), _fmt(row.get("test_seconds"), 1),
                   _fmt(row.get("trainable_parameters")), _fmt(row.get("device"))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return tables.markdown(header, lines)
 
 
 REFERENCE = "MMa4CTR"
@@ -218,25 +218,25 @@ def seeds_table(summary) -> str:
     metrics = [("best_auc", "AUC"), ("best_gauc", "GAUC"), ("best_uauc", "UAUC")] \
         + ([("cold_items_auc", "cold-item AUC")] if cold else [])
     header = ["model", "seeds"] + [f"{name} mean +- sd" for _, name in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for entry in summary:
         cells = [entry["model"], ", ".join(str(s) for s in entry["seeds"])]
         cells += [f"{_fmt(entry['mean'].get(m))} +- {_fmt(entry['sd'].get(m))}" for m, _ in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return tables.markdown(header, lines)
 
 
 def paired_table(entries) -> str:
     header = ["model", "seed", f"AUC - {REFERENCE}'s", "95% paired CI (users)", "DeLong p", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for e in entries:
         if "error" in e:
-            lines.append(f"| {e['model']} | {'-' if e['seed'] is None else e['seed']} | - | - | - | {e['error']} |")
+            lines.append([e["model"], "-" if e["seed"] is None else e["seed"], "-", "-", "-", e["error"]])
             continue
         verdict = "within noise" if e["within_noise"] else (f"{REFERENCE} better" if e["difference"] < 0 else "model better")
-        lines.append(f"| {e['model']} | {'-' if e['seed'] is None else e['seed']} | {e['difference']:+.4f} | [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] "
-                     f"| {e['delong_p']:.3g} | {verdict} |")
-    return "\n".join(lines)
+        lines.append([e["model"], "-" if e["seed"] is None else e["seed"], f"{e['difference']:+.4f}",
+                      f"[{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}]", f"{e['delong_p']:.3g}", verdict])
+    return tables.markdown(header, lines)
 
 
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
@@ -316,15 +316,15 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
                      "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
                      "interval contains 0 is within noise.", paired_table(paired)]
     markdown = "\n\n".join(sections) + "\n"
-    _write_text(folder / "comparison.md", markdown)
+    write_text(folder / "comparison.md", markdown)
     plain_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows + ([oracle] if oracle else [])]
-    _write_text(folder / "comparison.json", json.dumps({"protocol": protocol, "marks": marks,
+    write_text(folder / "comparison.json", json.dumps({"protocol": protocol, "marks": marks,
                                                         "train_to": "epochs" if marks else "plateau",
                                                         "same_test_pairs": same_pairs,
                                                         "seeds": seeds, "models": summary, "paired": paired,
                                                         "rows": plain_rows,
                                                         **({"challenge": challenge["json"]} if challenge else {})}, indent=2, default=_json_default))
-    _write_csv(folder / "comparison.csv", plain_rows)
+    write_csv(folder / "comparison.csv", plain_rows)
     plot_curves(folder, records)
     return table
 
@@ -351,27 +351,6 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(type(value).__name__)
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def _write_csv(path: Path, rows) -> None:
-    columns = []
-    for row in rows:
-        for key, value in row.items():
-            if key not in columns:
-                columns.append(key)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
-    os.replace(temporary, path)
 
 
 def plot_curves(folder: Path, records: dict) -> None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import time
 from pathlib import Path
 
-
-from . import figures
-from ..stats import weighted_auc
+from ..files import write_text
 from ..record import read_predictions, records_in
+from ..stats import weighted_auc
+from . import figures
 
 SPLIT = (0.8, 0.1, 0.1)
 
@@ -170,8 +169,8 @@ def write_report(folder) -> tuple[Path, Path]:
         page.text("No successful run in this folder: nothing to plot.")
 
     md_path, html_path = folder / "report.md", folder / "report.html"
-    _atomic_write(md_path, page.markdown())
-    _atomic_write(html_path, page.html(f"Report: {folder.name}"))
+    write_text(md_path, page.markdown())
+    write_text(html_path, page.html(f"Report: {folder.name}"))
     return md_path, html_path
 
 
@@ -257,8 +256,3 @@ def _dataset_section(page: Page, folder: Path, dataset: str, record: dict) -> No
     else:
         page.text("Cold-item counts are given for the chronological split only; these runs used the paper's grouped split.")
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

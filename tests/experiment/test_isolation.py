@@ -89,9 +89,9 @@ def test_no_setting_is_ever_executed_whichever_way_it_comes_in(tmp_path):
         assert config["learning_rate"] == payload, way          # kept as the text it was
         assert not flag.exists(), f"{way}: the payload ran"
     cell = make_cell("MMa4CTR", "wechat", [str(config_file)], {})
-    from recbole_mma4ctr.run import _config_files
+    from recbole_mma4ctr.run import write_config_files
 
-    config = build_config("MMa4CTR", "wechat", _config_files(cell, tmp_path), {})
+    config = build_config("MMa4CTR", "wechat", write_config_files(cell, tmp_path), {})
     assert config["learning_rate"] == payload and not flag.exists()
     # a YAML tag that would build a Python object is refused, not followed
     tagged = tmp_path / "tagged.yaml"

@@ -111,7 +111,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
-from .wechat import _allocate, _rng, _sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
+from .wechat import allocate, rng_for, sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
 from ..tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
 
@@ -302,7 +302,7 @@ def _zipf_choice(rng: np.random.Generator, n_values: int, exponent: float, size)
 
 def build_world(params: TikTokParams, seed: int = 0) -> World:
     p = params.resolved()
-    rng = _rng(seed, _S_WORLD)
+    rng = rng_for(seed, _S_WORLD)
     K = p.n_topics
     n_all = p.n_items + int(round(p.feature_only_share * p.n_items))
     topic_weight = rng.dirichlet(np.full(K, 8.0))
@@ -329,10 +329,10 @@ def build_world(params: TikTokParams, seed: int = 0) -> World:
     item_id = rng.choice(max(n_all, int(p.item_span * n_all)), size=n_all, replace=False)
 
     n_users = p.n_heavy_users + p.n_light_users
-    heavy = (p.heavy_min_rows - 1) + _allocate(p.heavy_rows - p.n_heavy_users * (p.heavy_min_rows - 1),
+    heavy = (p.heavy_min_rows - 1) + allocate(p.heavy_rows - p.n_heavy_users * (p.heavy_min_rows - 1),
                                               rng.lognormal(0.0, p.heavy_sigma, size=p.n_heavy_users),
                                               p.heavy_rows)
-    light = (_allocate(p.light_rows, rng.lognormal(0.0, p.light_sigma, size=p.n_light_users), p.heavy_min_rows - 1)
+    light = (allocate(p.light_rows, rng.lognormal(0.0, p.light_sigma, size=p.n_light_users), p.heavy_min_rows - 1)
              if p.n_light_users else np.zeros(0, dtype=np.int64))
     user_rows = rng.permutation(np.concatenate([heavy, light]))
     gam = rng.gamma(p.taste_concentration, 1.0, size=(n_users, K)) + 1e-12
@@ -343,7 +343,7 @@ def build_world(params: TikTokParams, seed: int = 0) -> World:
         params=p, item_id=item_id, item_topic=item_topic, item_author=item_author, item_quality=item_quality,
         item_city=item_city, item_music=item_music, music_topic=music_topic, duration=duration,
         duration_score=duration_score, popularity=popularity,
-        release=release_days(p.n_items, p.new_item_share, p.n_days, popularity, _rng(seed, _S_RELEASE)),
+        release=release_days(p.n_items, p.new_item_share, p.n_days, popularity, rng_for(seed, _S_RELEASE)),
         topic_effect=rng.normal(0.0, p.topic_effect_sd, size=K),
         uid=uid, user_rows=user_rows, user_city=_zipf_choice(rng, p.n_cities, 1.0, n_users),
         user_device=_zipf_choice(rng, p.n_devices, 1.1, n_users),
@@ -367,7 +367,7 @@ def _noise_basis(p: TikTokParams, rng: np.random.Generator) -> np.ndarray:
 def _vector_model(world: World, kind: str, seed: int):
     """(centroids, quality direction, noise basis, topic per item) of the video or audio vectors."""
     p = world.params
-    rng = _rng(seed, _S_VIDEO if kind == "video" else _S_AUDIO, 0)
+    rng = rng_for(seed, _S_VIDEO if kind == "video" else _S_AUDIO, 0)
     centroid_sd = p.video_centroid_sd if kind == "video" else p.audio_centroid_sd
     centroids = rng.normal(0.0, centroid_sd, size=(p.n_topics, FEATURE_DIM))
     direction = rng.standard_normal(FEATURE_DIM)
@@ -436,7 +436,7 @@ def _write_feature_files(world: World, seed: int, tmp: Dict[str, str]) -> Dict[s
     for kind, files, missing, stream in (("video", VIDEO_FILES, p.video_missing, _S_VIDEO),
                                          ("audio", AUDIO_FILES, p.audio_missing, _S_AUDIO),
                                          ("title", (TITLE_FILE,), p.title_missing, _S_TITLE)):
-        rng = _rng(seed, stream, 1)
+        rng = rng_for(seed, stream, 1)
         present = rng.permutation(n_all)[: n_all - int(round(missing * n_all))]
         parts = np.array_split(present, len(files))
         model = _vector_model(world, kind, seed) if kind != "title" else _title_blocks(p, rng)
@@ -445,7 +445,7 @@ def _write_feature_files(world: World, seed: int, tmp: Dict[str, str]) -> Dict[s
             with open(tmp[name], "w", encoding="utf-8", newline="\n") as handle:
                 for lo in range(0, len(part), p.item_chunk):
                     chunk_index += 1
-                    chunk_rng = _rng(seed, stream, 1 + chunk_index)
+                    chunk_rng = rng_for(seed, stream, 1 + chunk_index)
                     items = part[lo: lo + p.item_chunk]
                     handle.writelines(_title_lines(world, items, chunk_rng, model) if kind == "title"
                                       else _vector_lines(world, kind, items, model, chunk_rng))
@@ -468,7 +468,7 @@ class _Integrator:
     def __call__(self, base: float, logit: np.ndarray, beta: float) -> np.ndarray:
         out = np.zeros(len(logit))
         for e, w in zip(self.eps, self.weight):
-            out += w * _sigmoid(base + logit + beta * e)
+            out += w * sigmoid(base + logit + beta * e)
         return out
 
     def calibrate(self, logit: np.ndarray, beta: float, target: float) -> float:
@@ -522,7 +522,7 @@ def _row_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
     bounds = np.searchsorted(ends, np.arange(p.chunk_rows, ends[-1], p.chunk_rows), side="left") + 1
     bounds = np.unique(np.r_[0, bounds[bounds < len(ends)], len(ends)])
     for c, (u0, u1) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
-        rng = _rng(seed, _S_ROWS, c)
+        rng = rng_for(seed, _S_ROWS, c)
         user = np.repeat(np.arange(u0, u1), world.user_rows[u0:u1])
         n = len(user)
         topic = (taste_cdf[user] < rng.random(n)[:, None]).sum(axis=1).clip(max=p.n_topics - 1)
@@ -581,12 +581,12 @@ def _write_train(world: World, seed: int, tmp_train: str, tmp_oracle: str) -> di
         for chunk in _row_chunks(world, seed):
             user, item, m = chunk["user"], chunk["item"], chunk["m"]
             logits = _logits(world, item, m)
-            rng = _rng(seed, _S_LABELS, chunk["chunk"])
+            rng = rng_for(seed, _S_LABELS, chunk["chunk"])
             eps = rng.normal(0.0, p.noise, size=len(m))
             draws = rng.random((len(m), 2))
             labels, probs = {}, {}
             for k, label in enumerate(LABELS):
-                labels[label] = (draws[:, k] < _sigmoid(base[label] + logits[label] + betas[label] * eps)).astype(np.int64)
+                labels[label] = (draws[:, k] < sigmoid(base[label] + logits[label] + betas[label] * eps)).astype(np.int64)
                 probs[label] = integrate(base[label], logits[label], betas[label])
                 labels_all[label].append(labels[label].astype(np.int8))
                 probs_all[label].append(probs[label].astype(np.float32))

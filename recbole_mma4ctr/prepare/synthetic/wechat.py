@@ -370,11 +370,11 @@ def make_params(scale: str = "sample", **overrides) -> SyntheticParams:
     return SyntheticParams(**values).resolved()
 
 
-def _rng(seed: int, *stream: int) -> np.random.Generator:
+def rng_for(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, stream)]))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
@@ -421,7 +421,7 @@ class World:
         return float(lo), float(hi)
 
 
-def _allocate(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
+def allocate(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
     """Split ``total`` into integers proportional to weights, each in [1, cap], summing exactly."""
     n = len(weights)
     counts = np.zeros(n, dtype=np.int64)
@@ -459,7 +459,7 @@ def _allocate(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
 def build_world(params: SyntheticParams, seed: int = 0) -> World:
     """The latent topics, authors, feeds and users that ``write_wechat_raw`` uses for ``seed``."""
     p = params.resolved()
-    rng = _rng(seed, _S_WORLD)
+    rng = rng_for(seed, _S_WORLD)
     K = p.n_topics
     topic_weight = rng.dirichlet(np.full(K, 8.0))
     author_topic = rng.choice(K, size=p.n_authors, p=topic_weight)
@@ -489,7 +489,7 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
     taste = 0.97 * gam / gam.sum(axis=1, keepdims=True) + 0.03 / K
     affinity = taste / taste.max(axis=1, keepdims=True)
     activity = rng.lognormal(0.0, p.activity_sigma, size=p.n_users)
-    user_actions = _allocate(p.n_actions, activity, _user_cap(p))
+    user_actions = allocate(p.n_actions, activity, _user_cap(p))
     user_device = np.where(rng.random(p.n_users) < p.device2_share, 2, 1).astype(np.int64)
     user_propensity = rng.normal(0.0, p.propensity_sd, size=p.n_users)
     span = max(p.n_users, int(p.userid_span * p.n_users))
@@ -500,7 +500,7 @@ def build_world(params: SyntheticParams, seed: int = 0) -> World:
                  feed_quality, feed_active, feed_popularity, feedid, videoplayseconds, taste,
                  affinity, user_actions, user_device, user_propensity, userid, topic_effect,
                  song, singer, hit,
-                 release_days(p.n_feeds, p.new_feed_share, p.n_days, feed_popularity, _rng(seed, _S_RELEASE)))
+                 release_days(p.n_feeds, p.new_feed_share, p.n_days, feed_popularity, rng_for(seed, _S_RELEASE)))
 
 
 def release_days(n: int, new_share: float, n_days: int, popularity: np.ndarray,
@@ -534,7 +534,7 @@ def _background_music(p: SyntheticParams, feed_topic: np.ndarray, seed: int):
     """Each feed's (song id, singer id, hit flag): songs per topic (80 % from the feed's main
     topic, Zipf inside it), one singer per song of the same topic, no music for ``bgm_empty``
     of the feeds (ids 0: written as empty cells); ``bgm_hit_share`` of the singers are hits."""
-    rng = _rng(seed, _S_BGM)
+    rng = rng_for(seed, _S_BGM)
     n = len(feed_topic)
     per_topic = max(2, int(round(p.songs_per_feed * p.n_feeds / p.n_topics)))
     singers_per_topic = max(1, int(np.ceil(per_topic / p.songs_per_singer)))
@@ -689,13 +689,13 @@ def _feed_text_rows(world: World, lo: int, hi: int, vocabs: Dict[str, _Vocab],
 
 def _write_feed_files(world: World, seed: int, tmp_info: str, tmp_emb: str) -> None:
     p = world.params
-    vrng = _rng(seed, _S_TEXT, 0)
+    vrng = rng_for(seed, _S_TEXT, 0)
     vocabs = {
         "word": _vocab(p.word_common, p.word_block, p, vrng),
         "char": _vocab(p.char_common, p.char_block, p, vrng),
         "keyword": _vocab(p.keyword_common, p.keyword_block, p, vrng),
     }
-    centroids = _rng(seed, _S_EMBED, 0).normal(0.0, p.embedding_centroid_sd,
+    centroids = rng_for(seed, _S_EMBED, 0).normal(0.0, p.embedding_centroid_sd,
                                                 size=(p.n_topics, p.embedding_dim))
     row_fmt = " ".join(["%.8f"] * p.embedding_dim)
     with open(tmp_info, "w", newline="", encoding="utf-8") as fi, \
@@ -705,8 +705,8 @@ def _write_feed_files(world: World, seed: int, tmp_info: str, tmp_emb: str) -> N
         fe.write(",".join(FEED_EMBEDDING_COLUMNS) + "\n")
         for c, lo in enumerate(range(0, p.n_feeds, p.feed_chunk)):
             hi = min(p.n_feeds, lo + p.feed_chunk)
-            writer.writerows(_feed_text_rows(world, lo, hi, vocabs, _rng(seed, _S_TEXT, c + 1)))
-            erng = _rng(seed, _S_EMBED, c + 1)
+            writer.writerows(_feed_text_rows(world, lo, hi, vocabs, rng_for(seed, _S_TEXT, c + 1)))
+            erng = rng_for(seed, _S_EMBED, c + 1)
             emb = (0.8 * centroids[world.feed_topic[lo:hi]] + 0.25 * centroids[world.feed_topic2[lo:hi]]
                    + erng.normal(0.0, p.embedding_noise_sd, size=(hi - lo, p.embedding_dim)))
             fe.writelines(f"{fid},{row_fmt % tuple(row)}\n"
@@ -736,7 +736,7 @@ def _latent_chunks(world: World, seed: int) -> Iterator[Dict[str, np.ndarray]]:
     per_chunk = max(1, p.chunk_cells // len(active))
     for c, u0 in enumerate(range(0, p.n_users, per_chunk)):
         u1 = min(p.n_users, u0 + per_chunk)
-        rng = _rng(seed, _S_EXPOSURE, c)
+        rng = rng_for(seed, _S_EXPOSURE, c)
         counts = world.user_actions[u0:u1]
         prob = p.taste_exposure * world.taste[u0:u1][:, topic] * within + (1 - p.taste_exposure) * glob
         per_day = 1.0 / np.maximum(prob @ by_day, 1e-300)  # (users, D): 1 / W(u, d)
@@ -782,7 +782,7 @@ def _calibrate(z: np.ndarray, beta: np.ndarray, target: np.ndarray) -> np.ndarra
     hi = np.full(len(beta), 30.0)
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        rate = _sigmoid(mid[:, None] + beta[:, None] * centres[None, :]) @ weight
+        rate = sigmoid(mid[:, None] + beta[:, None] * centres[None, :]) @ weight
         high = rate > target
         hi = np.where(high, mid, hi)
         lo = np.where(high, lo, mid)
@@ -823,7 +823,7 @@ class _Oracle:
             eps, w = np.zeros(1), np.ones(1)
         pad = 1e-6 + 1e-3 * (m_hi - m_lo)
         self.grid = np.linspace(m_lo - pad, m_hi + pad, 4097)
-        prob = _sigmoid(base + beta * (self.grid[:, None, None] + eps[None, :, None]))  # (G, N, 7)
+        prob = sigmoid(base + beta * (self.grid[:, None, None] + eps[None, :, None]))  # (G, N, 7)
         self.action = np.einsum("gnk,n->kg", prob, w)
         self.weighted = weighted_label_probability(prob) @ w
 
@@ -835,10 +835,10 @@ class _Oracle:
 def _action_rows(world: World, ch: Dict[str, np.ndarray], base: np.ndarray, oracle: _Oracle,
                  seed: int) -> Tuple[pd.DataFrame, pd.DataFrame]:
     p = world.params
-    rng = _rng(seed, _S_ACTIONS, int(ch["chunk"]))
+    rng = rng_for(seed, _S_ACTIONS, int(ch["chunk"]))
     z, feed, n = ch["z"], ch["feed"], len(ch["z"])
     beta = np.asarray(p.action_beta)
-    acts = (rng.random((n, len(ACTIONS))) < _sigmoid(base + beta * z[:, None])).astype(np.int64)
+    acts = (rng.random((n, len(ACTIONS))) < sigmoid(base + beta * z[:, None])).astype(np.int64)
     vps_ms = world.videoplayseconds[feed] * 1000.0
     frac = np.minimum(np.exp(rng.normal(-0.5 + 0.3 * z, 0.6)), 5.0)
     play = np.rint(frac * vps_ms).astype(np.int64)
