@@ -29,8 +29,8 @@ seconds, validation metrics, interrupts) for the result record. ``self.steps`` c
 steps (training batches, retried epochs included: they were computed); ``step_budget`` (> 0)
 ends training after the first epoch that reaches it (checked per epoch, so at most one epoch's
 steps over). ``self.stopped_on`` says why training ended: ``plateau`` (RecBole's early stopping:
-``stopping_step`` validations without improvement), ``step budget``, ``epochs`` (all epochs
-run) or ``callback`` (the caller's hook, e.g. a tuning scheduler).
+``stopping_step`` validations without improvement), ``step budget``, or ``epochs`` (all epochs
+run).
 
 Labeled (CTR) evaluation, for every model:
 
@@ -231,7 +231,7 @@ class Trainer(RecBoleTrainer):
         """Train with the schedule and interrupt described in the module docstring.
 
         ``callback_fn(epoch_idx, valid_score)`` runs after every accepted epoch (valid_score is
-        None when the epoch was not validated); returning True from it stops training.
+        None when the epoch was not validated); it observes, it never stops training.
         """
         if saved and self.start_epoch >= self.epochs:
             self._save_checkpoint(-1, verbose=verbose)
@@ -316,9 +316,8 @@ class Trainer(RecBoleTrainer):
                 self.stopped_on = "plateau"
             elif self.step_budget > 0 and self.steps >= self.step_budget:
                 self.stopped_on, stop_flag = "step budget", True
-            if callback_fn and callback_fn(epoch_idx, valid_score):
-                self.stopped_on = self.stopped_on or "callback"
-                stop_flag = True
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
             if stop_flag:
                 if verbose:
                     self.logger.info(f"Finished training, best eval result in epoch {epoch_idx - self.cur_step * self.eval_step}")

@@ -247,7 +247,6 @@ class LedgerImpl:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.names = dict(names)            # key -> cell name
         self.progress = {key: {"cell": name, "state": "pending"} for key, name in self.names.items()}
-        self.outcomes: dict = {}
         self.last: dict = {}
         self._write_progress()
 
@@ -272,16 +271,12 @@ class LedgerImpl:
 
     def finish(self, key: str, record: dict, predictions: dict | None) -> str:
         path = write_record(record, self.folder, predictions)
-        self.outcomes[key] = str(path)
         self.progress.setdefault(key, {}).update(state=record["status"], record=path.name,
                                                  error=record.get("error"))
         if record["status"] == "ok":
             (self.checkpoints / f"{key}.ckpt").unlink(missing_ok=True)
         self._write_progress()
         return str(path)
-
-    def outcome(self, key: str):
-        return self.outcomes.get(key)
 
     def last_report(self, key: str):
         return self.last.get(key)
@@ -329,15 +324,6 @@ def worker_setup() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def quiet_console() -> None:
-    """RecBole logs everything to the console; in a cell the log file keeps it all."""
-    import logging
-
-    for handler in logging.getLogger().handlers:
-        if type(handler) is logging.StreamHandler:
-            handler.setLevel(logging.WARNING)
 
 
 def cell_trainable(params: dict, setup: dict) -> None:

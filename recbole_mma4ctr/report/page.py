@@ -23,15 +23,6 @@ from . import figures
 SPLIT = (0.8, 0.1, 0.1)
 
 
-def load_records(folder: Path) -> list[dict]:
-    """The folder's valid records (``record.records_in``): names checked, so paths stay inside."""
-    return records_in(folder)
-
-
-def _predictions(record: dict, folder: Path):
-    return read_predictions(record)
-
-
 def split_sizes(n: int) -> tuple[int, int, int]:
     """RecBole's RS split sizes for n rows (valid and test rounded down, train the rest)."""
     n_valid, n_test = int(SPLIT[1] * n), int(SPLIT[2] * n)
@@ -147,7 +138,7 @@ def write_report(folder) -> tuple[Path, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such results folder")
-    records = load_records(folder)
+    records = records_in(folder)   # valid records only: names checked, so paths stay inside
     page = Page()
     page.heading(f"Report: {folder.name}", 1)
     page.text(f"Made {time.strftime('%Y-%m-%d %H:%M')} from {len(records)} result record(s) in this folder; "
@@ -192,7 +183,7 @@ def _roc_section(page: Page, folder: Path, dataset: str, records: list[dict]) ->
     page.heading(f"ROC curves on the {dataset} test split")
     curves, missing = {}, []
     for record in records:
-        predictions = _predictions(record, folder)
+        predictions = read_predictions(record)
         if predictions is None or not len(predictions["score"]):
             missing.append(record["model"])
             continue
@@ -209,7 +200,7 @@ def _maps_section(page: Page, folder: Path, dataset: str, records: list[dict]) -
     page.heading(f"What MMa4CTR's network sees ({dataset})")
     drawn = False
     for record in records:
-        predictions = _predictions(record, folder)
+        predictions = read_predictions(record)
         if predictions is None or "hidden" not in predictions:
             continue
         labels = predictions["label"][predictions["sample_index"]]
