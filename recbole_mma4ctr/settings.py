@@ -45,6 +45,12 @@ def read_yaml(path) -> dict:
     return loaded
 
 
+def tooling(section: str) -> dict:
+    """One section (``compare``, ``engine``, ``tune``, ``report``) of ``properties/tooling.yaml``:
+    the defaults of the tooling around the runs."""
+    return dict(setting(read_yaml(properties_dir() / "tooling.yaml"), section, "properties/tooling.yaml"))
+
+
 def setting(config, key: str, where: str = "properties/overall.yaml"):
     """``config[key]``, refusing a key that no settings file defines (``None`` is a valid value)."""
     values = getattr(config, "final_config_dict", config)

@@ -110,7 +110,7 @@ def _interval(values, level: float):
     return [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))], len(values)
 
 
-def bootstrap_auc_interval(scores, labels, users, resamples: int = 200, level: float = 0.95, seed: int = 0):
+def bootstrap_auc_interval(scores, labels, users, resamples: int, level: float = 0.95, seed: int = 0):
     """Percentile interval of the global AUC when whole users are resampled with replacement."""
     order, starts = _ranked(scores)
     positive = (np.asarray(labels) > 0.5)[order]
@@ -120,7 +120,7 @@ def bootstrap_auc_interval(scores, labels, users, resamples: int = 200, level: f
     return low, high
 
 
-def paired_bootstrap(scores_a, scores_b, labels, users, resamples: int = 1000, level: float = 0.95,
+def paired_bootstrap(scores_a, scores_b, labels, users, resamples: int, level: float = 0.95,
                      seed: int = 0) -> dict:
     """AUC_a - AUC_b on the same rows and its percentile interval over the same user draws."""
     labels = np.asarray(labels) > 0.5
@@ -191,7 +191,7 @@ def by_coldness(scores, labels, users, warm_item, warm_user) -> dict:
     return groups
 
 
-def summarize(scores, labels, users, probabilities=True, resamples: int = 200) -> dict:
+def summarize(scores, labels, users, resamples: int, probabilities=True) -> dict:
     """AUC, its user-bootstrap interval, GAUC, UAUC and (for probabilities) LogLoss of one model."""
     low, high = bootstrap_auc_interval(scores, labels, users, resamples=resamples)
     summary = {

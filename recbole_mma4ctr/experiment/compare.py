@@ -32,15 +32,12 @@ from ..cells import is_challenge, layered_settings, make_cell
 from ..errors import CellError
 from ..report.comparison import write_comparison
 from ..run import say
+from ..settings import tooling
 from . import challenge, engine
-
-ALL_MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
-DEFAULT_MARKS = [10, 20, 30, 50]
-
 
 def parse_models(text: str) -> list[str]:
     if text.strip().lower() == "all":
-        return list(ALL_MODELS)
+        return list(tooling("compare")["models"])
     models = [m.strip() for m in text.split(",") if m.strip()]
     if not models:
         raise CellError("--models needs 'all' or a comma-separated list, e.g. MMa4CTR,DIN")
@@ -51,7 +48,7 @@ def parse_models(text: str) -> list[str]:
 
 def parse_marks(text) -> list[int]:
     if text is None:
-        return list(DEFAULT_MARKS)
+        return list(tooling("compare")["marks"])
     try:
         marks = sorted({int(m) for m in str(text).replace(" ", "").split(",") if m})
     except ValueError:

@@ -43,7 +43,8 @@ from ..prepare.sources import CONVERTERS, converter_settings, ensure_dataset
 from ..record import (ended_record, failure_record, latest_by_key, new_run_id, read_record, records_in, where,
     write_record)
 from ..resume_key import cell_key
-from ..run import write_config_files, run_cell, say
+from ..run import run_cell, say, write_config_files
+from ..settings import tooling
 
 # Ray 2.6 picks "its" address with a UDP connect() towards a public resolver and then listens on
 # every interface; with this variable at 0 (read when ray is imported) it uses 127.0.0.1.
@@ -53,7 +54,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit
 ENGINE_OPTIONS = ("cpus_per_run", "gpus_per_run", "ray_address", "ray_tmp", "max_failures")
-DEFAULT_OPTIONS = {"cpus_per_run": "1", "gpus_per_run": "0", "ray_address": None, "ray_tmp": None, "max_failures": "2"}
 
 
 # ---- options and resources -------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def pop_options(overrides: dict) -> dict:
 
 
 def parse_options(options: dict) -> EngineOptions:
-    options = {**DEFAULT_OPTIONS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    options = {**tooling("engine"), **{k: v for k, v in (options or {}).items() if v is not None}}
     try:
         cpus, gpus = float(options["cpus_per_run"]), float(options["gpus_per_run"])
         max_failures = int(options["max_failures"])

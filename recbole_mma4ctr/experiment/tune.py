@@ -62,7 +62,7 @@ from ..files import write_text
 from ..report import tables
 from ..resume_key import PLUMBING
 from ..run import say
-from ..settings import properties_dir
+from ..settings import properties_dir, tooling
 from . import engine
 from .engine import ENGINE_OPTIONS
 
@@ -75,7 +75,6 @@ KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python 
 UNTUNABLE = {"dataset", "data_path", "raw_root", "synthetic_root", "synthetic_scale", "synthetic_seed", "label_action",
              "min_user_actions", "min_user_interactions", "pca_variance", "token_maxlen", "visual_dim", "acoustic_dim",
              "textual_dim", "chunk_rows", "epochs"}
-TUNE_DEFAULTS = {"num_samples": "8", "metric": None, "grace_period": "2", "reduction_factor": "2", "params_file": None}
 
 
 # ---- the search space ----------------------------------------------------------------------------
@@ -255,7 +254,7 @@ def run_tuning(model: str, dataset: str, config_files=None, overrides=None, opti
     """Tune ``model`` on ``dataset``; returns the results folder (see the module docstring)."""
     options = dict(options or {})
     engine_options = engine.parse_options({k: options.pop(k) for k in list(options) if k in engine.ENGINE_OPTIONS})
-    options = {**TUNE_DEFAULTS, **options}
+    options = {**tooling("tune"), **options}
     overrides = dict(overrides or {})
     params_file = Path(options["params_file"] or default_params_file(model))
     dimensions = read_hyper_file(params_file)
@@ -347,7 +346,7 @@ def trial_row(record: dict, dimensions, metric: str, mode: str) -> dict:
 
 def main(model: str, dataset: str, config_files, overrides: dict, protocol=None) -> int:
     """The ``--tune`` command: pops the tuning options from ``overrides``; returns an exit status."""
-    options = {key: overrides.pop(key) for key in list(overrides) if key in TUNE_DEFAULTS or key in ENGINE_OPTIONS}
+    options = {key: overrides.pop(key) for key in list(overrides) if key in tooling("tune") or key in ENGINE_OPTIONS}
     try:
         folder = run_tuning(model, dataset, config_files, overrides, options, protocol)
     except RuntimeError as error:

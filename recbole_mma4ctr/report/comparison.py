@@ -16,6 +16,7 @@ from ..experiment.challenge import comparison_part
 from ..files import write_text
 from ..prepare.atomic import listed_file
 from ..record import read_predictions, scored_rows_digest
+from ..settings import tooling
 from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
 from . import tables
 from .tables import write_csv
@@ -52,7 +53,8 @@ def model_row(model: str, record: dict | None, marks) -> dict:
     predictions = read_predictions(record)
     if predictions is not None and len(predictions["score"]):
         squashed = record.get("logloss_on") == "sigmoid(score)"
-        summary = summarize(predictions["score"], predictions["label"], predictions["user"], probabilities=True)
+        summary = summarize(predictions["score"], predictions["label"], predictions["user"],
+                            tooling("report")["bootstrap_resamples"], probabilities=True)
         row.update({f"best_{k}": v for k, v in summary.items()})
         row["logloss_on"] = record.get("logloss_on")
         row["test_pairs"] = int(len(predictions["score"]))
@@ -102,7 +104,8 @@ def oracle_row(records: dict) -> dict | None:
             oracle = oracle_probabilities(record, predictions)
             if oracle is None:
                 return None
-            summary = summarize(oracle, predictions["label"], predictions["user"], probabilities=True)
+            summary = summarize(oracle, predictions["label"], predictions["user"], tooling("report")["bootstrap_resamples"],
+                                probabilities=True)
             return {"model": ORACLE, "status": "ok", **{f"best_{k}": v for k, v in summary.items()},
                     "test_pairs": int(len(oracle))}
     return None
@@ -204,7 +207,7 @@ def paired_entries(rows) -> list[dict]:
         mine, theirs = row["_predictions"], base["_predictions"]
         scores, against = mine["score"][orders[1]], theirs["score"][orders[0]]
         labels, users = theirs["label"][orders[0]], theirs["user"][orders[0]]
-        boot = paired_bootstrap(scores, against, labels, users)
+        boot = paired_bootstrap(scores, against, labels, users, tooling("report")["paired_resamples"])
         test = delong(scores, against, labels)
         low, high = boot["ci95"]
         entry.update(test_pairs=int(len(labels)), difference=boot["difference"], ci95=boot["ci95"],
@@ -267,6 +270,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
         if row.get("test_rows_sha256"):
             digests.setdefault(row.get("action"), set()).add(row["test_rows_sha256"])
     same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
+    resamples = tooling("report")
     table = markdown_table(rows + ([oracle] if oracle else []), marks)
     notes = [
         challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
@@ -278,12 +282,13 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
            "to measure it; properties/protocol/paper.yaml)") + ")."),
         (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
          "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
-         "200 bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
+         f"{resamples['bootstrap_resamples']} bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "
          "that epoch, not a selected model; selection (early stopping, best checkpoint) reads validation only."
          if marks else
          "Every model trained to its validation plateau (train_to: plateau): "
          + plateau_rule(records) + " 'best-valid AUC' is the test AUC of the best-validation checkpoint, "
-         "with a 95% interval from 200 bootstrap resamples of users; selection reads validation only."),
+         f"with a 95% interval from {resamples['bootstrap_resamples']} bootstrap resamples of users; selection reads "
+         "validation only."),
         "Training: optimizer steps x batch size, and why training stopped: 'plateau' (validation stopped "
         "improving), 'step budget', 'epochs' (all epochs run); 'still improving' marks a model whose best "
         "validation came within the last plateau_patience validations, i.e. one that would have gained from "
@@ -312,7 +317,8 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
         sections += [f"## Against {REFERENCE}, paired on the same test rows",
                      f"Each model's test AUC minus {REFERENCE}'s, seed-matched (model seed k against {REFERENCE} "
                      "seed k" + (", and action-matched: each action's run against MMa4CTR's run on that action"
-                                 if challenge else "") + "), on the same (user, item, timestamp) rows; 95% interval from 1000 paired bootstrap "
+                                 if challenge else "") + "), on the same (user, item, timestamp) rows; 95% interval from "
+                     f"{resamples['paired_resamples']} paired bootstrap "
                      "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
                      "interval contains 0 is within noise.", paired_table(paired)]
     markdown = "\n\n".join(sections) + "\n"

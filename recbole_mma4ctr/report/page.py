@@ -20,12 +20,10 @@ from ..record import read_predictions, records_in
 from ..stats import weighted_auc
 from . import figures
 
-SPLIT = (0.8, 0.1, 0.1)
-
-
-def split_sizes(n: int) -> tuple[int, int, int]:
-    """RecBole's RS split sizes for n rows (valid and test rounded down, train the rest)."""
-    n_valid, n_test = int(SPLIT[1] * n), int(SPLIT[2] * n)
+def split_sizes(n: int, split) -> tuple[int, int, int]:
+    """RecBole's RS split sizes for n rows and the ratios ``split`` (valid and test rounded down,
+    train the rest)."""
+    n_valid, n_test = int(split[1] * n), int(split[2] * n)
     return n - n_valid - n_test, n_valid, n_test
 
 
@@ -41,10 +39,11 @@ def dataset_statistics(record: dict):
     frame = pd.read_csv(inter_path, sep="\t", usecols=[0, 1, 2], header=0)
     frame.columns = ["user", "item", "timestamp"]
     frame = frame.sort_values("timestamp", kind="stable")
-    n_train, n_valid, _ = split_sizes(len(frame))
+    ratios = ((config.get("eval_args") or {}).get("split") or {}).get("RS")   # the run's own split; a day split has none
+    n_train, n_valid, _ = split_sizes(len(frame), ratios) if ratios else (len(frame), 0, 0)
     train_items = set(frame["item"].iloc[:n_train])
     cold = {}
-    for name, part in (("valid", frame.iloc[n_train:n_train + n_valid]), ("test", frame.iloc[n_train + n_valid:])):
+    for name, part in (("valid", frame.iloc[n_train:n_train + n_valid]), ("test", frame.iloc[n_train + n_valid:])) if ratios else ():
         unseen = ~part["item"].isin(train_items)
         cold[name] = {"rows": int(unseen.sum()), "share_of_rows": float(unseen.mean()) if len(part) else 0.0,
                       "items": int(part.loc[unseen, "item"].nunique())}

@@ -60,7 +60,7 @@ def test_seeds_and_paired_entries(tmp_path):
     assert set(paired) == {("Weak", 2024), ("Weak", 7), ("Same", 2024), ("Same", 7)}
     for seed in (2024, 7):
         weak = paired[("Weak", seed)]
-        users_boot = paired_bootstrap(scores[("Weak", seed)], scores[("MMa4CTR", seed)], labels, users)
+        users_boot = paired_bootstrap(scores[("Weak", seed)], scores[("MMa4CTR", seed)], labels, users, 1000)
         assert weak["difference"] == pytest.approx(users_boot["difference"]) and weak["difference"] < -0.05
         assert weak["ci95"][1] < 0 and not weak["within_noise"]
         assert weak["delong_p"] == pytest.approx(delong(scores[("Weak", seed)], scores[("MMa4CTR", seed)], labels)["p_value"])
