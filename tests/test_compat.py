@@ -15,6 +15,7 @@ NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 SCIPY_WITHOUT_UPDATE = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 13)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not NUMPY_2, reason="RecBole's own numpy aliases work on numpy 1.x")
 def test_recbole_own_compatibility_settings_fail_on_numpy_2():
     from recbole.config import Config
@@ -23,6 +24,7 @@ def test_recbole_own_compatibility_settings_fail_on_numpy_2():
         Config.compatibility_settings(None)
 
 
+@pytest.mark.unit
 def test_numpy_aliases_are_the_types_recbole_expects():
     from recbole_mma4ctr.compat import recbole_stack_settings
 
@@ -39,6 +41,7 @@ def test_numpy_aliases_are_the_types_recbole_expects():
     assert MMa4CTRConfig.compatibility_settings.__qualname__.startswith("MMa4CTRConfig")
 
 
+@pytest.mark.unit
 def test_dok_update_fills_lightgcn_adjacency_with_the_known_normalisation():
     from recbole.model.general_recommender.lightgcn import LightGCN
 
@@ -81,6 +84,7 @@ def nan_frame():
     return pd.DataFrame({"token": [1.0, np.nan, 3.0], "value": [1.0, np.nan, 3.0]})
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(int(pd.__version__.split(".")[0]) >= 3, reason="pandas 3 is refused")
 def test_copy_on_write_is_off_while_a_dataset_is_built():
     from recbole_mma4ctr.compat import building_dataset
@@ -94,6 +98,7 @@ def test_copy_on_write_is_off_while_a_dataset_is_built():
     assert filled["token"].tolist() == [1.0, 0.0, 3.0] and filled["value"].tolist() == [1.0, 2.0, 3.0]
 
 
+@pytest.mark.unit
 def test_pandas_3_is_refused_with_a_message(monkeypatch):
     from recbole_mma4ctr.compat import building_dataset
 

@@ -8,6 +8,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from recbole_mma4ctr.stats import bootstrap_auc_interval, logloss, summarize, weighted_auc
 
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
+
 
 def test_auc_by_hand_with_a_tie():
     # positives 0.8 and 0.4; negatives 0.4 and 0.1: pairs (0.8>0.4), (0.8>0.1), (0.4=0.4 -> 1/2), (0.4>0.1)

@@ -194,6 +194,7 @@ class WithOtherParameters(torch.nn.Module):
         return {key: getattr(self, key) for key in self.other_parameter_name}
 
 
+@pytest.mark.unit
 def test_other_parameter_is_saved_as_plain_data_and_loaded_back_weights_only(tmp_path):
     import numpy as np
 
@@ -211,6 +212,7 @@ def test_other_parameter_is_saved_as_plain_data_and_loaded_back_weights_only(tmp
     assert fresh.sizes == [1, 2.5, "x"]
 
 
+@pytest.mark.unit
 def test_other_parameter_that_is_not_plain_data_is_refused_by_name():
     import scipy.sparse as sp
 

@@ -18,6 +18,7 @@ ROUND1 = {"read_comment": 4, "like": 3, "click_avatar": 2, "forward": 1}
 
 
 # ---- the formulas, by hand --------------------------------------------------------------------------
+@pytest.mark.unit
 def test_uauc_is_the_plain_mean_over_users_with_both_classes_and_counts_the_dropped():
     from recbole_mma4ctr.stats import uauc_users
 
@@ -32,6 +33,7 @@ def test_uauc_is_the_plain_mean_over_users_with_both_classes_and_counts_the_drop
     assert uauc_users([.1, .2], [0, 0], ["a", "b"])["uauc"] is None
 
 
+@pytest.mark.unit
 def test_weighted_scores_of_both_challenges():
     from recbole_mma4ctr.stats import challenge_score
 
@@ -49,6 +51,7 @@ def test_weighted_scores_of_both_challenges():
     assert challenge_score({**round1, "forward": float("nan")}, ROUND1) is None
 
 
+@pytest.mark.unit
 def test_the_protocol_file_holds_the_official_rounds_and_weights():
     from recbole_mma4ctr.cells import protocol_settings
     from recbole_mma4ctr.experiment.challenge import task_of
@@ -126,6 +129,7 @@ def test_the_comparison_carries_the_score_of_hand_computed_records(tmp_path):
     assert entry["score"] is None and entry["actions"]["forward"]["status"] == "failed"
 
 
+@pytest.mark.unit
 def test_icme_score_uses_the_global_auc(tmp_path):
     from recbole_mma4ctr.experiment.challenge import score_outcomes
 
@@ -169,6 +173,7 @@ def test_seeds_and_pairs_group_per_action(tmp_path):
 
 
 # ---- the day split ----------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_day_cut_points_by_hand():
     from recbole_mma4ctr.data.paper_split import day_cut_points, days_of_positions
 
@@ -227,6 +232,7 @@ def test_day_split_refuses_a_folder_without_days(tiny_atomic, tmp_path):
 
 
 # ---- the cells ----------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_plan_cells_makes_one_cell_per_action_with_its_own_label_and_folder():
     from recbole_mma4ctr.experiment.compare import plan_cells
 
@@ -247,6 +253,7 @@ def test_plan_cells_makes_one_cell_per_action_with_its_own_label_and_folder():
         ("MMa4CTR-like", {"label_action": "like", "data_path": "dataset_atomic/challenge/like"})]
 
 
+@pytest.mark.unit
 def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
     from recbole_mma4ctr.cells import make_cell
     from recbole_mma4ctr.errors import CellError

@@ -100,6 +100,7 @@ def test_no_setting_is_ever_executed_whichever_way_it_comes_in(tmp_path):
         make_cell("MMa4CTR", "wechat", [str(tagged)], {})
 
 
+@pytest.mark.unit
 def test_values_are_typed_as_recbole_types_them_without_eval():
     from recbole_mma4ctr.config import typed_value
 
@@ -112,6 +113,7 @@ def test_values_are_typed_as_recbole_types_them_without_eval():
     assert typed_value("__import__('os').getcwd()") == "__import__('os').getcwd()"
 
 
+@pytest.mark.unit
 def test_records_refuse_path_like_names_and_readers_skip_them(tmp_path):
     from recbole_mma4ctr.record import failure_record, records_in, write_record
     from recbole_mma4ctr.errors import RecordError
@@ -126,6 +128,7 @@ def test_records_refuse_path_like_names_and_readers_skip_them(tmp_path):
     assert not list(tmp_path.parent.glob("outside*"))
 
 
+@pytest.mark.unit
 def test_predictions_round_trip_without_pickle(tmp_path):
     from recbole_mma4ctr.record import read_predictions, write_record
 

@@ -15,7 +15,6 @@ import yaml
 
 from conftest import REPO, remove_ray_temp
 
-pytestmark = pytest.mark.ray  # the numpy-2 CI environment has no Ray
 TINY = "--synthetic_scale=tiny"
 
 
@@ -32,6 +31,7 @@ def ok(done):
 
 
 # ---- parsing and refusals (no Ray) -----------------------------------------------------------------
+@pytest.mark.unit
 def test_hyper_file_kinds_and_errors(tmp_path):
     from recbole_mma4ctr.experiment.tune import integer_dimensions, read_hyper_file, trial_value
     from recbole_mma4ctr.errors import TuneError
@@ -62,12 +62,14 @@ def test_hyper_file_kinds_and_errors(tmp_path):
             read_hyper_file(bad)
 
 
+@pytest.mark.unit
 def test_metric_direction():
     from recbole_mma4ctr.experiment.tune import metric_mode
 
     assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_search_space_maps_recbole_kinds_to_ray():
     from ray import tune
 
@@ -81,6 +83,7 @@ def test_search_space_maps_recbole_kinds_to_ray():
     assert space["q"].sample() % 16 == 0
 
 
+@pytest.mark.unit
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
     from recbole_mma4ctr import cli
     from recbole_mma4ctr.experiment import engine
@@ -98,6 +101,7 @@ def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeyp
     assert cli.main(["--study=no_such_study"]) == 2 and "fusion" in capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
     from recbole_mma4ctr.experiment.engine import SOCKET_DEPTH, SOCKET_LIMIT, ray_temp_dir
 
@@ -112,6 +116,7 @@ def test_ray_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
         shutil.rmtree(chosen, ignore_errors=True)
 
 
+@pytest.mark.unit
 def test_study_plans_and_cut_downs():
     from recbole_mma4ctr.experiment.studies import available_studies, load_study, point_settings, study_plan
     from recbole_mma4ctr.errors import TuneError
@@ -152,6 +157,7 @@ def mma_tune(tmp_path_factory):
     remove_ray_temp(folder)
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_tune_writes_trial_table_and_best_config(mma_tune):
     workdir, folder, done = mma_tune
     assert done.stdout.strip().splitlines()[-1] == str(folder / "best.yaml")
@@ -177,6 +183,7 @@ def test_tune_writes_trial_table_and_best_config(mma_tune):
     assert not (workdir / "ray_results").exists()
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_best_config_is_accepted_by_a_normal_run_which_does_not_import_ray(mma_tune):
     workdir, folder, _ = mma_tune
     code = ("import sys; from recbole_mma4ctr.cli import main; "
@@ -192,6 +199,7 @@ def test_best_config_is_accepted_by_a_normal_run_which_does_not_import_ray(mma_t
     assert record["best_valid"]["auc"] == pytest.approx(best["best_auc"], abs=0.01)
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_failing_trial_is_recorded_and_the_other_completes(tmp_path):
     """FM (a cheap baseline) with a grid of two learning rates, one of which Adam refuses."""
     (tmp_path / "fail.hyper").write_text("learning_rate grid [0.01,-1.0]\n")
@@ -219,6 +227,7 @@ def study_rows(folder):
     return {row["label"]: row for row in json.loads((folder / "study.json").read_text())["rows"]}
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_fusion_study_cut_down(study_dir):
     done = ok(run(study_dir, "--study=fusion", "--dataset=wechat", TINY, "--grid=vt_cross,textual", "--marks=1"))
     folder = study_dir / "results" / "study-fusion-wechat"
@@ -241,6 +250,7 @@ def test_fusion_study_cut_down(study_dir):
         remove_ray_temp(folder)
 
 
+@pytest.mark.ray  # the numpy-2 CI environment has no Ray
 def test_profile_length_study_with_zero_length(study_dir):
     ok(run(study_dir, "--study=profile_length", "--dataset=wechat", TINY, "--grid=0,5", "--marks=1"))
     folder = study_dir / "results" / "study-profile_length-wechat"

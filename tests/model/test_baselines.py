@@ -238,6 +238,7 @@ def test_pairwise_models_train_on_every_interaction_with_sampled_negatives(runs)
         assert captured[model]["config"]["train_neg_sample_args"]["distribution"] == "uniform"
 
 
+@pytest.mark.unit
 def test_vectorised_gcsan_graph_equals_recboles_loop():
     from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 
@@ -256,6 +257,7 @@ def test_vectorised_gcsan_graph_equals_recboles_loop():
             assert mine.dtype == theirs.dtype and torch.equal(mine, theirs), seed
 
 
+@pytest.mark.unit
 def test_user_histories_break_time_ties_by_row_order():
     from recbole_mma4ctr.model.baselines import UserHistories
 

@@ -68,6 +68,7 @@ def test_a_plus_mm_name_of_a_feature_model_is_accepted(name):
     assert get_model(name).__name__ == name[:-3]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, why", [("BPR+mm", "general recommender that does not embed item features"),
                                        ("LightGCN+mm", "does not embed item features"),
                                        ("GCSAN+mm", "sequential recommender that does not embed item features"),
@@ -115,6 +116,7 @@ def pooled(rule: str, vectors, table):
     return context, sequence
 
 
+@pytest.mark.unit
 def test_position_indices_keep_a_vectors_direction_recbole_stock_indices_collapse_it():
     from recbole_mma4ctr.model.feature_fair import bucket_count
 

@@ -10,6 +10,8 @@ from recbole_mma4ctr.settings import properties_dir, read_yaml
 from recbole_mma4ctr.errors import SettingError
 from recbole_mma4ctr.model.mma4ctr import MMa4CTR
 
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
+
 
 def fake_dataset(item_dims, profile_length=21, modalities=("visual", "acoustic", "textual")):
     fields = [f"profile_{m}" for m in modalities] + ["item_mm"]

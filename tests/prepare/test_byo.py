@@ -97,6 +97,7 @@ def one_line(error) -> str:
     return text
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("value", ["2", "nan", "", "yes", "-1"])
 def test_a_label_that_is_not_0_or_1_is_named(tmp_path, value):
     from recbole_mma4ctr.errors import InputError
@@ -108,12 +109,14 @@ def test_a_label_that_is_not_0_or_1_is_named(tmp_path, value):
     assert one_line(raised) == f"{folder / 'byo.inter'}, line 7, field 'label': expected a label of 0 or 1 (value {value!r})"
 
 
+@pytest.mark.unit
 def test_labels_written_as_floats_are_accepted(tmp_path):
     folder = write_byo(tmp_path, with_npz=False)  # pandas wrote 0.0 / 1.0
     assert "\t1.0\t" in (folder / "byo.inter").read_text()
     check_folder(folder)
 
 
+@pytest.mark.unit
 def test_a_short_line_an_encoding_and_a_header_are_named(tmp_path):
     from recbole_mma4ctr.errors import InputError
 
@@ -154,6 +157,7 @@ IDS = np.array(["a", "b", "c"])
 GOOD = np.ones((3, 2), dtype=np.float32)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("arrays, message", [
     ({"item_id": np.array([1, 2, 3]), "visual": GOOD},
      "field 'item_id': int64 ids; save the ids as strings equal to the .inter's item_id tokens"),
@@ -180,6 +184,7 @@ def test_a_bad_modality_archive_is_named(tmp_path, arrays, message):
     assert one_line(raised).startswith(f"{path}") and message in str(raised.value)
 
 
+@pytest.mark.unit
 def test_a_good_archive_loads_as_strings_and_float32(tmp_path):
     from recbole_mma4ctr.prepare.byo import check_modality_archive
 

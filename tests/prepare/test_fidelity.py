@@ -35,6 +35,7 @@ def authors_split(rows):
     return rows[:int(n * 0.8)], rows[int(n * 0.8):int(n * 0.9)], rows[int(n * 0.9):]
 
 
+@pytest.mark.unit
 def test_set_positions_are_pythons_own_set_order():
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 40, size=(500, 3)) * np.array([1000, 7, 1]) % np.array([50_000, 300, 2])
@@ -43,6 +44,7 @@ def test_set_positions_are_pythons_own_set_order():
     assert [listing[p] for p in positions] == [tuple(r) for r in rows.tolist()]
 
 
+@pytest.mark.unit
 def test_authors_order_groups_the_set_listing_by_user():
     rng = np.random.default_rng(5)
     users, feeds, labels = rng.integers(0, 6, 80) * 1013, rng.integers(0, 30, 80), rng.integers(0, 2, 80)
@@ -54,6 +56,7 @@ def test_authors_order_groups_the_set_listing_by_user():
     assert list(zip(users[ours].tolist(), feeds[ours].tolist(), labels[ours].tolist())) == expected
 
 
+@pytest.mark.unit
 def test_last_pair_device_is_the_last_pair_their_set_lists():
     users = np.array([5, 5, 9, 9, 9, 12, 5, 40_000, 40_000])
     devices = np.array([1, 2, 2, 1, 2, 1, 1, 2, 1])
@@ -64,6 +67,7 @@ def test_last_pair_device_is_the_last_pair_their_set_lists():
     assert dict(zip(distinct.tolist(), device.tolist())) == chosen
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("n", [11, 23, 100, 321_844, 7_317_882])
 def test_positional_cut_is_int_of_n_times_the_cumulative_ratio(n):
     assert positional_cut_points(n, [0.8, 0.1, 0.1]) == [int(n * 0.8), int(n * 0.9)]
@@ -202,6 +206,7 @@ def test_the_textual_modality_is_three_parts_with_their_widths_and_padding_at_th
     np.testing.assert_allclose(textual[:, parts["description_pca"]:], expected, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_batch_softmax_loss_equals_a_hand_computed_value():
     from recbole_mma4ctr.model.mma4ctr import batch_softmax_loss
 
@@ -240,6 +245,7 @@ def test_the_model_trains_on_the_batch_softmax_loss_when_asked():
         MMa4CTR(model_config(loss_type="hinge"), fake_dataset(10))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("item_dims, widths, parameters", [
     (128, [256, 128, 64, 16, 4], 92_185),  # 194 inputs: the released code's count
     (103, [256, 128, 64, 16, 4], 85_785),  # TikTok's 169 inputs: 43,520 + 32,896 + 8,256 + 1,040 + 68 + 5
@@ -255,6 +261,7 @@ def test_released_mlp_widths_and_parameter_counts(item_dims, widths, parameters)
     assert sum(p.numel() for p in paper.parameters()) == 29_225  # the paper's 194-128-32-4-1
 
 
+@pytest.mark.unit
 def test_each_modality_wider_than_the_cap_is_reduced_before_fusion():
     from recbole_mma4ctr.fusion import fuse
 

@@ -217,6 +217,7 @@ def test_empty_token_fields_are_read_as_no_tokens_and_counted(tiny_raw, tmp_path
     assert blank.sum() >= 10 and np.ptp(visual[blank], axis=0).max() == 0
 
 
+@pytest.mark.unit
 def test_atomic_writer_refuses_a_value_that_would_break_recboles_reader(tmp_path):
     from recbole_mma4ctr.prepare.atomic import AtomicWriter
 
@@ -279,6 +280,7 @@ def test_oracle_sidecar_aligns_with_the_kept_rows(tiny_raw, tmp_path):
 
 # --- text recipe: paper (padded ids -> PCA) or tfidf (bag of tokens -> TF-IDF -> truncated SVD) ---
 
+@pytest.mark.unit
 def test_truncated_svd_honours_fixed_widths_and_the_fewest_components_for_a_share():
     from scipy import sparse
 
@@ -302,6 +304,7 @@ def test_truncated_svd_honours_fixed_widths_and_the_fewest_components_for_a_shar
     np.testing.assert_allclose(np.linalg.svd(projected, compute_uv=False), singular[:5], rtol=1e-4)
 
 
+@pytest.mark.unit
 def test_randomized_truncated_svd_agrees_with_the_exact_one(monkeypatch):
     """Large matrices take the randomized (float32) path: its leading components match the exact ones."""
     from recbole_mma4ctr.prepare import text

@@ -221,6 +221,7 @@ def test_overrides_and_errors(tmp_path):
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == sorted(FILE_NAMES)
 
 
+@pytest.mark.unit
 def test_scale_presets():
     full = syn.make_params("full")
     assert (full.n_users, full.n_feeds, full.n_active_feeds, full.n_actions, full.n_days) == \
@@ -233,6 +234,7 @@ def test_scale_presets():
     assert syn.make_params("tiny", action_beta={a: 1.0 for a in ACTIONS}).action_beta == (1.0,) * 7
 
 
+@pytest.mark.unit
 def test_weighted_probability_is_the_enumeration():
     rng = np.random.default_rng(3)
     prob = rng.uniform(0, 1, size=(25, 7)) ** 2

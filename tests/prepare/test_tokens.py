@@ -8,6 +8,8 @@ from recbole_mma4ctr.prepare import tokens
 from recbole_mma4ctr.prepare.tokens import TokenLists
 from recbole_mma4ctr.errors import RawFormatError
 
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
+
 
 def as_lists(token_lists):
     return [row.tolist() for row in token_lists.to_list()]

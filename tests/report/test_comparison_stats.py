@@ -24,6 +24,7 @@ def fake_cell(folder, model, seed, scores, truth, order=None):
     return {"cell": name, "model": model, "extra": {"seed_of_cell": seed}}, record
 
 
+@pytest.mark.unit
 def test_seeds_and_paired_entries(tmp_path):
     from recbole_mma4ctr.report.comparison import write_comparison
 
@@ -72,6 +73,7 @@ def test_seeds_and_paired_entries(tmp_path):
     assert rows["Weak-seed7"]["cold_items_rows"] == int((~warm_item).sum())
 
 
+@pytest.mark.unit
 def test_cells_that_scored_other_rows_are_not_paired(tmp_path):
     from recbole_mma4ctr.report.comparison import write_comparison
 
