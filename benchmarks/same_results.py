@@ -7,8 +7,8 @@ fresh temporary folder), then give this script the two results folders
 (``results/compare-<dataset>-<protocol>``). It pairs the records by cell name and compares, for
 each cell: the status, the test metrics, the best-validation metrics, the test metrics at every
 epoch mark and per coldness group, each epoch's training loss and validation metrics, the
-number of test rows and their SHA-256, and the trainable parameter count; then every numeric
-column of ``comparison.json``'s rows. Times, run ids, paths, dates and versions are not compared.
+number of test rows and their SHA-256, and the trainable parameter count; then every column of
+``comparison.json``'s rows. Times, run ids, paths, dates and versions are not compared.
 Prints one line per difference and exits 1 if there is any, 0 otherwise.
 """
 
@@ -24,6 +24,7 @@ RECORD_FIELDS = ("status", "best_valid", "test", "test_by_epoch", "test_by_coldn
                  "trainable_parameters", "epochs_run", "steps", "stopped_on", "split_sizes")
 HISTORY_FIELDS = ("epoch", "train_loss", "steps", "valid", "best")
 ROW_SKIPPED = ("record", "run_id", "where", "train_seconds", "test_seconds", "device")
+TIMES = ("seconds",)   # wall times inside the compared fields (test_by_epoch[i].seconds) are not results
 
 
 def records(folder: Path) -> dict:
@@ -39,7 +40,7 @@ def records(folder: Path) -> dict:
 def differences(before, after, where: str, tolerance: float):
     """Paths where two JSON values differ (numbers within ``tolerance`` are equal)."""
     if isinstance(before, dict) and isinstance(after, dict):
-        for key in sorted(set(before) | set(after)):
+        for key in sorted((set(before) | set(after)) - set(TIMES)):
             if key not in before or key not in after:
                 yield f"{where}.{key}: only {'after' if key not in before else 'before'}"
             else:
