@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from recbole_mma4ctr.metrics import gauc, per_user_auc, uauc
+from recbole_mma4ctr.stats import gauc, per_user_auc, uauc
 
 # ---------------------------------------------------------------------------------------------
 # hand-computed cases

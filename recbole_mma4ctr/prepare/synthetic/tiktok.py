@@ -110,8 +110,9 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ...stats import weighted_auc
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
-from .wechat import allocate, rng_for, sigmoid, cold_shares, exposure_by_day, release_days, roc_auc
+from .wechat import allocate, cold_shares, exposure_by_day, release_days, rng_for, sigmoid
 from ..tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
 
@@ -608,7 +609,7 @@ def _write_train(world: World, seed: int, tmp_train: str, tmp_oracle: str) -> di
     return dict(n_rows=n_rows, base=base, user_counts=user_counts, items_seen=int(items_seen.sum()),
                 positives={k: int(v.sum()) for k, v in labels_all.items()},
                 mean_probability={k: float(v.mean(dtype=np.float64)) for k, v in probs_all.items()},
-                auc={k: roc_auc(probs_all[k], labels_all[k]) for k in LABELS},
+                auc={k: weighted_auc(probs_all[k], labels_all[k]) for k in LABELS},
                 cold=cold_shares(np.concatenate(item_all), np.concatenate(time_all)))
 
 

@@ -132,6 +132,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from ...stats import weighted_auc
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.wechat.write_wechat_raw"
@@ -867,24 +868,6 @@ def _write_rows(fh, frame: pd.DataFrame, fmt: str, n_int: Optional[int] = None) 
     fh.writelines([row_fmt % row for row in zip(*columns)])
 
 
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Rank-based ROC AUC with tied scores counted half; nan when a class is missing."""
-    score = np.asarray(score, dtype=np.float64)
-    label = np.asarray(label).astype(bool)
-    n_pos = int(label.sum())
-    n_neg = len(label) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = 0.5 * (starts + ends + 1)  # mean 1-based rank of each tie group
-    ranks = np.empty(len(s))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 # ----------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------
@@ -993,10 +976,10 @@ def _write_actions(world: World, seed: int, tmp_actions: str, tmp_oracle: str) -
     oracle_actions = {}
     if keep_actions:
         acts, p_act = np.concatenate(act_all), np.concatenate(p_act_all)
-        oracle_actions = {a: roc_auc(p_act[:, k], acts[:, k]) for k, a in enumerate(ACTIONS)}
+        oracle_actions = {a: weighted_auc(p_act[:, k], acts[:, k]) for k, a in enumerate(ACTIONS)}
     return dict(n_rows=n_rows, positives=positives, p_sums=p_sums, base=base,
                 label_pos=int(label.sum()), p_weighted_mean=float(p_weighted.mean()),
-                auc=roc_auc(p_weighted, label), auc_actions=oracle_actions,
+                auc=weighted_auc(p_weighted, label), auc_actions=oracle_actions,
                 user_counts=user_counts, feeds_seen=int(feeds_seen.sum()),
                 released=int(((world.feed_release > 0) & world.feed_active).sum()),
                 cold=_wechat_cold_shares(np.concatenate(feed_all), np.concatenate(date_all), p.n_days))
