@@ -21,7 +21,7 @@ Everything else of RecBole's ``fit`` is kept where RecBole has it: the train los
 score go to tensorboard (``log_tensorboard/`` in the working folder, RecBole's
 ``get_tensorboard``) and, with ``log_wandb: True``, to Weights & Biases (wandb must then be
 installed: checked before anything is built); the hyper-parameters go to tensorboard at the end.
-Every setting is read from the properties files (``defaults.setting``): a missing one is an error
+Every setting is read from the properties files (``settings.setting``): a missing one is an error
 naming the file that should hold it, never a default of the code's own.
 
 Every epoch is recorded in ``self.history`` (loss, learning rate, optimizer steps so far,

@@ -6,7 +6,7 @@ the challenge's round, each trained with that action as its label (the converter
 ``label_action``) on atomic files of its own (``<data_path>/<action>``), so actions never
 overwrite one another. After the runs, :func:`score_outcomes` reads each action's record and
 saved test predictions and gives, per (model, seed), the action's metric, the users it dropped
-and the challenge score (``evaluation.challenge_score``):
+and the challenge score (``stats.challenge_score``):
 
 - WeChat Big Data Challenge 2021: uAUC per action (users with one class dropped), weighted
   4/3/2/1 over read_comment, like, click_avatar, forward (round 1) or 4/3/2/1/1/1/1 adding
@@ -16,7 +16,7 @@ and the challenge score (``evaluation.challenge_score``):
   chronological split (the challenge's own split is not known here).
 
 Cells stay plain data: this module only says which settings, names and extras each action's
-cell gets (:func:`action_variants`); ``compare.plan_cells`` makes them and ``report.py`` calls
+cell gets (:func:`action_variants`); ``compare.plan_cells`` makes them and ``report/comparison.py`` calls
 :func:`comparison_part` for the tables.
 """
 
@@ -187,11 +187,9 @@ def row_columns(part: dict) -> dict:
     return columns
 
 
-def markdown(part: dict) -> str:
-    """The challenge section: per (model, seed) each action's metric (users dropped) and the score,
-    then mean +- sd of the score over seeds where a model ran several."""
-    import numpy as np
-
+def challenge_cells(part: dict) -> tuple[list[str], list[list[str]]]:
+    """The challenge table (header, cell texts): per (model, seed) each action's metric (users
+    dropped) and the score."""
     task = part["task"]
     name = "uAUC" if task["metric"] == "uauc" else "AUC"
     actions = list(task["weights"])
@@ -210,13 +208,23 @@ def markdown(part: dict) -> str:
                 cells.append(f"{values['value']:.4f}{dropped}")
         cells.append("-" if entry["score"] is None else f"**{entry['score']:.4f}**")
         lines.append(cells)
+    return header, lines
+
+
+def markdown(part: dict) -> str:
+    """The challenge section: the table (:func:`challenge_cells`), then mean +- sd of the score
+    over seeds where a model ran several."""
+    import numpy as np
+
+    task = part["task"]
+    name = "uAUC" if task["metric"] == "uauc" else "AUC"
     title = f"WeChat Big Data Challenge 2021, round {task['round']}" if task["dataset"] == "wechat" else "ICME 2019 track 1"
     sections = [f"## Challenge score ({title})",
                 f"score = {part['formula']}, each action's {name} on the test split of the run trained with that "
                 "action as its label" + (" (users whose test rows hold one class are dropped, as the challenge "
                                          "dropped them; their count is in brackets)" if task["metric"] == "uauc" else
                                          "; global AUC over all test rows") + ".",
-                tables.markdown(header, lines)]
+                tables.markdown(*challenge_cells(part))]
     seeds: dict = {}
     for entry in part["entries"]:
         if entry["seed"] is not None and entry["score"] is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiment.challenge import comparison_part
+from ..experiment.challenge import challenge_cells, comparison_part
 from ..files import write_text
 from ..prepare.atomic import listed_file
 from ..record import read_predictions, scored_rows_digest
@@ -52,14 +52,12 @@ def model_row(model: str, record: dict | None, marks) -> dict:
             row[f"{metric}@{mark}"] = entry.get(metric)
     predictions = read_predictions(record)
     if predictions is not None and len(predictions["score"]):
-        squashed = record.get("logloss_on") == "sigmoid(score)"
         summary = summarize(predictions["score"], predictions["label"], predictions["user"],
                             tooling("report")["bootstrap_resamples"], probabilities=True)
         row.update({f"best_{k}": v for k, v in summary.items()})
         row["logloss_on"] = record.get("logloss_on")
         row["test_pairs"] = int(len(predictions["score"]))
         row["test_rows_sha256"] = (record.get("test_rows") or scored_rows_digest(predictions))["sha256"]
-        row["_squashed"] = squashed
         row["_predictions"] = predictions
     for group, values in (record.get("test_by_coldness") or {}).items():
         for name in ("rows", "auc", "gauc", "uauc"):
@@ -125,7 +123,8 @@ def has_cold_rows(rows) -> bool:
     return any((row.get("cold_items_rows") or 0) > 0 or (row.get("cold_users_rows") or 0) > 0 for row in rows)
 
 
-def markdown_table(rows, marks) -> str:
+def comparison_cells(rows, marks) -> tuple[list[str], list[list[str]]]:
+    """The comparison table (header, cell texts): one row per model, from ``rows`` as comparison.json holds them."""
     cold = has_cold_rows(rows)
     header = ["model"] + [f"AUC@{m}" for m in marks] + [f"GAUC@{m}" for m in marks] + [f"UAUC@{m}" for m in marks] \
         + [f"LogLoss@{m}" for m in marks] + ["best-valid AUC [95% CI]"] \
@@ -136,7 +135,7 @@ def markdown_table(rows, marks) -> str:
         if row["status"] != "ok":
             lines.append([row["model"], f"{row['status']}: {row.get('error') or ''}"] + [""] * (len(header) - 2))
             continue
-        star = "*" if row.get("_squashed") else ""
+        star = "*" if row.get("logloss_on") == "sigmoid(score)" else ""
         cells = [row["model"]]
         for metric in ("auc", "gauc", "uauc"):
             cells += [_fmt(row.get(f"{metric}@{m}")) for m in marks]
@@ -148,7 +147,7 @@ def markdown_table(rows, marks) -> str:
         cells += [training_cell(row) if row["model"] != ORACLE else "-", _fmt(row.get("train_seconds"), 1), _fmt(row.get("test_seconds"), 1),
                   _fmt(row.get("trainable_parameters")), _fmt(row.get("device"))]
         lines.append(cells)
-    return tables.markdown(header, lines)
+    return header, lines
 
 
 REFERENCE = "MMa4CTR"
@@ -216,7 +215,8 @@ def paired_entries(rows) -> list[dict]:
     return entries
 
 
-def seeds_table(summary) -> str:
+def seeds_cells(summary) -> tuple[list[str], list[list[str]]]:
+    """The over-seeds table (header, cell texts) from comparison.json's ``models``."""
     cold = any("cold_items_auc" in entry["mean"] for entry in summary)
     metrics = [("best_auc", "AUC"), ("best_gauc", "GAUC"), ("best_uauc", "UAUC")] \
         + ([("cold_items_auc", "cold-item AUC")] if cold else [])
@@ -226,10 +226,11 @@ def seeds_table(summary) -> str:
         cells = [entry["model"], ", ".join(str(s) for s in entry["seeds"])]
         cells += [f"{_fmt(entry['mean'].get(m))} +- {_fmt(entry['sd'].get(m))}" for m, _ in metrics]
         lines.append(cells)
-    return tables.markdown(header, lines)
+    return header, lines
 
 
-def paired_table(entries) -> str:
+def paired_cells(entries) -> tuple[list[str], list[list[str]]]:
+    """The paired table (header, cell texts) from comparison.json's ``paired``."""
     header = ["model", "seed", f"AUC - {REFERENCE}'s", "95% paired CI (users)", "DeLong p", "verdict"]
     lines = []
     for e in entries:
@@ -239,7 +240,7 @@ def paired_table(entries) -> str:
         verdict = "within noise" if e["within_noise"] else (f"{REFERENCE} better" if e["difference"] < 0 else "model better")
         lines.append([e["model"], "-" if e["seed"] is None else e["seed"], f"{e['difference']:+.4f}",
                       f"[{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}]", f"{e['delong_p']:.3g}", verdict])
-    return tables.markdown(header, lines)
+    return header, lines
 
 
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
@@ -271,7 +272,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
             digests.setdefault(row.get("action"), set()).add(row["test_rows_sha256"])
     same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
     resamples = tooling("report")
-    table = markdown_table(rows + ([oracle] if oracle else []), marks)
+    table = tables.markdown(*comparison_cells(rows + ([oracle] if oracle else []), marks))
     notes = [
         challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
         + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
@@ -312,7 +313,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
         sections.append(challenge["markdown"])
     if seeds and len(seeds) > 1:
         sections += ["## Over seeds", "Mean +- sd (ddof 1) over the seeds of the best-valid test metrics.",
-                     seeds_table(summary)]
+                     tables.markdown(*seeds_cells(summary))]
     if paired:
         sections += [f"## Against {REFERENCE}, paired on the same test rows",
                      f"Each model's test AUC minus {REFERENCE}'s, seed-matched (model seed k against {REFERENCE} "
@@ -320,7 +321,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
                                  if challenge else "") + "), on the same (user, item, timestamp) rows; 95% interval from "
                      f"{resamples['paired_resamples']} paired bootstrap "
                      "resamples of users; DeLong's two-sided p treats rows as independent. A difference whose "
-                     "interval contains 0 is within noise.", paired_table(paired)]
+                     "interval contains 0 is within noise.", tables.markdown(*paired_cells(paired))]
     markdown = "\n\n".join(sections) + "\n"
     write_text(folder / "comparison.md", markdown)
     plain_rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows + ([oracle] if oracle else [])]
@@ -333,6 +334,19 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     write_csv(folder / "comparison.csv", plain_rows)
     plot_curves(folder, records)
     return table
+
+
+def json_tables(summary: dict) -> list[tuple[list[str], list[list[str]]]]:
+    """The tables of comparison.md, in its order (comparison, challenge, over seeds, paired), made
+    again from the rows comparison.json holds (``summary``: the file's content)."""
+    found = [comparison_cells(summary["rows"], summary["marks"] or [])]
+    if summary.get("challenge"):
+        found.append(challenge_cells(summary["challenge"]))
+    if summary.get("seeds") and len(summary["seeds"]) > 1:
+        found.append(seeds_cells(summary["models"]))
+    if summary.get("paired"):
+        found.append(paired_cells(summary["paired"]))
+    return found
 
 
 def plateau_rule(records) -> str:

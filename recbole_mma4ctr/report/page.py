@@ -18,7 +18,8 @@ from pathlib import Path
 from ..files import write_text
 from ..record import read_predictions, records_in
 from ..stats import weighted_auc
-from . import figures
+from . import figures, tables
+from .comparison import json_tables
 
 def split_sizes(n: int, split) -> tuple[int, int, int]:
     """RecBole's RS split sizes for n rows and the ratios ``split`` (valid and test rounded down,
@@ -68,8 +69,8 @@ class Page:
     def text(self, text):
         self.blocks.append(("p", text))
 
-    def table(self, markdown_table: str):
-        self.blocks.append(("table", markdown_table))
+    def table(self, header: list[str], cells: list[list[str]]):
+        self.blocks.append(("table", header, cells))
 
     def image(self, path: Path, caption: str):
         self.blocks.append(("img", Path(path).name, caption))
@@ -82,7 +83,7 @@ class Page:
             elif block[0] == "p":
                 out.append(block[1])
             elif block[0] == "table":
-                out.append(block[1])
+                out.append(tables.markdown(block[1], block[2]))
             else:
                 out.append(f"![{block[2]}]({block[1]})\n\n*{block[2]}*")
         return "\n\n".join(out) + "\n"
@@ -98,7 +99,7 @@ class Page:
             elif block[0] == "p":
                 out.append(f"<p>{html.escape(block[1])}</p>")
             elif block[0] == "table":
-                out.append(_table_html(block[1]))
+                out.append(tables.html(block[1], block[2]))
             else:
                 out.append(f"<figure><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'>"
                            f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
@@ -106,18 +107,8 @@ class Page:
         return "\n".join(out)
 
 
-def _table_html(markdown_table: str) -> str:
-    rows = [line.strip().strip("|").split("|") for line in markdown_table.strip().splitlines()
-            if line.strip().startswith("|") and not set(line.strip()) <= set("|-: ")]
-    if not rows:
-        return f"<pre>{html.escape(markdown_table)}</pre>"
-    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>" for row in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _markdown_tables(text: str):
-    """Split a markdown document into text paragraphs and pipe tables."""
+    """Split a markdown document into text paragraphs and pipe tables (as the lines of each table)."""
     blocks, table = [], []
     for line in text.splitlines():
         if line.strip().startswith("|"):
@@ -164,15 +155,29 @@ def write_report(folder) -> tuple[Path, Path]:
     return md_path, html_path
 
 
+def _cells_of(table_text: str) -> tuple[list[str], list[list[str]]]:
+    """(header, cell texts) of a pipe table written by ``tables.markdown`` (the rule line skipped)."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table_text.strip().splitlines()
+            if not set(line.strip()) <= set("|-: ")]
+    return rows[0], rows[1:]
+
+
 def _tables_section(page: Page, folder: Path) -> None:
-    tables = [folder / "comparison.md"] + sorted(p for p in folder.glob("*.md")
-                                                 if p.name not in ("comparison.md", "report.md"))
-    for path in tables:
+    """comparison.md's text with its tables made from comparison.json's rows, then the other
+    tables of the folder (study.md, trials.md)."""
+    documents = [folder / "comparison.md"] + sorted(p for p in folder.glob("*.md")
+                                                    if p.name not in ("comparison.md", "report.md"))
+    for path in documents:
         if not path.exists():
             continue
         page.heading(path.stem.replace("_", " ").capitalize())
+        summary = path.with_suffix(".json")
+        made = iter(json_tables(json.loads(summary.read_text()))) if path.name == "comparison.md" and summary.exists() else None
         for kind, content in _markdown_tables(path.read_text()):
-            page.table(content) if kind == "table" else page.text(content)
+            if kind != "table":
+                page.text(content)
+            else:
+                page.table(*(next(made) if made is not None else _cells_of(content)))
     for plot in ("test_auc_by_epoch.png", "valid_auc_by_step.png", "loss_curves.png"):
         if (folder / plot).exists():
             page.image(folder / plot, plot.replace("_", " ").removesuffix(".png"))
