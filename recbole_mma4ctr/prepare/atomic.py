@@ -303,7 +303,7 @@ class AtomicWriter:
             pass
         ordered = sorted(self.pending, key=lambda pair: pair[1].name == MANIFEST)
         for temporary, final in ordered:
-            os.replace(temporary, final)
+            files.move_into_place(temporary, final)
         written = {final.name for _, final in self.pending}
         self.pending = []
         families = {name.split(".")[0] + "." for name in written if name != MANIFEST}

@@ -110,6 +110,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ...files import move_into_place, write_text
 from ...stats import weighted_auc
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
 from .wechat import allocate, cold_shares, exposure_by_day, release_days, rng_for, sigmoid
@@ -677,17 +678,16 @@ def _write_files(out_dir: str, params: TikTokParams, scale: str, seed: int) -> d
     if os.path.exists(final[SYNTHETIC_FILE]):  # an old marker must not vouch for a half-written set
         os.remove(final[SYNTHETIC_FILE])
     remove_dead_temporaries(out_dir)
-    tmp = {name: str(temporary_path(path)) for name, path in final.items()}
+    tmp = {name: str(temporary_path(path)) for name, path in final.items() if name != SYNTHETIC_FILE}
     try:
         world = build_world(params, seed)
         coverage = _write_feature_files(world, seed, tmp)
         stats = _write_train(world, seed, tmp[TRAIN_FILE], tmp[ORACLE_FILE])
         record = _record(params, scale, seed, stats, coverage, len(world.item_id), world.release)
-        with open(tmp[SYNTHETIC_FILE], "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-            handle.write("\n")
-        for name in names:  # SYNTHETIC.json last: its presence marks a complete sample
-            os.replace(tmp[name], final[name])
+        for name in tmp:
+            move_into_place(tmp[name], final[name])
+        # SYNTHETIC.json last: its presence marks a complete sample
+        write_text(final[SYNTHETIC_FILE], json.dumps(record, indent=2) + "\n")
     finally:
         for path in tmp.values():
             if os.path.exists(path):

@@ -132,6 +132,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from ...files import move_into_place, write_text
 from ...stats import weighted_auc
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
 
@@ -897,20 +898,17 @@ def _write_files(out_dir: str, params: SyntheticParams, scale: str, seed: int) -
     if os.path.exists(final["synthetic"]):
         os.remove(final["synthetic"])
     remove_dead_temporaries(out_dir)
-    tmp = {k: str(temporary_path(v)) for k, v in final.items()}
+    tmp = {k: str(temporary_path(v)) for k, v in final.items() if k != "synthetic"}
     try:
         world = build_world(params, seed)
         _write_feed_files(world, seed, tmp["feed_info"], tmp["feed_embeddings"])
-        os.replace(tmp["feed_info"], final["feed_info"])
-        os.replace(tmp["feed_embeddings"], final["feed_embeddings"])
+        move_into_place(tmp["feed_info"], final["feed_info"])
+        move_into_place(tmp["feed_embeddings"], final["feed_embeddings"])
         stats = _write_actions(world, seed, tmp["user_action"], tmp["oracle_prob"])
-        os.replace(tmp["user_action"], final["user_action"])
-        os.replace(tmp["oracle_prob"], final["oracle_prob"])
+        move_into_place(tmp["user_action"], final["user_action"])
+        move_into_place(tmp["oracle_prob"], final["oracle_prob"])
         record = _record(params, scale, seed, stats)
-        with open(tmp["synthetic"], "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp["synthetic"], final["synthetic"])
+        write_text(final["synthetic"], json.dumps(record, indent=2, sort_keys=False) + "\n")
     finally:
         for path in tmp.values():
             if os.path.exists(path):
