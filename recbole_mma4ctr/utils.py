@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from .compat import building_dataset
 from .data.dataset import MMa4CTRDataset
+from .data.feature_fair import create_feature_fair_dataset
 from .data.paper_split import recbole_dataset
 from .model.baselines import (GCSAN, LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation,
     switch_off_anomaly_detection)
-from .model.feature_fair import check_variant, create_feature_fair_dataset, lean_model_class, split_name
+from .model.feature_fair import check_variant, lean_model_class, split_name
 from .model.mma4ctr import MMa4CTR
 from .trainer import Trainer
 

@@ -105,7 +105,7 @@ def pooled(rule: str, vectors, table):
     from recbole.model.abstract_recommender import ContextRecommender
     from recbole.model.layers import ContextSeqEmbAbstractLayer
 
-    from recbole_mma4ctr.model.feature_fair import float_seq_pairs
+    from recbole_mma4ctr.data.feature_fair import float_seq_pairs
 
     pairs = torch.from_numpy(float_seq_pairs(np.asarray(vectors, dtype=np.float32), rule))
     context = ContextRecommender.embed_float_seq_fields(SimpleNamespace(float_seq_embedding_table=[table],
@@ -118,7 +118,7 @@ def pooled(rule: str, vectors, table):
 
 @pytest.mark.unit
 def test_position_indices_keep_a_vectors_direction_recbole_stock_indices_collapse_it():
-    from recbole_mma4ctr.model.feature_fair import bucket_count
+    from recbole_mma4ctr.data.feature_fair import bucket_count
 
     torch.manual_seed(0)
     a, b = [0.9, 0.1, 0.8, 0.2], [0.2, 0.8, 0.1, 0.9]     # equal means (0.5), different directions
@@ -288,7 +288,7 @@ def stock_dataset(folder: Path, name: str, columns, numerical=()):
 
 
 def test_item_float_seq_writes_the_modality_vectors_stock_recbole_reads(tiny_raw, tmp_path):
-    from recbole_mma4ctr.model.feature_fair import float_seq_pairs
+    from recbole_mma4ctr.data.feature_fair import float_seq_pairs
     from recbole_mma4ctr.prepare.wechat import convert
 
     out = tmp_path / "wechat"
