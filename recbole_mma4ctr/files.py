@@ -30,9 +30,10 @@ def temporary_path(final) -> Path:
 
 
 def move_into_place(temporary, final) -> Path:
-    """Rename a complete ``temporary`` file to ``final`` (atomic on one file system); a failure
-    raises ``OutputError`` naming ``final``. For writers that commit several files in an order
-    of their own (the converters, the generators); returns the final path."""
+    """Rename a complete ``temporary`` file (or a folder filled beside its final place) to
+    ``final``, atomic on one file system; a failure raises ``OutputError`` naming ``final``. For
+    writers that commit several files in an order of their own (the converters, the generators,
+    the engine's unpacked data); returns the final path."""
     try:
         os.replace(temporary, final)
     except OSError as error:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ..config import build_config
 from ..errors import CellError
-from ..files import write_bytes
+from ..files import move_into_place, write_bytes, write_text
 from ..prepare.sources import CONVERTERS, converter_settings, ensure_dataset
 from ..record import (ended_record, failure_record, latest_by_key, new_run_id, read_record, records_in, where,
     write_record)
@@ -227,12 +227,12 @@ def materialize(shipment: dict) -> str:
             payload = ray.get(shipment["files"])
             with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as archive:
                 archive.extractall(staging, filter="data")
-            (staging / ".complete").write_text(str(len(payload)))
+            write_text(staging / ".complete", str(len(payload)))
             if target.exists():
                 import shutil
 
                 shutil.rmtree(target)
-            os.replace(staging, target)
+            move_into_place(staging, target)
     return str(root)
 
 
