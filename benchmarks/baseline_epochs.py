@@ -10,8 +10,9 @@ atomic files, split and metrics. The table reads the result records: seconds of 
 epoch (``train_seconds / epochs_run``), seconds to score the test split once (``test_seconds``,
 checkpoint load included), each as a ratio to MMa4CTR's in the same invocation, the test AUC and
 LogLoss, the trainable parameters, and the whole run's wall and CPU seconds (CPU seconds
-hardly move with the machine's load; their ratio to MMa4CTR is the steadier figure). The paper's WeChat timings (seed README, section 6) are
-shown as ratios for comparison. Timings on a shared machine move with its load: the load
+hardly move with the machine's load; their ratio to MMa4CTR is the steadier figure). The paper's
+WeChat timings (docs/comparison.md, "The paper's published numbers") are shown as ratios for
+comparison. Timings on a shared machine move with its load: the load
 average before and after is printed, and ratios from one invocation are what to compare.
 Extra ``--key=value`` arguments are passed to every run.
 """
@@ -30,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ["MMa4CTR", "BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN", "DIN", "DIEN"]
 RANKING = {"BPR", "FPMC", "NGCF", "LightGCN", "BERT4Rec", "GCSAN"}  # predict() returns raw scores
-# seed README section 6.1, "Computational performance comparison experiments" (WeChat)
+# the paper's WeChat train and test seconds on an RTX 3090 (docs/comparison.md, "The paper's
+# published numbers")
 PAPER_SECONDS = {
     "BPR": (54.77, 45), "FPMC": (62.43, 48), "NGCF": (126.54, 109), "LightGCN": (91.54, 79),
     "BERT4Rec": (471.41, 317), "GCSAN": (4756.09, 4385), "DIN": (170.44, 108), "DIEN": (643.73, 243),

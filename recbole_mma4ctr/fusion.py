@@ -2,7 +2,7 @@
 
 MMa4CTR describes every item by three modality vectors (visual, acoustic, textual). The paper
 reduces each with PCA, min-max scales each column to [0, 1], and fuses them in one of eleven
-ways (its ablation, section 5 of the seed README):
+ways (its ablation; docs/protocols.md, "The paper's model and recipe"):
 
 - single: ``visual``, ``acoustic``, ``textual``;
 - concat: ``va_concat``, ``vt_concat``, ``at_concat``, ``vat_concat``: concatenate, then PCA to

@@ -1,6 +1,6 @@
 """User multimodal profiles: the paper's user-side features, as pure numpy functions.
 
-For each user and each modality (DATA.md, "User multimodal profile"):
+For each user and each modality (docs/protocols.md, "The paper's model and recipe"):
 
 1. signed mean: add the modality vectors of positively-labelled items, subtract those of
    negatively-labelled items, divide by the number of interactions;

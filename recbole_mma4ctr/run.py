@@ -128,7 +128,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     record = {
         "schema": SCHEMA, "status": "ok", "run_id": run_id, "kind": cell.get("kind", "run"), "cell": cell.get("cell"),
         "key": key, "model": cell["model"], "dataset": config["dataset"],   # as named: DIN+mm (config: DIN)
-        "protocol": cell.get("protocol") or _protocol_of(config),
+        "protocol": _protocol_of(config, cell.get("protocol")), "split": _split_of(config),
         "started_at": started_at, "finished_at": now_iso(), "where": where(device_name(config["device"])),
         "best_valid": plain(best_valid), "best_valid_score": plain(best_valid_score), "test": plain(test_result),
         "test_evaluated": "once, after training, with the best-validation weights"
@@ -344,10 +344,26 @@ def _by_coldness(predictions: dict | None) -> dict | None:
                        predictions["warm_item"], predictions["warm_user"])
 
 
-def _protocol_of(config) -> str:
+def _protocol_of(config, named: str | None) -> str:
+    """The protocol the record states. A named protocol file that sets settings (paper, challenge)
+    is that protocol; without one, or under ``honest`` (which sets nothing: the defaults), the
+    effective settings say it: the paper's (profiles from all interactions, or the authors'
+    positional cut), the challenge's day split, else honest."""
+    if named and named != "honest":
+        return named
     if config["profile_source"] == "all" or config["split_rule"] == "positional":
         return "paper"
+    if config["split_rule"] == "day":
+        return "challenge"
     return "honest"
+
+
+def _split_of(config) -> dict:
+    """The record's ``split``: how this run's rows were cut, as run (the report states it from
+    here and never recomputes it)."""
+    args = config["eval_args"] or {}
+    return {"rule": config["split_rule"], "ratios": (args.get("split") or {}).get("RS"), "order": args.get("order"),
+            "group_by": args.get("group_by"), "days": config["split_days"] if config["split_rule"] == "day" else None}
 
 
 def _feature_summary(dataset) -> dict | None:

@@ -97,8 +97,8 @@ def create_dataset(config):
     (``feature_fair.py``); for sequential models under labeled evaluation a sequential
     dataset that keeps every interaction in place, so they split exactly like every other model
     (``baselines.py``); RecBole's own dataset otherwise. Atomic files are read with pandas' C
-    engine (``compat.building_dataset``)."""
-    with building_dataset():
+    engine, timestamps exact for RecBole's float32 (``compat.building_dataset``)."""
+    with building_dataset(config["TIME_FIELD"]):
         return _create_dataset(config)
 
 

@@ -33,10 +33,23 @@ from ..settings import setting
 from ..errors import InputError, MissingInputError, UsageError
 from ..fusion import fuse, fusion_modalities
 from ..prepare.byo import check_modality_archive, coverage_problem
+from ..prepare.sources import CONVERTERS
 from ..profiles import FittedProfiles, fit_user_profiles
 
 ITEM_FIELD = "item_mm"
 MODEL_YAML = "properties/model/MMa4CTR.yaml"
+
+
+def missing_modality_file(path, model: str, dataset: str) -> str:
+    """Why a run stops without ``<dataset>.mm.npz``, and how to make one: a converted dataset's
+    comes from its converter; a bring-your-own one's is the user's to write."""
+    if dataset in CONVERTERS:
+        return (f"{path}: modality file not found. {model} needs per-modality item matrices; convert the dataset "
+                f"again (python -m recbole_mma4ctr.prepare {dataset} --raw RAW_DIR --out {os.path.dirname(path)})")
+    return (f"{path}: modality file not found. {model} needs the items' modality matrices there: a NumPy archive "
+            f"(np.savez) with item_id (strings, the .inter's item_id tokens) and visual, acoustic, textual "
+            f"(float32, one row per id, values in [0, 1]); see docs/byo_dataset.md, or give another file with "
+            f"--mm_file=PATH")
 
 
 def profile_field(modality: str) -> str:
@@ -73,10 +86,7 @@ class ModalityFeatures:
         items with a vector is an error (ids that match no item would train on zeros)."""
         path = self._modality_file()
         if not os.path.exists(path):
-            raise MissingInputError(
-                f"{path}: modality file not found. {self.config['model']} needs per-modality item matrices; "
-                f"run `python -m recbole_mma4ctr.prepare` for this dataset first"
-            )
+            raise MissingInputError(missing_modality_file(path, self.config["model"], self.dataset_name))
         raw_ids, matrices = check_modality_archive(path)
         missing = [m for m in self.fused_modalities if m not in matrices]
         if missing:

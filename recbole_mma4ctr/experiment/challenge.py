@@ -237,14 +237,10 @@ def markdown(part: dict) -> str:
 
 
 def protocol_note(task: dict) -> str:
-    """The comparison's protocol line under the challenge protocol."""
-    if task["dataset"] == "wechat":
-        split = ("the official baseline's day split (train days 1-12, valid day 13, test day 14; the raw date_), "
-                 "every user kept")
-    else:
-        split = "chronological 8:1:1 by time (the challenge's own split is not known here)"
-    return (f"Protocol: **challenge** ({split}; one run per action with that action as the label; MMa4CTR's "
-            f"profiles from the training split only). Each row of the table above is one (model, action) run.")
+    """The comparison's line on how the challenge protocol's table reads (the protocol and the
+    split each run used are stated from the records, ``report.protocol_lines``)."""
+    return (f"Under the challenge protocol on {task['dataset']} each model ran once per action, with that action as "
+            f"the label; each row of the table above is one (model, action) run.")
 
 
 def comparison_part(outcomes, oracle=None) -> dict | None:

@@ -329,7 +329,8 @@ def worker_setup() -> None:
 def cell_trainable(params: dict, setup: dict) -> None:
     """Ray Tune function trainable: one cell (``params['cell']`` names it, or ``params`` are a
     tune trial's sampled values), run by ``run_cell``; reports validation after every epoch and
-    returns nothing (Ray would take a returned dict for one more result, STACK.md)."""
+    returns nothing (Ray 2.6.3 takes a returned dict for one more result, without the metric,
+    and aborts the trial)."""
     import ray
     from ray.air import session
 

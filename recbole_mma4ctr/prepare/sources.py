@@ -69,13 +69,14 @@ def raw_source(name: str, raw_root, synthetic_root, scale: str = "sample", seed:
 
 def check_atomic_files(config, folder: Path, name: str) -> None:
     """A bring-your-own dataset's atomic files, checked before RecBole reads them (``byo``):
-    ``<name>.inter`` (required; labels 0/1), ``.item`` and ``.user`` where present."""
+    ``<name>.inter`` (required; labels 0/1 of both kinds, numeric timestamps), ``.item`` and
+    ``.user`` where present."""
     separator = setting(config, "field_separator", "RecBole's properties")
     label = setting(config, "LABEL_FIELD")
     inter = folder / f"{name}.inter"
     if not inter.is_file():
         raise MissingInputError(f"{inter}: file not found (a dataset needs its interactions, {name}.inter)")
-    byo.check_atomic_file(inter, label, separator)
+    byo.check_atomic_file(inter, label, separator, setting(config, "TIME_FIELD"))
     for suffix in ("item", "user"):
         if (folder / f"{name}.{suffix}").is_file():
             byo.check_atomic_file(folder / f"{name}.{suffix}", None, separator)

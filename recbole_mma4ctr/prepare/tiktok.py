@@ -1,6 +1,6 @@
 """TikTok ICME 2019 track 1 raw files -> RecBole atomic files plus modality matrices.
 
-Inputs (``RAW_DIR``, the paper's ``dataset/TikTok2019ICME/track1/``; formats in DATA.md):
+Inputs (``RAW_DIR``, the paper's ``dataset/TikTok2019ICME/track1/``; formats in docs/data.md):
 
 - ``final_track1_train.txt``: tab-separated, no header, 12 integer columns ``uid user_city item_id
   author_id item_city channel finish like music_id device time duration_time`` (19 GB on the
@@ -39,9 +39,9 @@ Outputs (``OUT_DIR``):
 - ``manifest.json``: fingerprint, settings, rows, dropped rows and why, label rates of both
   labels, items without each modality, modality widths and how each was reduced.
 
-The paper's item recipe (DATA.md): visual = the 128-d video vector, PCA keeping ``pca_variance``
-(90 %; 71 dims on the real data); acoustic = the 128-d audio vector, PCA to ``acoustic_dim`` (10);
-textual = title word counts, a sparse bag of words over word ids, PCA keeping ``pca_variance`` (22
+The paper's item recipe (docs/protocols.md): visual = the 128-d video vector, PCA keeping
+``pca_variance`` (90 %; 71 dims on the real data); acoustic = the 128-d audio vector, PCA to
+``acoustic_dim`` (10); textual = title word counts, a sparse bag of words over word ids, PCA keeping ``pca_variance`` (22
 dims on the real data). Every PCA is centred PCA, the word counts staying a sparse matrix:
 exact ``covariance_eigh`` up to ``COVARIANCE_MAX_WORDS`` columns (memory near the input's), else
 ARPACK with implicit centring and more components until the variance share is reached; the
@@ -507,6 +507,9 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, o
     train = inputs[0]
     log(f"pass 1 over {train}: counting rows per user (chunks of {int(settings['chunk_rows']):,} rows)")
     user_rows, n_rows = count_user_rows(train, settings["chunk_rows"])
+    if not n_rows:
+        raise RawFormatError(f"{train}: no rows (the file is empty); expected one interaction per line, "
+                             f"{len(TRAIN_COLUMNS)} tab-separated integers: {' '.join(TRAIN_COLUMNS)}")
     kept_users = user_rows.index.to_numpy()[user_rows.to_numpy() >= minimum]
     log(f"{n_rows:,} rows, {len(user_rows):,} users; {len(kept_users):,} users with >= {minimum:,} rows")
     if not len(kept_users):

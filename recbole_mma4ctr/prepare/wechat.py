@@ -1,6 +1,6 @@
 """WeChat Big Data Challenge 2021 raw files -> RecBole atomic files plus modality matrices.
 
-Inputs (``RAW_DIR``; formats in DATA.md): ``user_action.csv``, ``feed_info.csv`` and, unused by
+Inputs (``RAW_DIR``; formats in docs/data.md): ``user_action.csv``, ``feed_info.csv`` and, unused by
 the paper's recipe and read only with ``feed_embedding: true``, ``feed_embeddings.csv``. Outputs (``OUT_DIR``):
 
 - ``wechat.inter``: ``user_id:token item_id:token timestamp:float label:float device:float``.
@@ -19,8 +19,8 @@ the paper's recipe and read only with ``feed_embedding: true``, ``feed_embedding
 - ``manifest.json``: fingerprint, settings, row counts, dropped rows and why, dimensions, and
   ``rows_by_day`` (rows of each ``date_``, in .inter order: the day split's source).
 
-The item recipe is the authors' released one (DATA.md; ``text_recipe: paper``, the default), each
-token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``):
+The item recipe is the authors' released one (docs/protocols.md; ``text_recipe: paper``, the
+default), each token list zero-padded AT THE END to the longest one (capped at ``token_maxlen``):
 
 - visual = PCA(``pca_variance``) of the padded ``ocr`` ids (an empty cell filled from ``ocr_char``);
 - acoustic = PCA of the padded ``asr_char`` ids (gaps from ``asr``), THEN the fixed random

@@ -243,6 +243,48 @@ def paired_cells(entries) -> tuple[list[str], list[list[str]]]:
     return header, lines
 
 
+PROTOCOL_WORDS = {
+    "honest": "MMa4CTR's profiles from the training split only",
+    "paper": "the authors' pipeline: their row dedupe and order (grouped by user), their device choice and "
+             "per-modality reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, "
+             "reproduced to measure it; properties/protocol/paper.yaml)",
+    "challenge": "the challenge's own protocol: one run per scored action, scored as the challenge scored it "
+                 "(properties/protocol/challenge.yaml); MMa4CTR's profiles from the training split only",
+}
+
+
+def split_words(split: dict | None) -> str:
+    """A record's ``split`` (how its rows were cut, as run) in words; never recomputed."""
+    if not split:
+        return "not recorded (a record written before records carried their split)"
+    ratios = "/".join(f"{float(r):g}" for r in split.get("ratios") or []) or "?"
+    if split.get("rule") == "day":
+        train, valid, test = (list(split.get("days") or []) + ["?"] * 3)[:3]
+        return f"by day: train days up to {train}, valid days up to {valid}, test days up to {test}"
+    if split.get("rule") == "positional":
+        return (f"the authors' cut by position, train/valid/test {ratios} of their user-grouped row order "
+                f"(a user-level hold-out: test users have no training rows)")
+    order = "in time order" if split.get("order") == "TO" else f"in order {split.get('order')}"
+    per = f", per {split['group_by']}" if split.get("group_by") not in (None, "none") else " over all interactions"
+    return f"chronological, train/valid/test {ratios} of the rows {order}{per} (RecBole's RS cut)"
+
+
+def protocol_lines(records) -> list[str]:
+    """One sentence per (protocol, split) the records state, naming the runs when they differ."""
+    groups: dict = {}
+    for record in records:
+        if record is None or record.get("status") != "ok":
+            continue
+        protocol = record.get("protocol") or "not recorded"
+        groups.setdefault((protocol, split_words(record.get("split"))), []).append(record.get("cell") or record["model"])
+    lines = []
+    for (protocol, split), names in groups.items():
+        what = f" ({PROTOCOL_WORDS[protocol]})" if protocol in PROTOCOL_WORDS else ""
+        runs = f" Runs: {', '.join(names)}." if len(groups) > 1 else ""
+        lines.append(f"Protocol: **{protocol}**{what}. Split: {split}.{runs}")
+    return lines
+
+
 def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     """The comparison's tables and plots from ``outcomes``: (cell, its record or None) in order."""
     folder = Path(folder)
@@ -273,14 +315,7 @@ def write_comparison(folder, outcomes, marks, protocol: str) -> str:
     same_pairs = all(len(found) == 1 for found in digests.values()) if digests else None
     resamples = tooling("report")
     table = tables.markdown(*comparison_cells(rows + ([oracle] if oracle else []), marks))
-    notes = [
-        challenge["note"] if challenge else (f"Protocol: **{protocol}** ("
-        + ("chronological 8:1:1 over all interactions; MMa4CTR's profiles from the training split only"
-           if protocol == "honest" else
-           "the authors' pipeline: their row dedupe and order (grouped by user), cut 8:1:1 by position "
-           "(a user-level hold-out: test users have no training rows), their device choice and per-modality "
-           "reduction; MMa4CTR's profiles from ALL interactions, test labels included (a leak, reproduced "
-           "to measure it; properties/protocol/paper.yaml)") + ")."),
+    notes = protocol_lines(records.values()) + [challenge["note"] if challenge else "",
         (f"Metrics at epoch marks {marks} are on the test split with the weights after that epoch; "
          "'best-valid AUC' is the test AUC of the best-validation checkpoint, with a 95% interval from "
          f"{resamples['bootstrap_resamples']} bootstrap resamples of users. The epoch-mark columns are the test metric of the weights at "

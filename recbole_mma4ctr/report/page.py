@@ -2,7 +2,10 @@
 
 Reads every result record (``*.json`` with a ``model``) and its ``*.predictions.npz`` in the
 folder, plus ``comparison.md`` and study tables when present, and the converted dataset that
-the records name (manifest and ``.inter``) for dataset statistics. Figures are PNG files next
+the records name (manifest and ``.inter``, its columns found by the record's field names) for
+dataset statistics. The protocol, the split and the cold-item counts are stated as each record
+recorded them (``protocol``, ``split``, ``test_by_coldness``); no split is recomputed here, so a
+report can not describe a split other than the one a run used. Figures are PNG files next
 to the report; the HTML references only those, by relative name. Anything a record lacks (no
 predictions, no hidden layer for a baseline, no manifest) is said in the report, not an error.
 """
@@ -19,17 +22,13 @@ from ..files import write_text
 from ..record import read_predictions, records_in
 from ..stats import weighted_auc
 from . import figures, tables
-from .comparison import json_tables
-
-def split_sizes(n: int, split) -> tuple[int, int, int]:
-    """RecBole's RS split sizes for n rows and the ratios ``split`` (valid and test rounded down,
-    train the rest)."""
-    n_valid, n_test = int(split[1] * n), int(split[2] * n)
-    return n - n_valid - n_test, n_valid, n_test
+from .comparison import json_tables, protocol_lines, split_words
 
 
 def dataset_statistics(record: dict):
-    """Counts from the converted dataset a record names; None when it is not on this machine."""
+    """Counts of the dataset a record names (users, items and interactions of its ``.inter``, whose
+    columns are found by the record's own field names, and its manifest); None when it is not on
+    this machine. Splits are never recomputed here: a record states its own (``split``)."""
     config = record.get("config") or {}
     folder = Path(str(config.get("data_path", "")))
     inter_path = folder / f"{record['dataset']}.inter"
@@ -37,23 +36,21 @@ def dataset_statistics(record: dict):
         return None
     import pandas as pd
 
-    frame = pd.read_csv(inter_path, sep="\t", usecols=[0, 1, 2], header=0)
-    frame.columns = ["user", "item", "timestamp"]
-    frame = frame.sort_values("timestamp", kind="stable")
-    ratios = ((config.get("eval_args") or {}).get("split") or {}).get("RS")   # the run's own split; a day split has none
-    n_train, n_valid, _ = split_sizes(len(frame), ratios) if ratios else (len(frame), 0, 0)
-    train_items = set(frame["item"].iloc[:n_train])
-    cold = {}
-    for name, part in (("valid", frame.iloc[n_train:n_train + n_valid]), ("test", frame.iloc[n_train + n_valid:])) if ratios else ():
-        unseen = ~part["item"].isin(train_items)
-        cold[name] = {"rows": int(unseen.sum()), "share_of_rows": float(unseen.mean()) if len(part) else 0.0,
-                      "items": int(part.loc[unseen, "item"].nunique())}
+    fields = {config.get("USER_ID_FIELD"): "user", config.get("ITEM_ID_FIELD"): "item"}
+    separator = config.get("field_separator")
+    if None in fields or not separator:
+        return None
+    header = inter_path.open(encoding="utf-8").readline().rstrip("\r\n").split(separator)
+    columns = {typed: fields[typed.partition(":")[0]] for typed in header if typed.partition(":")[0] in fields}
+    if len(columns) != len(fields):
+        return None
+    frame = pd.read_csv(inter_path, sep=separator, usecols=list(columns), dtype=str).rename(columns=columns)
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     return {
         "users": int(frame["user"].nunique()), "items": int(frame["item"].nunique()), "interactions": len(frame),
         "per_user": frame.groupby("user").size().to_numpy(), "per_item": frame.groupby("item").size().to_numpy(),
-        "cold": cold, "manifest": manifest,
+        "manifest": manifest,
     }
 
 
@@ -145,7 +142,7 @@ def write_report(folder) -> tuple[Path, Path]:
     for dataset, group in by_dataset.items():
         _roc_section(page, folder, dataset, group)
         _maps_section(page, folder, dataset, group)
-        _dataset_section(page, folder, dataset, group[0])
+        _dataset_section(page, folder, dataset, group)
     if not ok:
         page.text("No successful run in this folder: nothing to plot.")
 
@@ -226,9 +223,12 @@ def _maps_section(page: Page, folder: Path, dataset: str, records: list[dict]) -
         page.text(f"No hidden-layer map for {', '.join(others)}: only MMa4CTR saves one.")
 
 
-def _dataset_section(page: Page, folder: Path, dataset: str, record: dict) -> None:
+def _dataset_section(page: Page, folder: Path, dataset: str, records: list[dict]) -> None:
     page.heading(f"Dataset: {dataset}")
-    stats = dataset_statistics(record)
+    for line in protocol_lines(records):
+        page.text(line)
+    page.text(cold_items_line(records))
+    stats = dataset_statistics(records[0])
     if stats is None:
         page.text("The converted dataset named by the records is not on this machine: no statistics.")
         return
@@ -243,11 +243,21 @@ def _dataset_section(page: Page, folder: Path, dataset: str, record: dict) -> No
     path = figures.counts_figure(stats["per_user"], stats["per_item"], folder / f"counts_{dataset}.png",
                                  f"{dataset}: interactions per user and per item")
     page.image(path, "Interactions per user and per item (log-log)")
-    protocol = record.get("protocol", "honest")
-    if protocol == "honest":
-        lines = [f"{name}: {c['rows']:,} rows ({c['share_of_rows']:.1%}) on {c['items']:,} items never seen in training"
-                 for name, c in stats["cold"].items()]
-        page.text("Cold items under the chronological split. " + "; ".join(lines) + ".")
-    else:
-        page.text("Cold-item counts are given for the chronological split only; these runs used the paper's grouped split.")
 
+
+def cold_items_line(records: list[dict]) -> str:
+    """Test rows on items never seen in training, as each record counted them on its own split
+    (``test_by_coldness``); one entry per distinct split."""
+    seen, parts = set(), []
+    for record in records:
+        groups = record.get("test_by_coldness") or {}
+        cold, rows = groups.get("cold_items") or {}, (record.get("split_sizes") or {}).get("test")
+        split = split_words(record.get("split"))
+        if "rows" not in cold or not rows or split in seen:
+            continue
+        seen.add(split)
+        parts.append(f"{cold['rows']:,} of {rows:,} test rows ({cold['rows'] / rows:.1%}) on items never seen in "
+                     f"training, split {split} (as {record.get('cell') or record['model']} recorded it)")
+    if not parts:
+        return "Cold items: no record here counted its test rows by coldness."
+    return "Cold items: " + "; ".join(parts) + "."

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_settings
 from recbole_mma4ctr.prepare.synthetic import wechat as syn
 
-# The stated band around the ~15 % of real WeChat test feeds never seen in training (DATA.md).
+# The stated band around the ~15 % of real WeChat test feeds never seen in training (docs/data.md).
 COLD_BAND = (0.11, 0.21)
 
 

@@ -166,3 +166,135 @@ def test_usage_errors_are_input_errors_for_the_cli():
     assert issubclass(UsageError, InputError) and issubclass(InputError, ValueError)
     with pytest.raises(UsageError, match="unknown wechat converter setting"):
         convert("nowhere", "nowhere", {"variance": 0.8})  # the old name is no longer a setting
+
+
+# ------------------------------------------------------------------ issue 19, defect 11: data-file messages
+# Each case through the command line (cli.main, in-process): exit status 1 and one line naming the
+# file, the line where there is one and the field. Before: KeyError 'label'; "[timestamp] is not
+# exist in interaction"; "could not convert string to float"; pandas' "EOF inside string"; "Length
+# mismatch"; "labels must be binary"; BadZipFile; a missing .pth for all-0 labels; "run prepare"
+# for a bring-your-own dataset; a traceback (NaN to integer) for an empty TikTok train file.
+
+def _drop_column(index: int):
+    def edit(folder: Path):
+        inter = folder / "byo.inter"
+        lines = inter.read_text().splitlines()
+        inter.write_text("".join("\t".join(c for i, c in enumerate(line.split("\t")) if i != index) + "\n"
+                                 for line in lines))
+    return edit
+
+
+def _replace(old: str, new: str, count: int = 1):
+    def edit(folder: Path):
+        inter = folder / "byo.inter"
+        inter.write_text(inter.read_text().replace(old, new, count))
+    return edit
+
+
+def _cell(line: int, field: int, value: str):
+    def edit(folder: Path):
+        from test_byo import edit_line
+
+        edit_line(folder / "byo.inter", line, field, value)
+    return edit
+
+
+def _truncate_npz(folder: Path):
+    npz = folder / "byo.mm.npz"
+    npz.write_bytes(npz.read_bytes()[:5000])
+
+
+def _modality_value(value: float):
+    def edit(folder: Path):
+        npz = folder / "byo.mm.npz"
+        with np.load(npz) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        arrays["acoustic"][4, 2] = value
+        np.savez(npz, **arrays)
+    return edit
+
+
+INTER = "{inter}"
+DATA_CASES = {
+    "no label field": (_drop_column(3), f"{INTER}, line 1: no field 'label' (the label; fields are user_id, item_id, "
+                       f"timestamp, device); add label:float, 0 or 1 on every row"),
+    "no timestamp field": (_drop_column(2), f"{INTER}, line 1: no field 'timestamp' (the timestamp; fields are "
+                           f"user_id, item_id, label, device); add timestamp:float, e.g. the row's position 0, 1, 2 "
+                           f"... or unix seconds"),
+    "text timestamp": (_cell(9, 2, "yesterday"), f"{INTER}, line 9, field 'timestamp': expected a number as the "
+                       f"timestamp (value 'yesterday')"),
+    "unbalanced quote": (_cell(9, 1, '"i7'), f"{INTER}, line 9, field 'item_id': starts with a double quote ('\"i7'), "
+                         f"which RecBole's reader takes as the start of a quoted field (read on to the next quote, "
+                         f"over tabs and line ends); atomic files are not quoted: remove the quote"),
+    "repeated header name": (_replace("device:float", "label:float"), f"{INTER}, line 1, field 'label': named twice "
+                             f"in the header (fields 4 and 5); each field once"),
+    "label typed token": (_replace("label:float", "label:token"), f"{INTER}, line 1, field 'label:token': the label "
+                          f"must be typed float (label:float); RecBole reads a token field as ids, not numbers"),
+    "every label 0": (_replace("\t1.0\t", "\t0.0\t", -1), f"{INTER}, field 'label': no positive rows (all 17,600 "
+                      f"labels are 0); a CTR model needs rows of both labels to train and be scored"),
+    "truncated .mm.npz": (_truncate_npz, "{npz}: not a readable NumPy .npz archive (File is not a zip file); write "
+                          "it again with np.savez (docs/byo_dataset.md)"),
+    "modality value 3e38": (_modality_value(3e38), "{npz}, field 'acoustic', row 4 (item_id 'i4'), column 2: value "
+                            "3e+38 outside [0, 1] (1 of 4,800 values; range 0 to 3e+38); min-max scale each column "
+                            "to [0, 1] before saving, the model does not rescale (docs/byo_dataset.md)"),
+    "missing .mm.npz": (lambda folder: (folder / "byo.mm.npz").unlink(), "{npz}: modality file not found. MMa4CTR "
+                        "needs the items' modality matrices there: a NumPy archive (np.savez) with item_id (strings, "
+                        "the .inter's item_id tokens) and visual, acoustic, textual (float32, one row per id, values "
+                        "in [0, 1]); see docs/byo_dataset.md, or give another file with --mm_file=PATH"),
+}
+
+
+def files_under(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(tmp_path, capsys, *args) -> tuple[int, str]:
+    from recbole_mma4ctr import cli
+
+    capsys.readouterr()
+    status = cli.main([*map(str, args), f"--results_dir={tmp_path / 'results'}",
+                       f"--checkpoint_dir={tmp_path / 'saved'}", "--epochs=1", "--show_progress=False"])
+    return status, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def assert_nothing_written(tmp_path, data: Path, before: dict) -> None:
+    """The input folder is as it was, no checkpoint and no temporary file exist; the results folder
+    holds at most the failure's own record."""
+    import json
+
+    assert files_under(data) == before
+    assert not list(tmp_path.glob("saved/*"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    for path in tmp_path.glob("results/*"):
+        assert path.suffix == ".json" and json.loads(path.read_text())["status"] == "failed", path
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_a_bad_byo_file_stops_the_command_with_one_line(tmp_path, capsys, case):
+    from test_byo import write_byo
+
+    edit, message = DATA_CASES[case]
+    folder = write_byo(tmp_path / "data")
+    edit(folder)
+    before = files_under(tmp_path / "data")
+    status, line = run_cli(tmp_path, capsys, "--model=MMa4CTR", "--dataset=byo", f"--data_path={tmp_path / 'data'}")
+    assert status == 1
+    assert line == "error: " + message.format(inter=folder / "byo.inter", npz=folder / "byo.mm.npz")
+    assert_nothing_written(tmp_path, tmp_path / "data", before)
+
+
+def test_an_empty_tiktok_train_file_stops_the_command_with_one_line(tmp_path, capsys):
+    from recbole_mma4ctr.prepare.synthetic.tiktok import write_tiktok_raw
+
+    raw = tmp_path / "raw" / "TikTok2019ICME" / "track1"
+    write_tiktok_raw(raw, scale="tiny", seed=3)
+    (raw / tiktok.TRAIN_FILE).write_text("")
+    before = files_under(tmp_path / "raw")
+    status, line = run_cli(tmp_path, capsys, "--model=MMa4CTR", "--dataset=tiktok", f"--raw_root={tmp_path / 'raw'}",
+                           f"--data_path={tmp_path / 'out'}")
+    assert status == 1
+    assert line == (f"error: {raw / tiktok.TRAIN_FILE}: no rows (the file is empty); expected one interaction per "
+                    f"line, 12 tab-separated integers: uid user_city item_id author_id item_city channel finish like "
+                    f"music_id device time duration_time")
+    assert_nothing_written(tmp_path, tmp_path / "raw", before)
+    assert not list((tmp_path / "out").rglob("*.inter")) and not list((tmp_path / "out").rglob("manifest.json"))

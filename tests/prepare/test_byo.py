@@ -74,7 +74,7 @@ def test_a_missing_modality_file_is_named(tmp_path):
 # Before these checks each case below trained (or crashed deep inside RecBole / numpy): ids that
 # match no item gave a meaningless record with exit 0, a label of 2 was scored as a label.
 
-LOADER = {"field_separator": "\t", "LABEL_FIELD": "label"}
+LOADER = {"field_separator": "\t", "LABEL_FIELD": "label", "TIME_FIELD": "timestamp"}
 
 
 def check_folder(folder: Path, name: str = "byo"):
@@ -234,3 +234,75 @@ def test_the_coverage_threshold_is_a_setting(tmp_path):
     np.savez(folder / "byo.mm.npz", **arrays)
     record = run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path, epochs=1, min_item_feature_coverage=0.25))
     assert record["model"] == "MMa4CTR" and "auc" in record["test"]
+
+
+# ------------------------------------------------------------------ issue 19: time order, ranges, messages
+
+def write_unix_time_inter(folder: Path, rows: int = 3000, seed: int = 5) -> np.ndarray:
+    """A .inter with unix-second stamps one second apart (1.6e9 + k), written out of time order;
+    each row's item is named by its exact stamp. Returns the stamps in file order."""
+    rng = np.random.default_rng(seed)
+    stamps = 1_600_000_000 + rng.permutation(rows)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"user_id:token": rng.integers(0, 50, size=rows).astype(str),
+                  "item_id:token": stamps.astype(str), "timestamp:float": stamps.astype(float),
+                  "label:float": (np.arange(rows) % 3 == 0).astype(float)}).to_csv(folder / "ux.inter", sep="\t", index=False)
+    return stamps
+
+
+def split_stamps(tmp_path, recbole_own: bool = False):
+    """The exact stamps of the train, valid and test rows as BPR's dataset splits ``ux``: read by
+    the project (``utils.create_dataset``) or, with ``recbole_own``, by RecBole itself."""
+    from recbole.data import create_dataset as recbole_create_dataset
+
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.utils import create_dataset
+
+    config = build_config("BPR", "ux", None, run_settings(tmp_path, data_path=tmp_path / "data"))
+    dataset = (recbole_create_dataset if recbole_own else create_dataset)(config)
+    tokens = dataset.field2id_token["item_id"]
+    return [np.array([int(tokens[i]) for i in part.inter_feat["item_id"].numpy()]) for part in dataset.build()]
+
+
+def test_unix_time_stamps_out_of_file_order_split_in_exact_time_order(tmp_path, caplog):
+    # before: float32 rounds 1.6e9 + k to steps of 128 s and ties keep file order: test rows from
+    # the validation period (the defect's 30 of 300)
+    stamps = write_unix_time_inter(tmp_path / "data" / "ux")
+    train, valid, test = split_stamps(tmp_path, recbole_own=True)
+    assert len(test) == 300 and (test < valid.max()).sum() > 10, (test < valid.max()).sum()
+    train, valid, test = split_stamps(tmp_path)
+    assert (len(train), len(valid), len(test)) == (2400, 300, 300)
+    assert (test < valid.max()).sum() == 0 and (valid < train.max()).sum() == 0
+    assert sorted(test) == sorted(stamps)[-300:]
+    assert f"{tmp_path / 'data' / 'ux' / 'ux.inter'}, field 'timestamp': float32 (RecBole's storage) would merge " \
+           f"3,000 distinct timestamps into" in caplog.text
+
+
+def test_stamps_float32_keeps_apart_are_left_as_they_are():
+    from recbole_mma4ctr.compat import exact_time_order
+
+    positions = np.arange(5000, dtype=np.float64)[::-1]
+    assert np.array_equal(exact_time_order(positions, "x", "timestamp"), positions)
+    wide = 1_600_000_000 + 256.0 * np.array([3, 1, 2, 1])   # apart in float32, with a tie
+    assert np.array_equal(exact_time_order(wide, "x", "timestamp"), wide)
+    close = 1_600_000_000 + np.array([3.0, 1.0, 2.0, 1.0])
+    assert exact_time_order(close, "x", "timestamp").tolist() == [2.0, 0.0, 1.0, 0.0]  # ties kept
+
+
+@pytest.mark.parametrize("value, shown", [(3e38, "3e+38"), (1e6, "1e+06"), (-0.5, "-0.5")])
+def test_modality_values_outside_0_1_are_refused(tmp_path, value, shown):
+    # before: 3e38 trained to constant scores (AUC 0.5000) with exit 0; 1e6 was accepted
+    from recbole_mma4ctr.errors import InputError
+    from recbole_mma4ctr.prepare.byo import check_modality_archive
+
+    matrix = np.full((3, 2), 0.5)
+    matrix[1, 1] = value
+    path = write_archive(tmp_path, item_id=IDS, visual=matrix)
+    with pytest.raises(InputError) as raised:
+        check_modality_archive(path)
+    assert one_line(raised) == (f"{path}, field 'visual', row 1 (item_id 'b'), column 1: value {shown} outside [0, 1] "
+                                f"(1 of 6 values; range {min(value, 0.5):.6g} to {max(value, 0.5):.6g}); min-max "
+                                f"scale each column to [0, 1] before saving, the model does not rescale "
+                                f"(docs/byo_dataset.md)")
+    ids, matrices = check_modality_archive(write_archive(tmp_path, item_id=IDS, visual=np.array([[0, 1.0]] * 3)))
+    assert matrices["visual"].max() == 1.0   # the ends of the range are in it

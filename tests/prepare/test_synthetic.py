@@ -28,7 +28,7 @@ ORACLE_HEADER = (
 )
 FILE_NAMES = {"user_action.csv", "feed_info.csv", "feed_embeddings.csv", "oracle_prob.csv",
               "SYNTHETIC.json"}
-# DATA.md
+# negatives per positive of each action in the real user_action.csv (docs/data.md, "The raw files")
 NEG_PER_POS = {"read_comment": 25.9, "like": 36.5, "click_avatar": 124.9, "forward": 236.3,
                "favorite": 715.5, "follow": 1355.3, "comment": 2406.2}
 WEIGHTS = {"read_comment": 4, "like": 3, "click_avatar": 2, "forward": 1, "favorite": 1,

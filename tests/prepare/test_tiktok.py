@@ -403,7 +403,7 @@ def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
 # The paper's acoustic modality has 10 dims (PCA to 10): its profile is widened to L = 21 values
 # by adaptive average pooling (profiles.average_pool).
 def test_run_on_the_sample_with_the_papers_widths(tmp_path):
-    """The README-style run on the generated sample: 71/10/22 dims -> 169 inputs, 26,025 parameters."""
+    """The paper-width TikTok run of docs/data.md on the generated sample: 71/10/22 dims -> 169 inputs, 26,025 parameters."""
     from recbole_mma4ctr.run import run_recbole_mma4ctr
 
     settings = run_settings(tmp_path, data_path=tmp_path / "dataset_atomic", raw_root=tmp_path / "dataset",

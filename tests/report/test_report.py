@@ -37,7 +37,9 @@ def test_report_has_every_promised_figure_and_a_self_contained_html(two_runs):
     assert "http" not in page and "<script" not in page
     text = md_path.read_text()
     assert "No hidden-layer map for FM" in text
-    assert "Cold items under the chronological split" in text
+    assert ("Protocol: **honest** (MMa4CTR's profiles from the training split only). Split: chronological, "
+            "train/valid/test 0.8/0.1/0.1 of the rows in time order over all interactions (RecBole's RS cut).") in text
+    assert re.search(r"Cold items: [0-9,]+ of [0-9,]+ test rows \([0-9.]+%\) on items never seen in training", text)
 
 
 def test_report_on_a_folder_without_runs_says_so(tmp_path):
@@ -97,3 +99,68 @@ def _auc(score, label):
     ranks = pd.Series(score).rank(method="average").to_numpy()
     n_pos, n_neg = label.sum(), (~label).sum()
     return (ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+# ---- issue 19, defect 12: the protocol and split are the record's, never recomputed -------------
+
+def hand_record(folder, model, protocol, split, data_path, cold_rows, test_rows):
+    """A valid ok record as a run writes it, with the protocol, split and cold-item counts given."""
+    from recbole_mma4ctr.record import SCHEMA, write_record
+
+    metrics = {"auc": 0.6, "gauc": 0.6, "uauc": 0.6, "logloss": 0.5}
+    return write_record({
+        "schema": SCHEMA, "run_id": f"r-{model}", "status": "ok", "model": model, "dataset": "hand", "kind": "run",
+        "key": model, "started_at": "2026-12-07T00:00:00Z", "finished_at": "2026-12-07T00:01:00Z", "where": {},
+        "protocol": protocol, "split": split, "best_valid": metrics, "test": metrics, "history": [],
+        "split_sizes": {"train": 400, "valid": 50, "test": test_rows},
+        "test_by_coldness": {"cold_items": {"rows": cold_rows, "auc": None}},
+        "config": {"data_path": str(data_path), "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+                   "field_separator": "\t"}}, folder)
+
+
+CHALLENGE_LINE = ("Protocol: **challenge** (the challenge's own protocol: one run per scored action, scored as the "
+                  "challenge scored it (properties/protocol/challenge.yaml); MMa4CTR's profiles from the training "
+                  "split only). Split: by day: train days up to 12, valid days up to 13, test days up to 14. Runs: DIN.")
+PAPER_LINE = ("Protocol: **paper** (the authors' pipeline: their row dedupe and order (grouped by user), their device "
+              "choice and per-modality reduction; MMa4CTR's profiles from ALL interactions, test labels included (a "
+              "leak, reproduced to measure it; properties/protocol/paper.yaml)). Split: the authors' cut by position, "
+              "train/valid/test 0.8/0.1/0.1 of their user-grouped row order (a user-level hold-out: test users have "
+              "no training rows). Runs: MMa4CTR.")
+
+
+def test_the_report_states_each_records_protocol_and_split(tmp_path):
+    # before: every non-honest run was said to use "the paper's grouped split" (a challenge run
+    # too), cold items came from a split the report recomputed, and the .inter was read by position
+    from recbole_mma4ctr.report.page import write_report
+
+    data = tmp_path / "data" / "hand"
+    data.mkdir(parents=True)
+    rows = [f"i{k % 6}\t{k}\tu{k % 4}\t{k % 2}" for k in range(10)]   # the user column is not the first
+    (data / "hand.inter").write_text("item_id:token\ttimestamp:float\tuser_id:token\tlabel:float\n" + "\n".join(rows) + "\n")
+    results = tmp_path / "results"
+    day = {"rule": "day", "ratios": [0.8, 0.1, 0.1], "order": "TO", "group_by": None, "days": [12, 13, 14]}
+    positional = {"rule": "positional", "ratios": [0.8, 0.1, 0.1], "order": "TO", "group_by": None, "days": None}
+    hand_record(results, "DIN", "challenge", day, data, cold_rows=7, test_rows=50)
+    hand_record(results, "MMa4CTR", "paper", positional, data, cold_rows=0, test_rows=50)
+    text = write_report(results)[0].read_text()
+    assert CHALLENGE_LINE in text and PAPER_LINE in text
+    assert "grouped split" not in text and "chronological" not in text
+    # the counts are the records' (the 10-row file could not give 50 test rows), one per split
+    assert ("Cold items: 7 of 50 test rows (14.0%) on items never seen in training, split by day: train days up to "
+            "12, valid days up to 13, test days up to 14 (as DIN recorded it); 0 of 50 test rows (0.0%) on items never "
+            "seen in training, split the authors' cut by position") in text
+    assert "4 users, 6 items, 10 interactions" in text
+
+
+def test_a_day_split_run_is_recorded_with_the_challenge_protocol_and_its_split(tiny_atomic, tmp_path):
+    # before: a run with split_rule day (no protocol named) was recorded as protocol "honest"
+    from recbole_mma4ctr.run import run_recbole_mma4ctr
+
+    source, _ = tiny_atomic
+    copy_atomic(source, tmp_path / "data", "tw")
+    (tmp_path / "data" / "tw" / "manifest.json").write_text((source / "manifest.json").read_text())
+    record = run_recbole_mma4ctr("FM", "tw", None, run_settings(tmp_path, data_path=tmp_path / "data", epochs=1,
+                                                                split_rule="day", split_days="[12, 13, 14]"))
+    assert record["protocol"] == "challenge"
+    assert record["split"] == {"rule": "day", "ratios": [0.8, 0.1, 0.1], "order": "TO", "group_by": None,
+                               "days": [12, 13, 14]}

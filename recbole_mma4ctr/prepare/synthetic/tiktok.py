@@ -1,7 +1,7 @@
 """Seeded generator of TikTok ICME 2019 track 1 raw files with planted, known structure.
 
 The real files (19 GB) cannot be downloaded on our machines, so the TikTok pipeline is exercised
-on files with exactly the real layout (``shared/design/DATA.md``) and a structure we know:
+on files with exactly the real layout (``docs/data.md``) and a structure we know:
 
 ``final_track1_train.txt``
     tab-separated, no header, the 12 real columns ``uid user_city item_id author_id item_city
@@ -85,7 +85,8 @@ Engagement
     ``s_i`` the item's standardised log duration (short videos are finished more often); the
     two labels are conditionally independent given ``eps``, so they are correlated. The bases are
     calibrated (bisection on the noise-integrated probabilities of at most ``calibration_rows``
-    rows, evenly spread over the file) to DATA.md's negatives per positive: finish 2.53, like 61.3.
+    rows, evenly spread over the file) to the real file's negatives per positive: finish 2.53,
+    like 61.3.
     What the recipe can see: topic and quality through the item's modality vectors, the user's
     propensity through the level of the signed-mean profile (a user who likes more has a larger
     profile), taste only weakly (the profile pools its components).
@@ -120,7 +121,7 @@ from ..tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FI
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.tiktok.write_tiktok_raw"
 GENERATOR_VERSION = "2"  # 2: items released over the window (cold test items)
 LABELS: Tuple[str, ...] = ("finish", "like")
-# DATA.md: negatives per positive of each label in the real final_track1_train.txt.
+# Negatives per positive of each label in the real final_track1_train.txt (docs/data.md).
 REAL_NEGATIVES_PER_POSITIVE: Dict[str, float] = {"finish": 2.53, "like": 61.3}
 ORACLE_COLUMNS: Tuple[str, ...] = ("p_finish", "p_like")
 SYNTHETIC_FILE = "SYNTHETIC.json"

@@ -1,7 +1,7 @@
 """Seeded generator of WeChat Big Data Challenge 2021 raw files with planted, known structure.
 
 The real dataset cannot be downloaded on our machines, so the pipeline is exercised on files
-that have exactly the real formats (``shared/design/DATA.md``) and a structure we know:
+that have exactly the real formats (``docs/data.md``) and a structure we know:
 
 ``user_action.csv``, ``feed_info.csv``, ``feed_embeddings.csv``
     the real headers, column order and value formats.
@@ -71,7 +71,7 @@ New feeds over time (cold items)
     the chronologically last 10 % of rows (the honest 8:1:1 test) are on feeds absent from the
     first 80 % (train), about 8 % on feeds absent from the first 90 %, about 6 % of the valid
     rows; about 18 % of the day-14 rows are on feeds absent from days 1-12 (the challenge's day
-    split). The real WeChat data: 14-17 % of the test feeds never appear in training (DATA.md).
+    split). The real WeChat data: 14-17 % of the test feeds never appear in training (docs/data.md).
     The ``tiny`` preset uses a boost of 0.5 (its users take a third of the feeds each, so the
     draw below saturates and over-picks the short-lived new feeds), giving 13-18 %.
     ``SYNTHETIC.json`` states the realised shares (``cold_items``); ``World.feed_release``
@@ -95,7 +95,7 @@ Engagement
     hit; ``World.feed_bgm_hit``), ``z = m + eps`` with pair noise ``eps ~ N(0, noise)`` (unobservable). Action k
     is Bernoulli(sigmoid(base_k + action_beta_k * z)), the seven actions conditionally
     independent given z. ``base_k`` is calibrated on the realised z (the first
-    ``calibration_rows`` rows) so the expected positive rate is 1 / (1 + the DATA.md
+    ``calibration_rows`` rows) so the expected positive rate is 1 / (1 + the real data's
     negatives-per-positive). The shared z correlates the actions.
 Weighted label (the paper's)
     read_comment*4 + like*3 + click_avatar*2 + forward + favorite + comment + follow, divided
@@ -163,7 +163,7 @@ LABEL_WEIGHTS: Dict[str, int] = {
 }
 LABEL_DENOMINATOR = 13
 LABEL_THRESHOLD = 0.5
-# DATA.md: negatives per positive of each action in the real user_action.csv.
+# Negatives per positive of each action in the real user_action.csv (docs/data.md).
 REAL_NEGATIVES_PER_POSITIVE: Dict[str, float] = {
     "read_comment": 25.9, "comment": 2406.2, "like": 36.5, "click_avatar": 124.9,
     "forward": 236.3, "follow": 1355.3, "favorite": 715.5,
