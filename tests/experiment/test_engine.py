@@ -59,7 +59,7 @@ def listeners_of(pids: set[int]) -> list[str]:
 def test_a_local_cluster_listens_on_loopback_only(tmp_path):
     script = (
         "import json, os, pathlib, psutil\n"
-        "from recbole_mma4ctr import engine\n"
+        "from recbole_mma4ctr.experiment import engine\n"
         "options = engine.parse_options({})\n"
         "print(engine.start_ray(pathlib.Path(os.environ['FOLDER']), options), flush=True)\n"
         "import ray\n"
