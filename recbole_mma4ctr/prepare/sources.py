@@ -20,8 +20,7 @@ from ..errors import MissingInputError
 from ..settings import setting
 from . import byo, tiktok, wechat
 from .atomic import folder_lock, log, read_json_or_none
-from .synthetic.tiktok import GENERATOR_VERSION, write_tiktok_raw
-from .synthetic.wechat import GENERATOR_VERSION, write_wechat_raw
+from .synthetic import tiktok as synthetic_tiktok, wechat as synthetic_wechat
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}
@@ -37,9 +36,8 @@ def converter_settings(config) -> dict:
 def generator(name: str):
     """(the function writing a generated raw sample for ``name``, its generator version)."""
     if name == "tiktok":
-        return write_tiktok_raw, GENERATOR_VERSION
-
-    return write_wechat_raw, GENERATOR_VERSION
+        return synthetic_tiktok.write_tiktok_raw, synthetic_tiktok.GENERATOR_VERSION
+    return synthetic_wechat.write_wechat_raw, synthetic_wechat.GENERATOR_VERSION
 
 
 def synthetic_matches(raw_dir: Path, scale: str, seed: int, name: str = "wechat") -> bool:
