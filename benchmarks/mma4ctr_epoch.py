@@ -48,7 +48,7 @@ def build(scale: str, extra: dict):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mma4ctr.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import permutation_train_batches
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.prepare.sources import ensure_dataset
     from recbole_mma4ctr.utils import create_dataset, get_model, get_trainer

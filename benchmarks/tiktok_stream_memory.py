@@ -57,7 +57,7 @@ def main() -> None:
     if args.measure is not None:
         measure(args.measure)
         return
-    from recbole_mma4ctr.prepare.synthetic_tiktok import write_tiktok_raw
+    from recbole_mma4ctr.prepare.synthetic.tiktok import write_tiktok_raw
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tiktok-memory-"))
     baseline = peak(IMPORTS)

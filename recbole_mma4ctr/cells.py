@@ -12,14 +12,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .config import build_config, typed_value
-from .defaults import SettingError, properties_dir, read_yaml
-from .errors import UsageError
+from .config import typed_value
+from .errors import CellError, SettingError
+from .config import build_config
+from .settings import properties_dir, read_yaml
 from .record import NAME, new_run_id
+from .utils import check_model
 
-
-class CellError(UsageError):
-    """A usage error in what a cell asks for (unknown model, bad name, missing file)."""
+TASKS_KEY = "challenge_tasks"   # a protocol file naming challenge tasks is a challenge protocol
 
 
 def check_name(kind: str, value) -> str:
@@ -32,7 +32,6 @@ def check_name(kind: str, value) -> str:
 
 def check_model_name(model: str) -> str:
     """A model this plugin or RecBole 1.2.1 has (``<Model>+mm`` included), named plainly."""
-    from .utils import check_model
 
     try:
         return check_model(check_name("model", model))
@@ -49,6 +48,18 @@ def protocol_file(protocol: str) -> Path:
     if not path.is_file():
         raise CellError(f"--protocol={protocol!r}: no such protocol; protocols: {', '.join(protocols()) or 'none'}")
     return path
+
+
+def protocol_settings(protocol: str | None) -> dict:
+    """The protocol file's settings; {} without a protocol."""
+    if not protocol:
+        return {}
+    return read_yaml(protocol_file(protocol))
+
+
+def is_challenge(protocol: str | None) -> bool:
+    """A protocol is a challenge protocol when its file names challenge tasks."""
+    return TASKS_KEY in protocol_settings(protocol)
 
 
 def read_config_texts(config_files) -> list[tuple[str, str]]:
@@ -73,7 +84,6 @@ def make_cell(model: str, dataset: str, config_files=None, settings=None, marks=
     check_name("dataset", dataset)
     texts = []
     if protocol:
-        from .challenge import is_challenge
 
         if is_challenge(protocol) and not {"challenge_action", "challenge_actions"} & set(extra or {}):
             raise CellError(f"--protocol={protocol} trains one run per action and scores them together: it is for "

@@ -25,8 +25,12 @@ from typing import NamedTuple
 import yaml
 from recbole.config import Config
 
-from .defaults import SettingError, properties_dir
-from .multitask import SINGLE_TASK_OF
+from .compat import recbole_stack_settings
+from .metrics import register_metrics
+from .model.feature_fair import MARKER, split_name
+from .settings import properties_dir
+from .utils import get_model
+from .model.tasks import SINGLE_TASK_OF
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -85,7 +89,6 @@ class MMa4CTRConfig(Config):
 
     def compatibility_settings(self):
         # RecBole's own version fails on numpy 2 (it reads np.float_); compat.py says why
-        from .compat import recbole_stack_settings
 
         recbole_stack_settings()
 
@@ -110,7 +113,6 @@ def property_files(model_name: str, dataset: str) -> list:
     ``<Model>+mm`` also MMa4CTR's ``FEATURE_KEYS`` and feature_fair.yaml, before ``<Model>.yaml``;
     for a multi-task variant of a single-task model (``multitask.SINGLE_TASK_OF``) that model's
     file before its own."""
-    from .feature_fair import split_name
 
     folder = properties_dir()
     base, feature_fair = split_name(model_name)
@@ -136,9 +138,6 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
 
 def build_config(model, dataset: str, config_files=None, overrides=None) -> Config:
     """The effective Config for one run. ``model`` is a name (``DIN+mm`` included) or a model class."""
-    from .feature_fair import MARKER, split_name
-    from .metrics import register_metrics
-
     register_metrics()
     model_name = model if isinstance(model, str) else model.__name__
     if isinstance(config_files, str):
@@ -148,8 +147,6 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
         if not Path(path.path if isinstance(path, KeysOf) else path).exists():
             raise FileNotFoundError(f"config file {path} not found")
     if isinstance(model, str):
-        from .utils import get_model
-
         model = get_model(model)
     values = {key: typed_value(value) for key, value in dict(overrides or {}).items()}
     if MARKER in values:
@@ -159,4 +156,4 @@ def build_config(model, dataset: str, config_files=None, overrides=None) -> Conf
     return MMa4CTRConfig(model=model, dataset=dataset, config_file_list=files, config_dict=values)
 
 
-__all__ = ["FEATURE_KEYS", "KeysOf", "MMa4CTRConfig", "SettingError", "build_config", "parse_overrides", "property_files", "typed_value"]
+__all__ = ["FEATURE_KEYS", "KeysOf", "MMa4CTRConfig", "build_config", "parse_overrides", "property_files", "typed_value"]

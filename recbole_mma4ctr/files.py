@@ -29,6 +29,18 @@ def temporary_path(final) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def move_into_place(temporary, final) -> Path:
+    """Rename a complete ``temporary`` file (or a folder filled beside its final place) to
+    ``final``, atomic on one file system; a failure raises ``OutputError`` naming ``final``. For
+    writers that commit several files in an order of their own (the converters, the generators,
+    the engine's unpacked data); returns the final path."""
+    try:
+        os.replace(temporary, final)
+    except OSError as error:
+        raise OutputError(f"{final}: could not be written ({error.strerror or error})") from None
+    return Path(final)
+
+
 @contextmanager
 def atomic_path(final):
     """Yield a temporary path to write ``final`` through (for writers that want a path: numpy,
@@ -42,7 +54,7 @@ def atomic_path(final):
     temporary = temporary_path(final)
     try:
         yield temporary
-        os.replace(temporary, final)
+        move_into_place(temporary, final)
     except OSError as error:
         raise OutputError(f"{final}: could not be written ({error.strerror or error}); nothing was left "
                           f"behind under its name") from None

@@ -24,9 +24,9 @@ import yaml
 
 from .cells import protocol_file
 from .config import KeysOf, SafeSettingsLoader, property_files, typed_value
-from .defaults import command_options, properties_dir, read_yaml
+from .settings import command_options, properties_dir, read_yaml
 from .errors import UsageError
-from .feature_fair import split_name
+from .model.feature_fair import split_name
 
 # mode -> the sections of commands.yaml that hold its options
 MODE_SECTIONS = {"run": ("common", "run"), "compare": ("common", "compare", "engine"),

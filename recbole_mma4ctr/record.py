@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import RecordError
 from .files import write_bytes
 
 SCHEMA = 2
@@ -41,10 +41,6 @@ REQUIRED = ("schema", "run_id", "status", "model", "dataset", "kind", "key", "st
 REQUIRED_OK = ("best_valid", "test", "history", "config", "split_sizes")
 PREDICTION_COLUMNS = ("user", "item", "timestamp", "label", "score")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # what a model or dataset name may be
-
-
-class RecordError(InputError):
-    """A record that does not hold what the schema promises (named by file and field)."""
 
 
 def plain(value):
@@ -90,7 +86,8 @@ def where(device: str | None = None) -> dict:
     return place
 
 
-def versions() -> dict:
+def versions(code: str) -> dict:
+    """The library versions of this process and ``code``, the code version (``resume_key.code_version``)."""
     from importlib import metadata
 
     found = {"python": platform.python_version()}
@@ -99,9 +96,7 @@ def versions() -> dict:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             found[package] = None
-    from .resume_key import code_version
-
-    found["code"] = code_version()
+    found["code"] = code
     return found
 
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .record import plain
+from .settings import properties_dir
 
 # Keys of the effective config that cannot change a result, each with the reason.
 PLUMBING = {
@@ -67,8 +68,6 @@ PLUMBING = {
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """sha256 (16 hex) over the package's .py files and its properties (clone or wheel alike)."""
-    from .defaults import properties_dir
-
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     files = sorted(package.rglob("*.py")) + sorted(p for p in properties_dir().rglob("*") if p.is_file())

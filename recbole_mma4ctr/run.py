@@ -29,15 +29,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .cells import make_cell, results_dir_of
+from .data.batches import permutation_train_batches
 from .errors import UsageError
-from .evaluation import predictions_by_coldness
-from .multitask import action_predictions, action_results
-from .record import SCHEMA, device_name, new_run_id, now_iso, plain, scored_rows_digest, versions, where
-from .batches import permutation_train_batches
+from .prepare.sources import ensure_dataset, prepared_manifest
+from .record import (SCHEMA, device_name, failure_record, new_run_id, now_iso, plain, scored_rows_digest, versions,
+    where, write_record)
+from .stats import predictions_by_coldness
+from .model.tasks import action_predictions, action_results
 from .cells import cell_config
-from .robustness import evaluate_missing_modality
+from .data.robustness import evaluate_missing_modality
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
+from .prepare.sources import data_digests
+from .resume_key import cell_identity
 
 HIDDEN_SAMPLE_ROWS = 20_000
 
@@ -61,8 +66,6 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from .prepare.sources import data_digests, ensure_dataset, prepared_manifest
-    from .resume_key import cell_identity
 
     run_id, started_at, cell_begun = cell.get("run_id") or new_run_id(), now_iso(), time()
     marks = sorted({int(m) for m in cell.get("marks") or []}) or None
@@ -355,9 +358,6 @@ def run_recbole_mma4ctr(model: str, dataset: str, config_files=None, overrides=N
                         protocol=None) -> dict:
     """A single run (no Ray): prepare the data if needed, run the cell, write its record into
     ``results_dir`` (failures too), print the metrics; returns the record (path in 'record_path')."""
-    from .cells import make_cell, results_dir_of
-    from .record import failure_record, write_record
-
     cell = make_cell(model, dataset, config_files, overrides, marks=marks, kind="run", protocol=protocol)
     results_dir = results_dir_of(cell)
     begun = time()

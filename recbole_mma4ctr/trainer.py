@@ -22,7 +22,7 @@ Everything else of RecBole's ``fit`` is kept where RecBole has it: the train los
 score go to tensorboard (``log_tensorboard/`` in the working folder, RecBole's
 ``get_tensorboard``) and, with ``log_wandb: True``, to Weights & Biases (wandb must then be
 installed: checked before anything is built); the hyper-parameters go to tensorboard at the end.
-Every setting is read from the properties files (``defaults.setting``): a missing one is an error
+Every setting is read from the properties files (``settings.setting``): a missing one is an error
 naming the file that should hold it, never a default of the code's own.
 
 Every epoch is recorded in ``self.history`` (loss, learning rate, optimizer steps so far,
@@ -80,8 +80,8 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import EvaluatorType, early_stopping, set_color, dict2str
 
-from .baselines import scores_are_probabilities, switch_off_anomaly_detection
-from .defaults import setting
+from .model.baselines import scores_are_probabilities, switch_off_anomaly_detection
+from .settings import setting
 from .errors import TrainingError
 from .files import atomic_path
 from .metrics import UserAwareCollector
@@ -386,7 +386,7 @@ class Trainer(RecBoleTrainer):
         """Train with the schedule and interrupt described in the module docstring.
 
         ``callback_fn(epoch_idx, valid_score)`` runs after every accepted epoch (valid_score is
-        None when the epoch was not validated); returning True from it stops training.
+        None when the epoch was not validated); it observes, it never stops training.
         """
         if saved and self.start_epoch >= self.epochs and self.saved_checkpoint is None:
             self._save_checkpoint(-1, verbose=verbose)   # no epoch to run: RecBole's "best" is the initial model

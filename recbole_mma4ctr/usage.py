@@ -13,7 +13,7 @@ import textwrap
 
 import yaml
 
-from .defaults import command_options, properties_dir, read_yaml
+from .settings import command_options, properties_dir, read_yaml
 from .known_settings import MODE_SECTIONS, Registry, every_entry, file_entries, shown_path, unknown
 
 PROGRAM = "run_recbole_mma4ctr.py"

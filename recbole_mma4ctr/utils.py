@@ -7,7 +7,19 @@ Importing this module never imports ray (``recbole.quick_start`` would).
 
 from __future__ import annotations
 
-from .multitask import CONTEXT_MODELS, MULTITASK_MODELS, SINGLE_TASK_OF, is_multitask, load_action_columns
+from .compat import building_dataset
+from .data.dataset import MMa4CTRDataset
+from .data.feature_fair import create_feature_fair_dataset
+from .data.paper_split import recbole_dataset
+from .model.baselines import (GCSAN, LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation,
+    switch_off_anomaly_detection)
+from .model.feature_fair import check_variant, lean_model_class, split_name
+from .model.mma4ctr import MMa4CTR
+from .trainer import Trainer
+
+from .model.tasks import CONTEXT_MODELS, MULTITASK_MODELS, SINGLE_TASK_OF, is_multitask, load_action_columns
+from .model.feature_fair import CONTEXT_KIND
+from .model import multitask as multitask_models
 
 OWN_MODELS = ("MMa4CTR",) + MULTITASK_MODELS
 RECBOLE_MODEL_KINDS = ("general_recommender", "context_aware_recommender", "sequential_recommender",
@@ -35,7 +47,6 @@ def check_model(model_name: str) -> str:
     """Refuse a model name neither this plugin nor RecBole 1.2.1 has, with a message that says so.
 
     ``<Model>+mm`` (``feature_fair.py``) is accepted where the base model embeds item features."""
-    from .feature_fair import CONTEXT_KIND, check_variant, split_name
 
     base, feature_fair = split_name(model_name)
     if feature_fair:
@@ -60,15 +71,10 @@ def check_model(model_name: str) -> str:
 
 def get_model(model_name: str):
     """The model class; for ``<Model>+mm`` RecBole's ``<Model>`` (the features come with the dataset)."""
-    from .baselines import switch_off_anomaly_detection
-    from .feature_fair import split_name
-
     check_model(model_name)
     base, feature_fair = split_name(model_name)
     model_class = _get_model(base)
     if feature_fair:
-        from .feature_fair import lean_model_class
-
         model_class = lean_model_class(model_class)
     # importing any RecBole sequential model turns torch's anomaly detection on for the process
     switch_off_anomaly_detection()
@@ -77,16 +83,11 @@ def get_model(model_name: str):
 
 def _get_model(model_name: str):
     if model_name == "MMa4CTR":
-        from .model import MMa4CTR
-
         return MMa4CTR
     if model_name in MULTITASK_MODELS:
-        from . import multitask_models
 
         return getattr(multitask_models, model_name)
     if model_name == "GCSAN":
-        from .baselines import GCSAN  # RecBole's GCSAN with a vectorised session graph
-
         return GCSAN
     import importlib
 
@@ -106,8 +107,6 @@ def create_dataset(config):
     dataset that keeps every interaction in place, so they split exactly like every other model
     (``baselines.py``); RecBole's own dataset otherwise. Atomic files are read with pandas' C
     engine, timestamps exact for RecBole's float32 (``compat.building_dataset``)."""
-    from .compat import building_dataset
-
     with building_dataset(config["TIME_FIELD"]):
         return _create_dataset(config)
 
@@ -116,16 +115,11 @@ def _create_dataset(config):
     if is_multitask(config["model"]):
         load_action_columns(config)
     if config["feature_fair"]:
-        from .feature_fair import create_feature_fair_dataset
-
         return create_feature_fair_dataset(config)
     if SINGLE_TASK_OF.get(config["model"], config["model"]) == "MMa4CTR":
-        from .dataset import MMa4CTRDataset
 
         return MMa4CTRDataset(config)
     from recbole.utils import ModelType
-
-    from .baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
 
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and labeled_evaluation(config):
         import recbole.data.dataset as recbole_datasets
@@ -135,7 +129,6 @@ def _create_dataset(config):
             return LabeledSequentialDataset(config)
         if own is recbole_datasets.DIENDataset:
             return LabeledDIENDataset(config)
-    from .paper_split import recbole_dataset  # RecBole's own, with the split rule (split_rule)
 
     return recbole_dataset(config)
 
@@ -145,7 +138,6 @@ def get_trainer(model_type, model_name: str):
     from recbole.trainer import Trainer as RecBoleTrainer
     from recbole.utils import get_trainer as recbole_get_trainer
 
-    from .trainer import Trainer
 
     if SINGLE_TASK_OF.get(model_name, model_name) == "MMa4CTR":
         return Trainer

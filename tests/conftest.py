@@ -30,7 +30,7 @@ def own_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_raw(tmp_path_factory):
     """A tiny WeChat-format raw folder (200 users, 30 k actions) from the seeded generator."""
-    from recbole_mma4ctr.prepare.synthetic import write_wechat_raw
+    from recbole_mma4ctr.prepare.synthetic.wechat import write_wechat_raw
 
     out = tmp_path_factory.mktemp("raw") / "wechat"
     write_wechat_raw(out, scale="tiny", seed=7)

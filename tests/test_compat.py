@@ -15,6 +15,7 @@ NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 SCIPY_WITHOUT_UPDATE = tuple(int(p) for p in scipy.__version__.split(".")[:2]) >= (1, 13)
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not NUMPY_2, reason="RecBole's own numpy aliases work on numpy 1.x")
 def test_recbole_own_compatibility_settings_fail_on_numpy_2():
     from recbole.config import Config
@@ -23,6 +24,7 @@ def test_recbole_own_compatibility_settings_fail_on_numpy_2():
         Config.compatibility_settings(None)
 
 
+@pytest.mark.unit
 def test_numpy_aliases_are_the_types_recbole_expects():
     from recbole_mma4ctr.compat import recbole_stack_settings
 
@@ -39,6 +41,7 @@ def test_numpy_aliases_are_the_types_recbole_expects():
     assert MMa4CTRConfig.compatibility_settings.__qualname__.startswith("MMa4CTRConfig")
 
 
+@pytest.mark.unit
 def test_dok_update_fills_lightgcn_adjacency_with_the_known_normalisation():
     from recbole.model.general_recommender.lightgcn import LightGCN
 

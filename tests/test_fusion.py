@@ -5,6 +5,8 @@ import pytest
 
 from recbole_mma4ctr.fusion import FUSIONS, fuse, fusion_modalities, minmax_scale, pca_reduce
 
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
+
 
 @pytest.fixture(scope="module")
 def modalities():

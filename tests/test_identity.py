@@ -154,7 +154,7 @@ def fake_ok_record(cell: dict, folder: Path) -> None:
 
 def compare_plan(tmp_path: Path, data: Path, model: str = "DIN"):
     """What ``--compare`` decides before it runs anything: (the cell, results folder, finished cells)."""
-    from recbole_mma4ctr.engine import prepare_grid
+    from recbole_mma4ctr.experiment.engine import prepare_grid
 
     cells = [make_cell(model, "mine", None, settings_for(tmp_path, data), kind="compare", prepare=False)]
     _, folder, done = prepare_grid(cells, "compare-mine")
@@ -353,7 +353,7 @@ def test_best_yaml_keeps_shuffle(tmp_path):
     # defect 2: best.yaml dropped shuffle with the plumbing, so it did not reproduce the trial
     import yaml
 
-    from recbole_mma4ctr.tune import write_best_config
+    from recbole_mma4ctr.experiment.tune import write_best_config
 
     trial = make_cell("DIN", "wechat", None, {"shuffle": "False", "eval_step": 1, "learning_rate": 0.01})
     summary = {"metric": "auc", "best": {"best_auc": 0.6, "best_epoch": 2, "trial": "t1"}}

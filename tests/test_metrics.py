@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from recbole_mma4ctr.metrics import gauc, per_user_auc, uauc
+from recbole_mma4ctr.stats import gauc, per_user_auc, uauc
 
 # ---------------------------------------------------------------------------------------------
 # hand-computed cases
@@ -28,6 +28,7 @@ HAND_AUC = {3: 0.0, 7: 0.875, 9: 5.5 / 6}
 HAND_ROWS = {3: 3, 7: 4, 9: 5}
 
 
+@pytest.mark.unit
 def test_hand_computed_per_user_auc():
     users, auc, n_rows = per_user_auc(HAND_SCORES, HAND_LABELS, HAND_USERS)
     assert users.tolist() == [3, 7, 9]  # user 5 (all positive) skipped, ids ascending
@@ -35,6 +36,7 @@ def test_hand_computed_per_user_auc():
     assert n_rows.tolist() == [3, 4, 5]
 
 
+@pytest.mark.unit
 def test_hand_computed_gauc_and_uauc():
     # GAUC weights by rows: (3*0 + 4*0.875 + 5*(5.5/6)) / 12
     expected_gauc = (3 * 0.0 + 4 * 0.875 + 5 * (5.5 / 6)) / 12
@@ -44,6 +46,7 @@ def test_hand_computed_gauc_and_uauc():
     assert expected_gauc != pytest.approx(expected_uauc)
 
 
+@pytest.mark.unit
 def test_two_users_weights_make_gauc_differ_from_uauc():
     # user "a": 2 rows, perfectly ranked -> 1.0; user "b": 4 rows, reversed -> 0.0
     scores = [0.9, 0.1, 0.1, 0.2, 0.3, 0.4]
@@ -54,6 +57,7 @@ def test_two_users_weights_make_gauc_differ_from_uauc():
     assert uauc(scores, labels, users) == pytest.approx(0.5)
 
 
+@pytest.mark.unit
 def test_all_tied_scores_give_half():
     assert gauc([0.3] * 4, [1, 0, 0, 1], [1] * 4) == 0.5
     # -0.0 and +0.0 are equal scores, so they tie too
@@ -61,6 +65,7 @@ def test_all_tied_scores_give_half():
     assert uauc(np.array([0.0, -0.0], np.float64), [1, 0], [1, 1]) == 0.5
 
 
+@pytest.mark.unit
 def test_negative_and_infinite_scores_keep_their_order():
     scores = np.array([-np.inf, -3.5, -1e-30, 0.0, 2.0, np.inf], np.float32)
     users = np.zeros(6, np.int64)
@@ -68,6 +73,7 @@ def test_negative_and_infinite_scores_keep_their_order():
     assert uauc(scores, [1, 1, 1, 0, 0, 0], users) == 0.0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "scores, labels, users",
     [
@@ -82,6 +88,7 @@ def test_nan_when_no_user_qualifies(scores, labels, users):
     assert len(per_user_auc(scores, labels, users).users) == 0
 
 
+@pytest.mark.unit
 def test_invalid_inputs_are_rejected():
     with pytest.raises(ValueError, match="same length"):
         per_user_auc([0.1, 0.2], [0, 1], [1])
@@ -95,6 +102,7 @@ def test_invalid_inputs_are_rejected():
         per_user_auc(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)))
 
 
+@pytest.mark.unit
 def test_inputs_are_not_modified():
     scores = np.array([-0.0, 0.5, 0.2], np.float32)
     users = np.array([4, 4, 4])
@@ -118,6 +126,7 @@ def _sklearn_per_user(scores, labels, users):
     return result
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "score_kind",
     ["float32", "float64", "float64_rounded", "float16", "int", "constant"],
@@ -160,6 +169,7 @@ def test_agrees_with_sklearn_per_user(score_kind, user_kind):
     assert uauc(scores, labels, users) == pytest.approx(float(auc_values.mean()), abs=1e-12)
 
 
+@pytest.mark.unit
 def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     got = gauc(
@@ -169,6 +179,7 @@ def test_accepts_torch_tensors():
     assert got == pytest.approx(gauc(HAND_SCORES, HAND_LABELS, HAND_USERS), abs=1e-7)
 
 
+@pytest.mark.unit
 def test_vectorised_on_a_million_rows():
     import time
 
@@ -218,6 +229,7 @@ def registered():
         metrics.unregister_metrics()
 
 
+@pytest.mark.unit
 def test_register_metrics_is_idempotent_and_reversible():
     from recbole.evaluator import register as rb
     from recbole.utils import EvaluatorType
@@ -392,6 +404,7 @@ def test_trainer_evaluate_with_swapped_collector(registered, tmp_path, monkeypat
     assert first["uauc"] == pytest.approx(uauc(scores, labels, users), abs=1e-6)
 
 
+@pytest.mark.unit
 def test_plain_recbole_collector_gives_a_clear_error(registered, tmp_path):
     import torch
     from recbole.evaluator import Collector, Evaluator

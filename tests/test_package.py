@@ -84,7 +84,7 @@ def test_an_installed_wheel_runs_from_an_empty_folder_like_the_clone(wheel, tmp_
     folders = {name: tmp_path / name for name in ("module", "console", "clone", "prepare")}
     for folder in folders.values():
         folder.mkdir()
-    where = run([python, "-c", "from recbole_mma4ctr.defaults import properties_dir; print(properties_dir())"],
+    where = run([python, "-c", "from recbole_mma4ctr.settings import properties_dir; print(properties_dir())"],
                 cwd=folders["prepare"]).stdout.strip()
     assert Path(where) == Path(run([python, "-c", "import recbole_mma4ctr; print(recbole_mma4ctr.__file__)"],
                                    cwd=folders["prepare"]).stdout.strip()).parent / "properties"

@@ -16,6 +16,8 @@ from recbole_mma4ctr.profiles import (
     user_profiles,
 )
 
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
+
 
 def test_signed_mean_by_hand():
     items = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 0.0]])

@@ -1,8 +1,11 @@
 """CI must install and test exactly as the README tells a user to."""
 
+import pytest
 import re
 
 from conftest import REPO
+
+pytestmark = pytest.mark.unit  # pure: no RecBole training, no Ray (python -m pytest -m unit)
 
 
 def readme_commands():

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recbole_mma4ctr import cli, studies, tune
+from recbole_mma4ctr import cli
+from recbole_mma4ctr.experiment import studies, tune
 from recbole_mma4ctr.known_settings import Registry, recbole_properties
 from recbole_mma4ctr.run import Outcome
 from recbole_mma4ctr.usage import general_help, mode_help, shown

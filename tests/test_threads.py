@@ -11,6 +11,7 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
+@pytest.mark.unit
 def test_apply_torch_threads_sets_torchs_intra_op_threads(restore_threads):
     from recbole_mma4ctr.threads import AUTO_THREADS, apply_torch_threads
 
@@ -18,6 +19,7 @@ def test_apply_torch_threads_sets_torchs_intra_op_threads(restore_threads):
     assert apply_torch_threads(None) == AUTO_THREADS and torch.get_num_threads() == AUTO_THREADS
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_bad_torch_threads_are_refused_and_change_nothing(restore_threads, bad):
     from recbole_mma4ctr.threads import apply_torch_threads
@@ -31,9 +33,11 @@ def test_bad_torch_threads_are_refused_and_change_nothing(restore_threads, bad):
 def test_the_default_comes_from_overall_yaml(tmp_path):
     from conftest import run_settings
     from recbole_mma4ctr.config import build_config
-    from recbole_mma4ctr.threads import torch_threads
+    from recbole_mma4ctr.settings import properties_dir, read_yaml
+    from recbole_mma4ctr.threads import AUTO_THREADS, torch_threads
 
+    written = read_yaml(properties_dir() / "overall.yaml")["torch_threads"]
     config = build_config("MMa4CTR", "wechat", None, run_settings(tmp_path))
-    assert "torch_threads" in config.final_config_dict
-    assert torch_threads(config["torch_threads"]) >= 1
+    assert config["torch_threads"] == written       # overall.yaml's value, unchanged by any other layer
+    assert torch_threads(config["torch_threads"]) == (AUTO_THREADS if written is None else written)
     assert build_config("MMa4CTR", "wechat", None, run_settings(tmp_path, torch_threads=3))["torch_threads"] == 3

@@ -177,7 +177,7 @@ def test_a_yaml_default_change_reaches_the_trainer(tiny_atomic, tmp_path, monkey
 
 
 def test_a_setting_missing_from_every_file_is_an_error_naming_it(tiny_atomic, tmp_path, monkeypatch):
-    from recbole_mma4ctr.defaults import SettingError
+    from recbole_mma4ctr.errors import SettingError
 
     def edit(folder):
         replace_line(folder / "overall.yaml", "valid_interrupt_max_retries: 3\n", "")
@@ -239,6 +239,7 @@ class WithOtherParameters(torch.nn.Module):
         return {key: getattr(self, key) for key in self.other_parameter_name}
 
 
+@pytest.mark.unit
 def test_other_parameter_is_saved_as_plain_data_and_loaded_back_weights_only(tmp_path):
     import numpy as np
 
@@ -256,6 +257,7 @@ def test_other_parameter_is_saved_as_plain_data_and_loaded_back_weights_only(tmp
     assert fresh.sizes == [1, 2.5, "x"]
 
 
+@pytest.mark.unit
 def test_other_parameter_that_is_not_plain_data_is_refused_by_name():
     import scipy.sparse as sp
 

@@ -96,6 +96,7 @@ def test_marks_and_plateau_are_refused_together(data_settings):
         run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(train_to="plateau"), marks=[1, 2])
 
 
+@pytest.mark.unit
 def test_valid_plateau_counts_validations_after_the_best_and_skips_interrupted_epochs():
     history = [{"epoch": 0, "valid": {}, "best": True, "steps": 10}, {"epoch": 1, "valid": {}, "interrupted": True},
                {"epoch": 1, "valid": {}, "best": True, "steps": 30}, {"epoch": 2, "valid": {}, "steps": 40}]
@@ -105,6 +106,7 @@ def test_valid_plateau_counts_validations_after_the_best_and_skips_interrupted_e
     assert valid_plateau([{"epoch": 0, "train_loss": 1.0}], 2) is None   # never validated
 
 
+@pytest.mark.unit
 def test_rows_digest_ignores_row_order_and_sees_any_changed_row():
     rng = np.random.default_rng(0)
     rows = {"user": np.array(["u1", "u2", "u3", "u1"]), "item": np.array(["a", "b", "c", "d"]),

@@ -21,8 +21,13 @@ import argparse
 import json
 import sys
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, SettingError, UsageError
+from ..settings import properties_dir, read_yaml, setting
+from . import tiktok, wechat
 from .atomic import dataset_defaults, log
+from .sources import CONVERTERS
+from .synthetic.tiktok import write_tiktok_raw
+from .synthetic.wechat import write_wechat_raw
 
 SUMMARIES = {"wechat": ("rows", "dropped", "label_rate", "modality_dims"),
              "tiktok": ("rows", "dropped", "label_rate", "action_rates", "items_without", "modality_dims")}
@@ -62,9 +67,6 @@ def add_settings(command, dataset: str, names) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..defaults import properties_dir, read_yaml, setting
-    from . import tiktok, wechat
-
     parser = OneLineParser(prog="python -m recbole_mma4ctr.prepare", description=__doc__.split("\n\n")[0],
                            allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -88,19 +90,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> dict:
     if args.command in SUMMARIES:
-        from .sources import CONVERTERS
-
         converter = CONVERTERS[args.command]
         settings = {name: getattr(args, name) for name in converter.SETTINGS if hasattr(args, name)}
         manifest = converter.convert(args.raw, args.out, settings, force=args.force)
         return {key: manifest[key] for key in SUMMARIES[args.command]}
     if args.dataset == "tiktok":
-        from .synthetic_tiktok import write_tiktok_raw
-
         log(f"generating a {args.scale} TikTok-format sample (seed {args.seed}) in {args.out}")
         summary = write_tiktok_raw(args.out, scale=args.scale, seed=args.seed)
         return {key: summary[key] for key in ("counts", "positive_rate", "oracle_auc")}
-    from .synthetic import write_wechat_raw
 
     log(f"generating a {args.scale} WeChat-format sample (seed {args.seed}) in {args.out}")
     summary = write_wechat_raw(args.out, scale=args.scale, seed=args.seed)
@@ -108,8 +105,6 @@ def _run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..defaults import SettingError
-
     try:
         parser = _parser()
     except SettingError as error:  # properties/dataset/<name>.yaml unreadable or missing a key

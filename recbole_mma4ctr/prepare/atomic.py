@@ -45,8 +45,10 @@ import numpy as np
 import pandas as pd
 
 from .. import files
-from ..errors import InputError
+from ..errors import SettingError, UsageError
 from ..files import temporary_path
+from ..settings import properties_dir, read_yaml
+from ..errors import InputError
 from .digests import file_digests, sha256_of
 
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the
@@ -72,8 +74,6 @@ def log(message: str) -> None:
 def dataset_defaults(dataset: str, names) -> dict:
     """The converter settings ``names`` as properties/dataset/<dataset>.yaml sets them: the one
     home of their defaults (the run path reads the same file through RecBole's Config)."""
-    from ..defaults import SettingError, properties_dir, read_yaml
-
     path = properties_dir() / "dataset" / f"{dataset}.yaml"
     if not path.is_file():
         raise SettingError(f"{path} not found: it holds the {dataset} converter's settings")
@@ -87,8 +87,6 @@ def dataset_defaults(dataset: str, names) -> dict:
 
 def complete_settings(dataset: str, names, given: dict | None) -> dict:
     """``given`` over the yaml's defaults; a name the converter does not know is refused."""
-    from ..errors import UsageError
-
     given = dict(given or {})
     unknown = sorted(set(given) - set(names))
     if unknown:
@@ -107,8 +105,6 @@ def is_share(value) -> bool:
 def require(settings: dict, name: str, ok: bool, expected: str) -> None:
     """Refuse a setting whose value cannot work, before anything is read or written."""
     if not ok:
-        from ..errors import UsageError
-
         raise UsageError(f"{name} must be {expected}; got {settings[name]!r}")
 
 
@@ -412,7 +408,7 @@ class AtomicWriter:
         # not ours to delete).
         ordered = sorted(self.pending, key=lambda pair: pair[1].name != MANIFEST)
         for temporary, final in ordered:
-            os.replace(temporary, final)
+            files.move_into_place(temporary, final)
         written = {final.name for _, final in self.pending}
         self.pending = []
         families = {name.split(".")[0] + "." for name in written if name != MANIFEST}

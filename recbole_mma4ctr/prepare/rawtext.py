@@ -23,8 +23,7 @@ import io
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import MissingInputError
-from .tokens import RawFormatError
+from ..errors import FastReadFailed, MissingInputError, RawFormatError
 
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 FIELD_LIMIT = 2**31 - 1  # csv's own limit is 131,072 characters; a C long bounds what it accepts
@@ -56,10 +55,6 @@ def longest_line(path: Path, chunk: int = 1 << 24) -> int:
                 longest = max(longest, int(ends[0]) - start, int(np.diff(ends).max(initial=0)))
                 start = int(ends[-1]) + 1
             offset += len(block)
-
-
-class FastReadFailed(Exception):
-    """pyarrow could not read the file as asked; the caller diagnoses (``diagnose_csv``)."""
 
 
 def not_utf8(path: Path, number: int, raw: bytes, error: UnicodeDecodeError, header: list[str] | None = None,

@@ -26,10 +26,13 @@ import json
 import os
 from pathlib import Path
 
-from ..defaults import setting
-from ..errors import InputError, MissingInputError
+from ..errors import MissingInputError
+from ..settings import setting
 from . import byo, tiktok, wechat
-from .atomic import MANIFEST, folder_lock, folder_owner, log, manifest_problem, read_json_or_none, read_manifest
+from .atomic import folder_lock, log, read_json_or_none
+from .synthetic import tiktok as synthetic_tiktok, wechat as synthetic_wechat
+from ..errors import InputError
+from .atomic import MANIFEST, folder_owner, manifest_problem, read_manifest
 from .digests import file_digests
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
@@ -57,12 +60,8 @@ def converter_settings(config) -> dict:
 def generator(name: str):
     """(the function writing a generated raw sample for ``name``, its generator version)."""
     if name == "tiktok":
-        from .synthetic_tiktok import GENERATOR_VERSION, write_tiktok_raw
-
-        return write_tiktok_raw, GENERATOR_VERSION
-    from .synthetic import GENERATOR_VERSION, write_wechat_raw
-
-    return write_wechat_raw, GENERATOR_VERSION
+        return synthetic_tiktok.write_tiktok_raw, synthetic_tiktok.GENERATOR_VERSION
+    return synthetic_wechat.write_wechat_raw, synthetic_wechat.GENERATOR_VERSION
 
 
 def synthetic_matches(raw_dir: Path, scale: str, seed: int, name: str = "wechat") -> bool:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .tokens import TokenLists, dense_codes
+
 # When the smaller side has at most this many rows/columns, the exact SVD comes from the
 # eigendecomposition of the (small) Gram matrix; above it, randomized truncated SVD.
 EXACT_SVD_SIDE = 4000
@@ -28,8 +30,6 @@ EXACT_SVD_SIDE = 4000
 def bag_of_tokens(lists) -> sparse.csr_matrix:
     """Rows = items, columns = distinct token ids (sorted), values = counts. ``lists`` is a
     ``tokens.TokenLists`` or a list of id arrays."""
-    from .tokens import TokenLists, dense_codes
-
     lists = TokenLists.from_arrays(lists)
     vocabulary, columns = dense_codes(lists.values)
     counts = sparse.csr_matrix((np.ones(len(lists.values)), (lists.rows, columns)),

@@ -70,7 +70,7 @@ from .atomic import (ACTION_LABEL_PREFIX, AtomicWriter, action_label_field, comp
                      folder_lock, is_integer, is_share, item_float_seq, log, read_json_or_none, require, skip_conversion)
 from .rawtext import decode_line
 from ..errors import InputError, MissingInputError
-from .tokens import RawFormatError
+from ..errors import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
 TRAIN_COLUMNS = ("uid", "user_city", "item_id", "author_id", "item_city", "channel", "finish", "like",

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-
-
-class RawFormatError(InputError):
-    """A raw input value that cannot be parsed; the message names file, line and field."""
+from ..errors import RawFormatError
+from .rawtext import line_of
 
 
 def _fail(file_name: str, row: int, field: str, value: str, why: str) -> RawFormatError:
     """Data row ``row`` of ``file_name`` named by its line (the header is line 1; blank lines
     counted when the file is there to read: ``rawtext.line_of``)."""
-    from .rawtext import line_of  # rawtext imports this module
-
     shown = value if len(value) <= 60 else value[:57] + "..."
     return RawFormatError(f"{file_name}, line {line_of(file_name, row)}, field '{field}': {why} (value {shown!r})")
 

@@ -67,9 +67,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, MissingInputError
+from ..errors import FastReadFailed, InputError, MissingInputError, RawFormatError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
+from .authors_order import authors_order, last_pair_device, set_order_positions
 from .atomic import (AtomicWriter, action_label_field, complete_settings, fingerprint, folder_lock, is_integer, is_share,
                      item_float_seq, log, require, skip_conversion)
 
@@ -108,7 +109,7 @@ def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
     header = rawtext.check_header(path, (column,), "oracle file")
     try:
         values = rawtext.read_table(path, header, (column,), {column: pa.float64()}).column(column).to_numpy()
-    except rawtext.FastReadFailed as error:
+    except FastReadFailed as error:
         problem = rawtext.first_non_utf8(path, header) or rawtext.field_count_problem(path, header)
         if problem is not None:
             raise problem from None
@@ -118,10 +119,10 @@ def read_oracle(path: Path, n_rows: int, label_name: str) -> np.ndarray | None:
         if finite.all():
             raise rawtext.diagnose_csv(path, header, error) from None
         row = int(np.argmin(finite))
-        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected a "
+        raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected a "
                                     f"probability (value {text.iat[row]!r})") from None
     if len(values) != n_rows:
-        raise tokens.RawFormatError(f"{path}: {len(values)} rows, but {ACTION_FILE} has {n_rows}")
+        raise RawFormatError(f"{path}: {len(values)} rows, but {ACTION_FILE} has {n_rows}")
     return values
 
 
@@ -149,15 +150,15 @@ def read_actions(path: Path) -> dict[str, np.ndarray]:
         types = {column: pa.int8() if column in ACTIONS else pa.int64() for column in ACTION_COLUMNS}
         table = rawtext.read_table(path, header, ACTION_COLUMNS, types)
         out = {column: table.column(column).to_numpy() for column in ACTION_COLUMNS}
-    except rawtext.FastReadFailed as error:
+    except FastReadFailed as error:
         out = _read_actions_checked(path, header, error)
     if not len(out["userid"]):
-        raise tokens.RawFormatError(f"{path}: no rows below the header")
+        raise RawFormatError(f"{path}: no rows below the header")
     for name in ACTIONS:
         bad = (out[name] != 0) & (out[name] != 1)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{name}': "
+            raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{name}': "
                                         f"expected 0 or 1 (value {out[name][row]})")
     return out
 
@@ -178,7 +179,7 @@ def _read_actions_checked(path: Path, header: list[str], error) -> dict[str, np.
         good = text.str.fullmatch(tokens.INTEGER).to_numpy(dtype=bool)
         if not good.all():
             row = int(np.argmin(good))
-            raise tokens.RawFormatError(
+            raise RawFormatError(
                 f"{path}, line {rawtext.line_of(path, row)}, field '{column}': expected an integer "
                 f"(value {text.iat[row]!r})"
             )
@@ -196,10 +197,10 @@ def read_feeds(path: Path):
     header = rawtext.check_header(path, FEED_COLUMNS, "WeChat raw file")
     try:
         feeds = rawtext.read_table(path, header, FEED_COLUMNS, {column: pa.string() for column in FEED_COLUMNS})
-    except rawtext.FastReadFailed as error:
+    except FastReadFailed as error:
         raise rawtext.diagnose_csv(path, header, error) from None
     if not feeds.num_rows:
-        raise tokens.RawFormatError(f"{path}: no rows below the header")
+        raise RawFormatError(f"{path}: no rows below the header")
     feed_ids = integer_column(feeds.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
     check_unique(feed_ids, path, "feedid")
     return feeds, feed_ids
@@ -223,12 +224,12 @@ def float_column(column, path: Path, field: str) -> np.ndarray:
     good = pc.match_substring_regex(column, tokens.FLOAT).to_numpy(zero_copy_only=False)
     if not good.all():
         row = int(np.argmin(good))
-        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite number "
+        raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite number "
                                     f"(value {column[row].as_py()!r})")
     values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if not np.isfinite(values).all():  # e.g. 1e400, which reads as inf
         row = int(np.argmin(np.isfinite(values)))
-        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite "
+        raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': expected a finite "
                                     f"number (value {column[row].as_py()!r})")
     return values
 
@@ -239,7 +240,7 @@ def check_unique(ids: np.ndarray, path: Path, field: str) -> None:
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if len(repeated):
         row = int(order[repeated + 1].min())
-        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': duplicate feed id {ids[row]}")
+        raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': duplicate feed id {ids[row]}")
 
 
 def empty_cells(column) -> np.ndarray:
@@ -260,7 +261,7 @@ def integer_column(column, path, field: str, why: str, allow_empty: bool = True)
     good = pc.match_substring_regex(column, tokens.INTEGER).to_numpy(zero_copy_only=False) | (empty & allow_empty)
     if not good.all():
         row = int(np.argmin(good))
-        raise tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': "
+        raise RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field '{field}': "
                                     f"{why} (value {column[row].as_py()!r})")
     values = pc.if_else(pa_bool(empty), "0", column)
     return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
@@ -405,13 +406,13 @@ def read_feed_embeddings(path: Path, feed_ids: np.ndarray) -> tuple[np.ndarray, 
     try:
         table = rawtext.read_table(path, header, ("feedid", "feed_embedding"),
                                  {"feedid": pa.string(), "feed_embedding": pa.string()})
-    except rawtext.FastReadFailed as error:
+    except FastReadFailed as error:
         raise rawtext.diagnose_csv(path, header, error) from None
     ids = integer_column(table.column("feedid"), path, "feedid", "expected an integer feed id", allow_empty=False)
     check_unique(ids, path, "feedid")
 
-    def fail(row: int, why: str) -> tokens.RawFormatError:
-        return tokens.RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field 'feed_embedding': {why}")
+    def fail(row: int, why: str) -> RawFormatError:
+        return RawFormatError(f"{path}, line {rawtext.line_of(path, row)}, field 'feed_embedding': {why}")
 
     cells = trimmed(table.column("feed_embedding"))
     pieces = pc.utf8_split_whitespace(cells)
@@ -508,8 +509,6 @@ def kept_rows(actions: dict, labels: np.ndarray, known: np.ndarray, settings: di
     """The rows written, in .inter order: feeds known, duplicates dropped (``dedupe``), users with
     at least ``min_user_actions`` rows left, ordered by ``row_order`` (module docstring). Each
     drop is counted in ``dropped``."""
-    from .authors_order import authors_order, set_order_positions
-
     users = actions["userid"]
     rows = np.flatnonzero(known)
     positions = None
@@ -545,8 +544,6 @@ def rows_by_day(days: np.ndarray, row_order: str) -> list[list[int]] | None:
 def row_devices(actions: dict, order: np.ndarray, choice: str) -> np.ndarray:
     """The device written on each kept row: its own (``row``) or its user's as the authors choose
     it from every raw row (``last_pair``, ``paper_split.last_pair_device``)."""
-    from .authors_order import last_pair_device
-
     if choice == "row":
         return actions["device"][order]
     users, devices = last_pair_device(actions["userid"], actions["device"])

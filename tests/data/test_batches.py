@@ -1,0 +1,154 @@
+"""The fast training path gives the batches RecBole's stock path gives, field for field, bit for bit.
+
+The reference below is the path before issue 15: RecBole's TrainDataLoader iterated row by row
+by torch's samplers, RecBole's ``Interaction`` indexing (a Python list of rows) for the
+interactions, user and item features, and the leave-one-out correction applied per batch.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_settings
+from test_dataset import tiny_copy  # noqa: F401  (the fixture: the tiny atomic files as dataset "tw")
+
+
+def prepared(root, tmp_path, **extra):
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_mma4ctr.data.batches import permutation_train_batches
+    from recbole_mma4ctr.config import build_config
+    from recbole_mma4ctr.utils import create_dataset
+
+    config = build_config("MMa4CTR", "tw", None, run_settings(tmp_path, data_path=root, train_batch_size=999, **extra))
+    init_seed(config["seed"], config["reproducibility"])
+    with permutation_train_batches():
+        loaders = data_preparation(config, create_dataset(config))
+    return config, loaders
+
+
+def stock_rows(dataset, index):
+    """RecBole's own Dataset.__getitem__: Interaction indexing by list, then RecBole's join."""
+    df = dataset.inter_feat[index]
+    df.update(dataset.user_feat[df[dataset.uid_field]])
+    df.update(dataset.item_feat[df[dataset.iid_field]])
+    return df
+
+
+def stock_leave_one_out(dataset, df):
+    """Today's per-batch correction: each row's profile without the row, from per-user counts and
+    per-item removal terms, in float64, written back into the float32 profile."""
+    from recbole_mma4ctr.profiles import label_signs, leave_one_out, removal_terms
+
+    train = dataset.inter_feat
+    fitted = dataset.compute_profiles(train)
+    counts = next(iter(fitted.values())).counts[df[dataset.uid_field].numpy()]
+    items = df[dataset.iid_field].numpy()
+    positive_row = label_signs(df[dataset.label_field].numpy()) > 0
+    length = dataset.profile_length
+    for modality in dataset.fused_modalities:
+        field = f"profile_{modality}"
+        positive, negative, cold = removal_terms(dataset.modality_matrices[modality], length,
+                                                 fitted[field].low, fitted[field].span)
+        profile = df[field].numpy().copy()
+        removed = np.where(positive_row[:, None], positive[items], negative[items])
+        profile[:, :length] = leave_one_out(profile[:, :length], counts, removed, cold)
+        df[field] = torch.from_numpy(profile)
+    return df
+
+
+def stock_loader(config, dataset, shuffle, correct):
+    from recbole.data.dataloader import TrainDataLoader
+
+    class StockTrainDataLoader(TrainDataLoader):
+        def collate_fn(self, index):
+            df = stock_rows(self._dataset, np.array(index))
+            return stock_leave_one_out(self._dataset, df) if correct else df
+
+    return StockTrainDataLoader(config, dataset, None, shuffle=shuffle)
+
+
+def assert_same_batches(ours, theirs):
+    assert set(ours.interaction) == set(theirs.interaction)
+    for field in theirs.interaction:
+        assert ours[field].dtype == theirs[field].dtype, field
+        assert torch.equal(ours[field], theirs[field]), field
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_training_batches_are_recboles_stock_batches_epoch_after_epoch(tiny_copy, tmp_path, shuffle):
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
+
+    config, (train, _, _) = prepared(tiny_copy, tmp_path, shuffle=shuffle)
+    assert type(train) is PermutationTrainDataLoader
+    dataset = train._dataset
+    assert dataset.row_profiles is not None
+    reference = stock_loader(config, dataset, shuffle, correct=True)
+    assert len(train) == len(reference) == -(-len(dataset) // 999)
+    moved = 0
+    for _ in range(3):  # the generator must move as RecBole's does, or epoch 2 would differ
+        batches = list(zip(train, reference, strict=True))
+        assert len(batches[-1][0]) == len(dataset) % 999  # the short last batch too
+        for ours, theirs in batches:
+            assert_same_batches(ours, theirs)
+            stored = dataset.user_feat["profile_visual"][ours["user_id"]]
+            moved += int((ours["profile_visual"] != stored).any(dim=1).sum())
+    assert moved > 0  # the rows really carry their leave-one-out profiles, not the stored ones
+    first = [batch["item_id"] for batch in train]
+    second = [batch["item_id"] for batch in train]
+    assert shuffle != all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_inclusive_training_batches_are_recboles_stock_batches(tiny_copy, tmp_path):
+    config, (train, _, _) = prepared(tiny_copy, tmp_path, train_profile="inclusive")
+    assert train._dataset.row_profiles is None
+    for ours, theirs in zip(train, stock_loader(config, train._dataset, True, correct=False), strict=True):
+        assert_same_batches(ours, theirs)
+
+
+def test_valid_and_test_batches_are_recboles_stock_batches(tiny_copy, tmp_path):
+    _, (_, valid, test) = prepared(tiny_copy, tmp_path)
+    for loader in (valid, test):
+        dataset = loader._dataset
+        assert dataset.row_profiles is None
+        rows = np.random.default_rng(1).permutation(len(dataset))[:500]
+        assert_same_batches(dataset[rows], stock_rows(dataset, rows))
+        assert_same_batches(dataset[torch.from_numpy(rows)], stock_rows(dataset, rows))
+        assert_same_batches(dataset[list(rows)], stock_rows(dataset, rows))
+
+
+def test_only_the_training_dataloader_changes_and_only_inside_the_context(tiny_copy, tmp_path):
+    import recbole.data.utils as data_utils
+    from recbole.data.dataloader import TrainDataLoader
+
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
+
+    before = data_utils.get_dataloader
+    _, (train, valid, test) = prepared(tiny_copy, tmp_path)
+    assert data_utils.get_dataloader is before
+    assert isinstance(train, TrainDataLoader) and type(train) is PermutationTrainDataLoader
+    assert type(valid) is type(test) and not isinstance(valid, TrainDataLoader)
+
+
+def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():
+    from recbole_mma4ctr.data.batches import row_index
+
+    assert torch.equal(row_index(np.array([3, 1], dtype=np.int32)), torch.tensor([3, 1]))
+    assert torch.equal(row_index([2, 0]), torch.tensor([2, 0]))
+    assert row_index(torch.tensor([4])).dtype == torch.int64
+    for other in (3, slice(0, 2), np.array([True, False]), torch.tensor([True]), np.zeros((2, 2), dtype=int),
+                  np.array([0.5])):
+        assert row_index(other) is None
+
+
+def test_leave_one_out_rows_do_not_depend_on_the_chunk_size(tiny_copy, tmp_path, monkeypatch):
+    import recbole_mma4ctr.data.batches as batches
+
+    _, (train, _, _) = prepared(tiny_copy, tmp_path)
+    dataset = train._dataset
+    monkeypatch.setattr(batches, "ROW_CHUNK", 7)
+    small = dataset._leave_one_out_rows(dataset.inter_feat, dataset.compute_profiles(dataset.inter_feat))
+    assert small.keys() == dataset.row_profiles.keys()
+    for field, rows in dataset.row_profiles.items():
+        assert torch.equal(small[field], rows), field
