@@ -1,9 +1,11 @@
-"""Every number of comparison.md / .csv / .json and report.md is the number of the record it came
-from (issue 26): a results folder of hand-made records with known values (no training), its
+"""Every number of comparison.md / .csv / .json and report.md / .html is the number of the record it
+came from (issue 26): a results folder of hand-made records with known values (no training), its
 tables parsed back and each cell checked against the record's fields."""
 
 import csv
+import html
 import json
+import re
 
 import numpy as np
 import pytest
@@ -92,6 +94,12 @@ def pipe_tables(text: str) -> list[list[list[str]]]:
     return found
 
 
+def html_tables(text: str) -> list[list[list[str]]]:
+    """Every <table> of an HTML page, as rows of unescaped cell texts (the header row first)."""
+    return [[[html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row)]
+             for row in re.findall(r"<tr>(.*?)</tr>", table)] for table in re.findall(r"<table>(.*?)</table>", text)]
+
+
 def by_row(table) -> dict:
     """{first cell: {header: cell}} of a parsed table."""
     header, *rows = table
@@ -162,11 +170,12 @@ def check_paired_table(table, records):
         assert shown["AUC - MMa4CTR's"] == f"{difference:+.4f}", shown
 
 
-@pytest.mark.parametrize("name", ["comparison.md", "report.md"])
-def test_markdown_numbers_are_the_records(folder, name):
+@pytest.mark.parametrize("name", ["comparison.md", "report.md", "report.html"])
+def test_page_numbers_are_the_records(folder, name):
     path, records = folder
     summary = json.loads((path / "comparison.json").read_text())
-    comparison, seeds, paired = pipe_tables((path / name).read_text())
+    text = (path / name).read_text()
+    comparison, seeds, paired = html_tables(text) if name.endswith(".html") else pipe_tables(text)
     check_comparison_table(comparison, records, summary)
     check_seeds_table(seeds, records)
     check_paired_table(paired, records)
