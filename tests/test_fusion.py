@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import MinMaxScaler
 
 from recbole_mma4ctr.fusion import FUSIONS, fuse, fusion_modalities, minmax_scale, pca_reduce
 
@@ -33,6 +35,42 @@ def test_fusion_widths_match_the_paper(modalities, fusion):
     assert fused.shape == (400, EXPECTED_WIDTH[fusion])
     assert np.isfinite(fused).all()
     assert fused.min() >= -1e-6 and fused.max() <= 1 + 1e-6
+
+
+def reduced(matrix, width):
+    """scikit-learn's exact PCA to ``width`` columns, then scikit-learn's per-column min-max."""
+    return MinMaxScaler().fit_transform(PCA(n_components=width, svd_solver="full").fit_transform(matrix))
+
+
+# What each fusion that runs a PCA must equal (the module docstring's recipe, written with scikit-learn):
+# concat -> PCA to 128 and min-max when longer; cross -> every wider member PCA'd to the shortest width
+# (at most 128) and min-max'd, then the elementwise product.
+RECIPES = {
+    "va_concat": lambda m: reduced(np.hstack([m["visual"], m["acoustic"]]), 128),
+    "vt_concat": lambda m: reduced(np.hstack([m["visual"], m["textual"]]), 128),
+    "at_concat": lambda m: reduced(np.hstack([m["acoustic"], m["textual"]]), 128),
+    "vat_concat": lambda m: reduced(np.hstack([m["visual"], m["acoustic"], m["textual"]]), 128),
+    "va_cross": lambda m: reduced(m["visual"], 128) * reduced(m["acoustic"], 128),
+    "vt_cross": lambda m: reduced(m["visual"], 73) * m["textual"],
+    "at_cross": lambda m: reduced(m["acoustic"], 73) * m["textual"],
+    "vat_cross": lambda m: reduced(m["visual"], 73) * reduced(m["acoustic"], 73) * m["textual"],
+}
+
+
+@pytest.mark.parametrize("fusion", sorted(RECIPES))
+def test_reducing_fusions_equal_scikit_learns_pca_and_scaling(modalities, fusion):
+    expected = RECIPES[fusion]({name: matrix.astype(np.float64) for name, matrix in modalities.items()})
+    np.testing.assert_allclose(fuse(modalities, fusion), expected, rtol=0, atol=1e-5)
+
+
+def test_modality_max_dim_reduces_each_wide_modality_before_fusing(modalities):
+    m = {name: matrix.astype(np.float64) for name, matrix in modalities.items()}
+    # visual (192) and acoustic (242) to 100 each, textual (73) kept: 273 columns, then the concat's PCA to 128
+    expected = reduced(np.hstack([reduced(m["visual"], 100), reduced(m["acoustic"], 100), m["textual"]]), 128)
+    np.testing.assert_allclose(fuse(modalities, "vat_concat", modality_max_dim=100), expected, rtol=0, atol=1e-5)
+    # a single modality: only the modality's own reduction
+    np.testing.assert_allclose(fuse(modalities, "acoustic", modality_max_dim=50), reduced(m["acoustic"], 50),
+                               rtol=0, atol=1e-5)
 
 
 def test_short_concat_is_not_reduced():

@@ -53,14 +53,36 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_users():
     assert (high_l - low_l) < (high_s - low_s) / 2
 
 
-def test_summarize_reports_everything():
-    rng = np.random.default_rng(2)
-    users = np.repeat(np.arange(50), 10)
-    labels = rng.random(500) < 0.3
-    scores = np.clip(labels * 0.3 + rng.random(500) * 0.7, 0, 1)
+def test_summarize_values_by_hand():
+    # user a: positive 0.9 above both negatives -> AUC 1 (3 rows); user b: positives 0.3, 0.5 against
+    # negatives 0.8, 0.1 -> 2 of 4 pairs, AUC 1/2 (4 rows); user c: negatives only, left out of GAUC/UAUC.
+    users = np.array(["a", "a", "a", "b", "b", "b", "b", "c", "c"])
+    scores = np.array([0.9, 0.2, 0.6, 0.3, 0.8, 0.5, 0.1, 0.4, 0.7])
+    labels = np.array([1, 0, 0, 1, 0, 1, 0, 0, 0])
     summary = summarize(scores, labels, users, resamples=50)
     assert set(summary) == {"auc", "auc_ci95", "gauc", "uauc", "logloss"}
-    assert "logloss" not in summarize(scores, labels, users, probabilities=False, resamples=10)
+    # globally: 0.9 beats all 6 negatives, 0.3 beats 0.2 and 0.1, 0.5 beats 0.2, 0.1 and 0.4: 11 of 18 pairs
+    assert summary["auc"] == pytest.approx(11 / 18, abs=1e-12)
+    assert summary["gauc"] == pytest.approx((3 * 1 + 4 * 0.5) / 7, abs=1e-12)
+    assert summary["uauc"] == pytest.approx((1 + 0.5) / 2, abs=1e-12)
+    # LogLoss: the probability given to each row's own label, p for positives and 1 - p for negatives
+    own = [0.9, 0.8, 0.4, 0.3, 0.2, 0.5, 0.9, 0.6, 0.3]
+    assert summary["logloss"] == pytest.approx(-sum(math.log(p) for p in own) / 9, abs=1e-12)
+    low, high = summary["auc_ci95"]
+    assert low <= summary["auc"] <= high and low < high
+    ranking = summarize(scores, labels, users, probabilities=False, resamples=50)
+    assert ranking == {k: v for k, v in summary.items() if k != "logloss"}
+
+
+def test_summarize_interval_of_identical_users_is_a_point():
+    # two users with the same rows: every bootstrap draw of users has the same AUC, that of one user:
+    # positives 0.9 and 0.5 against negatives 0.6 and 0.1 -> 3 of 4 pairs
+    users = np.repeat(["x", "y"], 4)
+    scores = np.tile([0.9, 0.6, 0.5, 0.1], 2)
+    labels = np.tile([1, 0, 1, 0], 2)
+    summary = summarize(scores, labels, users, resamples=40)
+    assert summary["auc"] == summary["gauc"] == summary["uauc"] == 0.75
+    assert summary["auc_ci95"] == [pytest.approx(0.75, abs=1e-12)] * 2
 
 
 # ---- DeLong's test ---------------------------------------------------------------------------

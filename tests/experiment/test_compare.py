@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,10 +42,15 @@ def test_writes_tables_and_plots_and_records_the_failure(first_run):
     for model in ("MMa4CTR", "FM"):
         row = rows[model]
         assert row["status"] == "ok"
+        # each number is the cell's record's: the epoch marks as recorded, the best-valid AUC the
+        # record's test AUC (which RecBole rounds to 4 decimals)
+        record = json.loads(Path(row["record"]).read_text())
+        by_epoch = {entry["epoch"]: entry for entry in record["test_by_epoch"]}
         for mark in (1, 2):
-            assert 0 <= row[f"auc@{mark}"] <= 1 and row[f"logloss@{mark}"] > 0
+            assert row[f"auc@{mark}"] == by_epoch[mark]["auc"] and row[f"logloss@{mark}"] == by_epoch[mark]["logloss"]
+        assert row["best_auc"] == pytest.approx(record["test"]["auc"], abs=5e-5 + 1e-9)
         low, high = row["best_auc_ci95"]
-        assert low <= row["best_auc"] <= high
+        assert low < row["best_auc"] < high
     assert summary["same_test_pairs"] is True
     assert rows["MMa4CTR"]["test_pairs"] == rows["FM"]["test_pairs"]
     # the generated sample knows the truth: an oracle row that no model beats by much

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from recbole.config import Config
 
-from conftest import REPO
+from conftest import REPO, copy_atomic, run_settings
+from recbole_mma4ctr.record import records_in
+from recbole_mma4ctr.run import run_recbole_mma4ctr
 
 
 def test_two_runs_started_together_in_one_folder_keep_their_own_files(tmp_path):
@@ -98,6 +101,25 @@ def test_no_setting_is_ever_executed_whichever_way_it_comes_in(tmp_path):
     tagged.write_text("learning_rate: !!python/name:os.system\n")
     with pytest.raises(Exception, match="tagged.yaml"):
         make_cell("MMa4CTR", "wechat", [str(tagged)], {})
+
+
+def test_a_payload_setting_goes_through_a_whole_run_as_text(tiny_atomic, tmp_path):
+    """RecBole's own Config evaluates a setting's text (the control below runs the payload); a run
+    of this project carries it to the end as text, in a key nobody reads and in the learning rate."""
+    control = tmp_path / "CONTROL"
+    Config(model="BPR", dataset="any", config_dict={"note": PAYLOAD.format(flag=control)})
+    assert control.exists(), "the payload is not live: this test would prove nothing"
+    copy_atomic(tiny_atomic[0], tmp_path / "data", "tw")
+    flag = tmp_path / "PWNED"
+    payload = PAYLOAD.format(flag=flag)
+    common = {"data_path": tmp_path / "data", "epochs": 1, "profile_length": 5}
+    record = run_recbole_mma4ctr("MMa4CTR", "tw", None, run_settings(tmp_path / "note", note=payload, **common))
+    assert record["status"] == "ok" and record["config"]["note"] == payload and not flag.exists()
+    # evaluated, the text would be 0.001; kept as text, it reaches torch's optimizer, which refuses it
+    with pytest.raises(TypeError, match="'<=' not supported between instances of 'float' and 'str'"):
+        run_recbole_mma4ctr("MMa4CTR", "tw", None, run_settings(tmp_path / "lr", learning_rate=payload, **common))
+    failed = records_in(tmp_path / "lr" / "results")
+    assert [r["status"] for r in failed] == ["failed"] and not flag.exists()
 
 
 @pytest.mark.unit

@@ -3,6 +3,7 @@
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,6 +53,42 @@ def test_forward_loss_predict_shapes_and_probabilities():
     expected = torch.nn.functional.binary_cross_entropy(probabilities, batch["label"])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert model.hidden(batch).shape == (5, 4)
+
+
+def by_hand(model, batch, order):
+    """The paper's network in numpy on the model's own weights: the fields concatenated in ``order``,
+    then tanh(x W^T + b) per hidden layer, the output layer, and the sigmoid."""
+    x = np.hstack([batch[field].numpy().astype(np.float64) for field in order])
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for layer in linears[:-1]:
+        x = np.tanh(x @ layer.weight.detach().numpy().T.astype(np.float64) + layer.bias.detach().numpy())
+    hidden = x
+    logit = (x @ linears[-1].weight.detach().numpy().T.astype(np.float64) + linears[-1].bias.detach().numpy())[:, 0]
+    return hidden, logit, 1 / (1 + np.exp(-logit))
+
+
+@pytest.mark.parametrize("sizes", [[128, 32, 4], "released"])
+def test_forward_and_losses_are_the_papers_network_by_hand(sizes):
+    torch.manual_seed(3)
+    model = MMa4CTR({**CONFIG, "mlp_hidden_size": sizes}, fake_dataset(128))
+    generator = torch.Generator().manual_seed(4)
+    order = [f"profile_{m}" for m in ("visual", "acoustic", "textual")] + ["item_mm"]
+    # the item's vector first in the batch: the input order is the dataset's field order, not the batch's
+    batch = {"item_mm": torch.rand(6, 128, generator=generator)}
+    batch.update({field: torch.rand(6, 22, generator=generator) for field in order[:3]})
+    batch["label"] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    hidden, logit, probability = by_hand(model, batch, order)
+    assert hidden.shape == (6, 4)
+    np.testing.assert_allclose(model.hidden(batch).detach().numpy(), hidden, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.forward(batch).detach().numpy(), logit, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.predict(batch).detach().numpy(), probability, rtol=0, atol=1e-6)
+    y = batch["label"].numpy()
+    bce = -np.mean(y * np.log(probability) + (1 - y) * np.log(1 - probability))
+    assert model.calculate_loss(batch).item() == pytest.approx(bce, abs=1e-5)
+    # the authors' loss: -sum_i y_i log softmax(p)_i, the softmax over the batch's sigmoid outputs
+    model.loss_type = "batch_softmax"
+    softmax = np.exp(probability) / np.exp(probability).sum()
+    assert model.calculate_loss(batch).item() == pytest.approx(-np.sum(y * np.log(softmax)), abs=1e-5)
 
 
 def test_refuses_a_dataset_without_multimodal_fields():

@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import run_settings
+from recbole_mma4ctr.config import build_config
+from recbole_mma4ctr.errors import InputError
+from recbole_mma4ctr.utils import create_dataset
 
 WIDTHS = {"visual": 32, "acoustic": 24, "textual": 28}
 
@@ -226,14 +229,28 @@ def test_too_few_interacted_items_with_vectors_is_refused(tmp_path, kept, ids_as
 
 
 def test_the_coverage_threshold_is_a_setting(tmp_path):
-    from recbole_mma4ctr.run import run_recbole_mma4ctr
-
+    # 60 of the 200 interacted items keep their vectors: 30 % coverage, accepted at a threshold of 0.25
+    # and at exactly 0.3, refused just above; the 140 items without vectors are zeros
     folder = write_byo(tmp_path / "data")
     with np.load(folder / "byo.mm.npz") as archive:
         arrays = {name: archive[name][:60] for name in archive.files}
     np.savez(folder / "byo.mm.npz", **arrays)
-    record = run_recbole_mma4ctr("MMa4CTR", "byo", None, byo_settings(tmp_path, epochs=1, min_item_feature_coverage=0.25))
-    assert record["model"] == "MMa4CTR" and "auc" in record["test"]
+
+    def dataset(threshold):
+        return create_dataset(build_config("MMa4CTR", "byo", None, byo_settings(tmp_path, min_item_feature_coverage=threshold)))
+
+    for threshold in (0.25, 0.3):
+        built = dataset(threshold)
+        assert built.items_without_features == 140
+        row_of = built.field2token_id["item_id"]
+        for name, matrix in built.modality_matrices.items():
+            np.testing.assert_array_equal(matrix[[row_of[f"i{i}"] for i in range(60)]], arrays[name])
+            assert not matrix[[row_of[f"i{i}"] for i in range(60, 200)]].any()
+    with pytest.raises(InputError) as raised:
+        dataset(0.31)
+    assert one_line(raised) == (f"{folder / 'byo.mm.npz'}, field 'item_id': only 60 of the 200 items in the interactions "
+                                "(30%) have vectors; min_item_feature_coverage is 0.31 (are the ids the .inter's "
+                                "item_id tokens?)")
 
 
 # ------------------------------------------------------------------ issue 19: time order, ranges, messages

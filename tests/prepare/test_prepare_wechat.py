@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.decomposition import PCA
+from sklearn.preprocessing import MinMaxScaler
 
 from recbole_mma4ctr.errors import RawFormatError
 from recbole_mma4ctr.prepare.wechat import ACTION_WEIGHTS, convert
@@ -42,6 +44,27 @@ def test_modality_matrices_align_with_items_and_are_scaled(tiny_atomic):
             matrix = archive[name]
             assert matrix.shape == (len(item), manifest["modality_dims"][name])
             assert matrix.min() >= 0 and matrix.max() <= 1
+
+
+def test_the_visual_matrix_is_the_authors_recipe_recomputed_with_scikit_learn(tiny_raw, tiny_atomic):
+    # visual = min-max(PCA keeping pca_variance of the variance) of each feed's ocr ids (ocr_char where
+    # ocr is empty), zero-padded at the end to the longest list; fitted on every feed of feed_info.csv
+    out, manifest = tiny_atomic
+    feeds = pd.read_csv(tiny_raw / "feed_info.csv", dtype=str)
+    ids = [[int(t) for t in str(ocr if isinstance(ocr, str) and ocr.strip() else char or "").split()]
+           for ocr, char in zip(feeds["ocr"], feeds["ocr_char"].fillna(""))]
+    width = min(max(len(row) for row in ids), manifest["settings"]["token_maxlen"])
+    padded = np.zeros((len(ids), width))
+    for row, tokens in enumerate(ids):
+        padded[row, :len(tokens[:width])] = tokens[:width]
+    pca = PCA(n_components=manifest["settings"]["pca_variance"], svd_solver="full")
+    expected = MinMaxScaler().fit_transform(pca.fit_transform(padded))
+    row_of = {feed: row for row, feed in enumerate(feeds["feedid"])}
+    with np.load(out / "wechat.mm.npz") as archive:
+        rows = [row_of[feed] for feed in archive["item_id"]]
+        visual = archive["visual"]
+    assert visual.shape == (len(rows), pca.n_components_) == (len(rows), manifest["modality_dims"]["visual"])
+    np.testing.assert_allclose(visual, expected[rows], rtol=0, atol=1e-5)
 
 
 def test_unchanged_inputs_skip_and_changed_settings_reconvert(tiny_raw, tmp_path):
