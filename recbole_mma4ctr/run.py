@@ -163,7 +163,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
         "features": _feature_summary(dataset), "data": _data_summary(manifest),
         "split_sizes": {"train": len(train_data._dataset), "valid": len(valid_data._dataset), "test": len(test_data._dataset)},
         "checkpoint": trainer.saved_model_file, "log": log_path,
-        "config": plain(dict(config.final_config_dict)), "versions": versions(), **(cell.get("extra") or {}),
+        "config": plain(dict(config.final_config_dict)), "versions": versions(identity["code"]), **(cell.get("extra") or {}),
         **({"robustness": robustness} if robustness else {}),
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None

@@ -372,7 +372,8 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
     config = build_config("MMa4CTR", "tiktok", overrides={"visual_dim": "71", "label_action": "finish"})
     assert converter_settings(config) == {"label_action": "finish", "min_user_interactions": None, "pca_variance": 0.9,
                                           "visual_dim": 71, "acoustic_dim": 10, "textual_dim": None,
-                                          "chunk_rows": 1_000_000, "converter_seed": 2024, "item_float_seq": False}
+                                          "chunk_rows": 1_000_000, "converter_seed": 2024, "item_float_seq": False,
+                                          "action_labels": False}
     assert converter_settings(build_config("MMa4CTR", "tiktok", overrides={"min_user_interactions": "7"}))[
         "min_user_interactions"] == 7
     wechat = converter_settings(build_config("MMa4CTR", "wechat"))
