@@ -381,7 +381,7 @@ def test_sources_find_the_papers_tree_else_generate_a_sample(raw, tmp_path):
                       "text_recipe": "paper", "text_max_dim": 128, "visual_dim": None, "acoustic_dim": None,
                       "textual_dim": None, "embedding_dim": None, "feed_embedding": False, "converter_seed": 2024,
                       "dedupe": "none", "row_order": "chronological", "device_choice": "row",
-                      "item_float_seq": False}
+                      "item_float_seq": False, "action_labels": False}
 
 
 def test_user_filter_follows_the_source_unless_set(raw, tmp_path):
