@@ -431,7 +431,7 @@ def predictions_by_coldness(predictions: dict | None) -> dict | None:
                        predictions["warm_item"], predictions["warm_user"])
 
 
-def summarize(scores, labels, users, probabilities=True, resamples: int = 200) -> dict:
+def summarize(scores, labels, users, resamples: int, probabilities=True) -> dict:
     """AUC, its user-bootstrap interval, GAUC, UAUC and (for probabilities) LogLoss of one model."""
     low, high = bootstrap_auc_interval(scores, labels, users, resamples=resamples)
     summary = {
@@ -466,7 +466,7 @@ def challenge_score(values: dict, weights: dict) -> float | None:
     return float(sum(float(weights[action]) * float(values[action]) for action in weights) / total)
 
 
-def challenge_score_resamples(entries, metric: str, weights: dict, resamples: int = 200, seed: int = 0) -> np.ndarray:
+def challenge_score_resamples(entries, metric: str, weights: dict, resamples: int, seed: int = 0) -> np.ndarray:
     """``[len(entries), resamples]`` challenge scores of whole-user bootstrap draws, the same draws
     for every entry (``entries``: per model, action -> {"score", "label", "user"}); NaN where a
     draw leaves an action without a scored user."""

@@ -39,7 +39,7 @@ from ..cells import TASKS_KEY, protocol_settings, read_config_texts
 from ..config import typed_value
 from ..errors import ChallengeError
 from ..record import read_predictions
-from ..settings import read_yaml
+from ..settings import read_yaml, tooling
 from ..stats import challenge_score, uauc_users, weighted_auc
 from ..model.tasks import action_view, is_multitask
 from ..report import tables
@@ -205,7 +205,8 @@ def score_intervals(entries, views, task: dict, paired: bool) -> list[dict]:
     complete = [e for e in entries if e["score"] is not None and set(views.get(e["model"], ())) >= set(task["weights"])]
     if not complete:
         return []
-    draws = challenge_score_resamples([views[e["model"]] for e in complete], task["metric"], task["weights"])
+    draws = challenge_score_resamples([views[e["model"]] for e in complete], task["metric"], task["weights"],
+                                      tooling("report")["challenge_resamples"])
     for entry, values in zip(complete, draws):
         entry["score_ci95"] = [float(np.nanquantile(values, 0.025)), float(np.nanquantile(values, 0.975))]
     if not paired:
