@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..cells import CellError, layered_settings, make_cell
+from ..cells import CellError, is_challenge, layered_settings, make_cell
 from ..settings import command_options, properties_dir, read_yaml
 from ..run import say
 from . import challenge, engine
@@ -103,7 +103,7 @@ def plan_cells(models, dataset, marks, protocol, config_files, overrides, seeds)
     ``<model>-<action>`` or ``<model>-seed<k>-<action>``, each with that action as its label; a
     multi-task model keeps one cell per (model, seed) that scores every action."""
 
-    per_action = challenge.is_challenge(protocol)
+    per_action = is_challenge(protocol)
     cells = []
     for model in models:
         for seed in seeds or [None]:

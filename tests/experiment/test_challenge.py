@@ -268,7 +268,7 @@ def test_the_challenge_refuses_a_label_by_hand_and_a_single_run():
 
 
 def test_cells_varying_a_data_setting_get_a_folder_each_and_a_clash_is_refused(tmp_path):
-    from recbole_mma4ctr import engine
+    from recbole_mma4ctr.experiment import engine
     from recbole_mma4ctr.cells import CellError, make_cell
 
     common = run_settings(tmp_path, data_path=tmp_path / "data", synthetic_root=tmp_path / "raw")

@@ -83,7 +83,8 @@ def test_data_settings_come_from_the_converters_themselves(tmp_path, monkeypatch
 
 # ---- one driver per results folder ------------------------------------------------------------------
 def test_a_second_command_in_a_results_folder_stops_at_once_naming_the_holder(tmp_path, capsys):
-    from recbole_mma4ctr import cli, engine
+    from recbole_mma4ctr import cli
+    from recbole_mma4ctr.experiment import engine
     from recbole_mma4ctr.errors import FolderBusyError
 
     folder = tmp_path / "results" / "compare-wechat-honest"
