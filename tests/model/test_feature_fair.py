@@ -234,7 +234,7 @@ def test_short_runs_are_recorded_under_the_name_given_and_compare_side_by_side(d
 
     from recbole_mma4ctr.cells import make_cell
     from recbole_mma4ctr.record import read_record, write_record
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
     from recbole_mma4ctr.run import run_cell
 
     small = {"epochs": 1, "mlp_hidden_size": "[32,32]", **settings(data)}

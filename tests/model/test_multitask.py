@@ -215,7 +215,7 @@ def single_action_folder(source, root, action):
 def test_the_multitask_cell_scores_every_action_by_the_challenge_formula(all_actions, tmp_path):
     from recbole_mma4ctr.experiment.compare import plan_cells
     from recbole_mma4ctr.record import read_predictions, read_record, write_record
-    from recbole_mma4ctr.report import write_comparison
+    from recbole_mma4ctr.report.comparison import write_comparison
     from recbole_mma4ctr.run import run_cell
 
     folder, _ = all_actions
