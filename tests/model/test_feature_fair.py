@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -267,7 +268,7 @@ def stock_dataset(folder: Path, name: str, columns, numerical=()):
     from recbole.config import Config
     from recbole.data.dataset import Dataset
 
-    from recbole_mma4ctr.compat import recbole_stack_settings
+    from recbole_mma4ctr.compat import element_lengths, recbole_stack_settings
 
     stock_settings = Config.compatibility_settings
     if int(np.__version__.split(".")[0]) >= 2:
@@ -281,8 +282,15 @@ def stock_dataset(folder: Path, name: str, columns, numerical=()):
             "numerical_features": list(numerical), "show_progress": False, "checkpoint_dir": str(folder / "saved")})
     finally:
         Config.compatibility_settings = stock_settings
-    dataset = Dataset(config)
-    dataset.build()
+    # on pandas 3 RecBole's own reading of a float_seq column needs the one pandas shim that
+    # restores Series.agg(len) as element lengths (compat.element_lengths); on pandas 2 it is a no-op
+    agg = pd.Series.agg
+    pd.Series.agg = element_lengths(agg)
+    try:
+        dataset = Dataset(config)
+        dataset.build()
+    finally:
+        pd.Series.agg = agg
     return dataset
 
 

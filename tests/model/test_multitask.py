@@ -87,7 +87,8 @@ def test_the_converter_writes_every_action_beside_the_label_and_plain_recbole_ig
 
 
 def test_the_tiktok_converter_writes_finish_and_like_beside_the_label(tmp_path):
-    from recbole_mma4ctr.prepare import synthetic_tiktok, tiktok
+    from recbole_mma4ctr.prepare import tiktok
+    from recbole_mma4ctr.prepare.synthetic import tiktok as synthetic_tiktok
 
     raw = tmp_path / "raw"
     synthetic_tiktok.write_tiktok_raw(raw, scale="tiny", seed=3)
