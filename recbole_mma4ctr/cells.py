@@ -12,11 +12,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .config import typed_value
+from .config import build_config, typed_value
 from .errors import CellError, SettingError
-from .config import build_config
-from .settings import properties_dir, read_yaml
 from .record import NAME, new_run_id
+from .settings import properties_dir, read_yaml
 from .utils import check_model
 
 TASKS_KEY = "challenge_tasks"   # a protocol file naming challenge tasks is a challenge protocol

@@ -26,16 +26,16 @@ import signal
 import sys
 from pathlib import Path
 
-from .experiment import studies, tune
 from .cells import CellError, check_model_name, check_name, read_config_texts
-from .experiment.compare import parse_marks, parse_models, parse_seeds, run_comparison
 from .config import parse_overrides
-from .settings import SettingError, command_options
 from .errors import InputError, UsageError
+from .experiment import studies, tune
+from .experiment.compare import parse_marks, parse_models, parse_seeds, run_comparison
+from .experiment.tuned import run_tuned_comparison
 from .known_settings import MODE_SECTIONS, Registry
 from .report.page import write_report
 from .run import Outcome, run_recbole_mma4ctr
-from .experiment.tuned import run_tuned_comparison
+from .settings import command_options, SettingError
 from .usage import general_help, mode_help, setting_help
 
 MODE_FLAGS = {"--compare": "compare", "--tune": "tune", "--study": "study", "--report": "report"}

@@ -28,9 +28,9 @@ from recbole.config import Config
 from .compat import recbole_stack_settings
 from .metrics import register_metrics
 from .model.feature_fair import MARKER, split_name
+from .model.tasks import SINGLE_TASK_OF
 from .settings import properties_dir
 from .utils import get_model
-from .model.tasks import SINGLE_TASK_OF
 
 # RecBole's YAML float resolver (so '1e-3' is a float, as in RecBole), on the safe loader.
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?

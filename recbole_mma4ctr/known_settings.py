@@ -23,10 +23,10 @@ from pathlib import Path
 import yaml
 
 from .cells import protocol_file
-from .config import KeysOf, SafeSettingsLoader, property_files, typed_value
-from .settings import command_options, properties_dir, read_yaml
+from .config import KeysOf, property_files, SafeSettingsLoader, typed_value
 from .errors import UsageError
 from .model.feature_fair import split_name
+from .settings import command_options, properties_dir, read_yaml
 
 # mode -> the sections of commands.yaml that hold its options
 MODE_SECTIONS = {"run": ("common", "run"), "compare": ("common", "compare", "engine"),

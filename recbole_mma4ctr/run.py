@@ -29,20 +29,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cells import make_cell, results_dir_of
+from .cells import cell_config, make_cell, results_dir_of
 from .data.batches import permutation_train_batches
-from .errors import UsageError
-from .prepare.sources import ensure_dataset, prepared_manifest
-from .record import (SCHEMA, device_name, failure_record, new_run_id, now_iso, plain, scored_rows_digest, versions,
-    where, write_record)
-from .stats import predictions_by_coldness
-from .model.tasks import action_predictions, action_results
-from .cells import cell_config
 from .data.robustness import evaluate_missing_modality
+from .errors import UsageError
+from .model.tasks import action_predictions, action_results
+from .prepare.sources import data_digests, ensure_dataset, prepared_manifest
+from .record import (device_name, failure_record, new_run_id, now_iso, plain, SCHEMA, scored_rows_digest, versions,
+                     where, write_record)
+from .resume_key import cell_identity
+from .stats import predictions_by_coldness
 from .threads import apply_torch_threads
 from .utils import create_dataset, get_model, get_trainer
-from .prepare.sources import data_digests
-from .resume_key import cell_identity
 
 HIDDEN_SAMPLE_ROWS = 20_000
 

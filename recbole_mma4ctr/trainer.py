@@ -80,11 +80,11 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import EvaluatorType, early_stopping, set_color, dict2str
 
-from .model.baselines import scores_are_probabilities, switch_off_anomaly_detection
-from .settings import setting
 from .errors import TrainingError
 from .files import atomic_path
 from .metrics import UserAwareCollector
+from .model.baselines import scores_are_probabilities, switch_off_anomaly_detection
+from .settings import setting
 
 # The trainer's counters and history: with the weights, optimizer, schedule, best checkpoint and
 # random states, everything ``save_state`` keeps and ``load_state`` puts back.

@@ -13,8 +13,8 @@ import textwrap
 
 import yaml
 
+from .known_settings import every_entry, file_entries, MODE_SECTIONS, Registry, shown_path, unknown
 from .settings import command_options, properties_dir, read_yaml
-from .known_settings import MODE_SECTIONS, Registry, every_entry, file_entries, shown_path, unknown
 
 PROGRAM = "run_recbole_mma4ctr.py"
 # the command-line options and settings a user most often changes, shown by --help with their defaults

@@ -11,15 +11,14 @@ from .compat import building_dataset
 from .data.dataset import MMa4CTRDataset
 from .data.feature_fair import create_feature_fair_dataset
 from .data.paper_split import recbole_dataset
-from .model.baselines import (GCSAN, LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation,
-    switch_off_anomaly_detection)
-from .model.feature_fair import check_variant, lean_model_class, split_name
+from .model import multitask as multitask_models
+from .model.baselines import (GCSAN, labeled_evaluation, LabeledDIENDataset, LabeledSequentialDataset,
+                              switch_off_anomaly_detection)
+from .model.feature_fair import check_variant, CONTEXT_KIND, lean_model_class, split_name
 from .model.mma4ctr import MMa4CTR
+from .model.tasks import CONTEXT_MODELS, is_multitask, load_action_columns, MULTITASK_MODELS, SINGLE_TASK_OF
 from .trainer import Trainer
 
-from .model.tasks import CONTEXT_MODELS, MULTITASK_MODELS, SINGLE_TASK_OF, is_multitask, load_action_columns
-from .model.feature_fair import CONTEXT_KIND
-from .model import multitask as multitask_models
 
 OWN_MODELS = ("MMa4CTR",) + MULTITASK_MODELS
 RECBOLE_MODEL_KINDS = ("general_recommender", "context_aware_recommender", "sequential_recommender",

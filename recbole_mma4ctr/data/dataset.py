@@ -30,12 +30,12 @@ from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource
 
-from .batches import gather, leave_one_out_rows, row_index
-from ..settings import setting
 from ..errors import UsageError
-from .item_modalities import ITEM_FIELD, MODEL_YAML, ModalityFeatures, profile_field
-from .paper_split import PositionalSplit
 from ..profiles import FittedProfiles, removal_terms
+from ..settings import setting
+from .batches import gather, leave_one_out_rows, row_index
+from .item_modalities import ITEM_FIELD, ModalityFeatures, MODEL_YAML, profile_field
+from .paper_split import PositionalSplit
 
 TRAIN_PROFILES = ("leave_one_out", "inclusive")
 __all__ = ["ITEM_FIELD", "MMa4CTRDataset", "profile_field"]

@@ -11,10 +11,10 @@ from recbole.utils import FeatureSource
 
 from ..errors import UsageError
 from ..fusion import fusion_modalities
-from ..model.baselines import LabeledDIENDataset, LabeledSequentialDataset, labeled_evaluation
+from ..model.baselines import labeled_evaluation, LabeledDIENDataset, LabeledSequentialDataset
 from ..model.feature_fair import MM_SUFFIX
 from ..settings import setting
-from .item_modalities import ITEM_FIELD, MODEL_YAML, ModalityFeatures, profile_field
+from .item_modalities import ITEM_FIELD, ModalityFeatures, MODEL_YAML, profile_field
 from .paper_split import PositionalSplitDataset
 
 SETTINGS_FILE = "properties/feature_fair.yaml"

@@ -29,12 +29,12 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
-from ..settings import setting
 from ..errors import InputError, MissingInputError, UsageError
 from ..fusion import fuse, fusion_modalities
 from ..prepare.byo import check_modality_archive, coverage_problem
 from ..prepare.sources import CONVERTERS
-from ..profiles import FittedProfiles, fit_user_profiles
+from ..profiles import fit_user_profiles, FittedProfiles
+from ..settings import setting
 
 ITEM_FIELD = "item_mm"
 MODEL_YAML = "properties/model/MMa4CTR.yaml"

@@ -31,8 +31,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..model.feature_fair import split_name
-from .item_modalities import ITEM_FIELD
 from ..record import plain
+from .item_modalities import ITEM_FIELD
 
 FILLS = ("zeros", "mean", "shuffle")
 AFFINE_TOLERANCE = 1e-4

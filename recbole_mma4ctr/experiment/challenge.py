@@ -35,16 +35,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cells import TASKS_KEY, protocol_settings, read_config_texts
+from ..cells import protocol_settings, read_config_texts, TASKS_KEY
 from ..config import typed_value
 from ..errors import ChallengeError
-from ..record import read_predictions
-from ..settings import read_yaml, tooling
-from ..stats import challenge_score, uauc_users, weighted_auc
 from ..model.tasks import action_view, is_multitask
+from ..record import read_predictions, scored_rows_digest
 from ..report import tables
-from ..record import scored_rows_digest
-from ..stats import challenge_score_resamples
+from ..settings import read_yaml, tooling
+from ..stats import challenge_score, challenge_score_resamples, uauc_users, weighted_auc
 
 LABEL_SETTING = "label_action"      # both converters' label choice (properties/dataset/*.yaml)
 METRICS = ("uauc", "auc")

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from ..cells import CellError, is_challenge, layered_settings, make_cell
-from ..settings import command_options, properties_dir, read_yaml
-from ..run import say
-from . import challenge, engine
 from ..report.comparison import write_comparison
+from ..run import say
+from ..settings import command_options, properties_dir, read_yaml
+from . import challenge, engine
 
 DEFAULT_MARKS = command_options("compare")["marks"]   # properties/commands.yaml
 MODEL_SETS = "model_sets.yaml"

@@ -41,19 +41,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CellError
-from ..files import move_into_place, write_bytes, write_text
-from ..prepare.sources import CONVERTERS, converter_settings, ensure_dataset
-from ..record import ended_record, failure_record, latest_by_key, read_record, records_in, where, write_record
-from ..run import run_cell, say
-from ..settings import tooling
 from ..cells import cell_config
-from .cluster import ClusterError, check_join, join, ray_environment
-from ..settings import command_options
-from ..errors import FolderBusyError
-from ..files import try_lock
-from ..prepare.sources import SOURCE_SETTINGS, data_digests
+from ..errors import CellError, FolderBusyError
+from ..files import move_into_place, try_lock, write_bytes, write_text
+from ..prepare.sources import converter_settings, CONVERTERS, data_digests, ensure_dataset, SOURCE_SETTINGS
+from ..record import ended_record, failure_record, latest_by_key, read_record, records_in, where, write_record
 from ..resume_key import cell_identity
+from ..run import run_cell, say
+from ..settings import command_options, tooling
+from .cluster import check_join, ClusterError, join, ray_environment
 
 SOCKET_DEPTH = 67          # characters Ray adds below its temporary folder for its socket files
 SOCKET_LIMIT = 107         # AF_UNIX path limit

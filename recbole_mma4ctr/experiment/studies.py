@@ -44,16 +44,14 @@ import time
 from pathlib import Path
 
 from ..cells import make_cell
+from ..data.robustness import check_reads_modalities
 from ..errors import TuneError
 from ..files import write_text
 from ..report import tables
-from ..run import say
-from ..settings import properties_dir
-from . import engine
-from ..settings import command_options
-from ..data.robustness import check_reads_modalities
 from ..report.robustness import write_robustness
-from ..run import Outcome
+from ..run import Outcome, say
+from ..settings import command_options, properties_dir
+from . import engine
 
 REQUIRED = ("parameter", "grid")
 # what a study file may hold (the module docstring says what each is)

@@ -70,15 +70,13 @@ from pathlib import Path
 
 from ..cells import layered_settings, make_cell
 from ..errors import TuneError
-from ..record import plain
 from ..files import write_text
-from ..report import tables
-from ..run import say
-from ..settings import properties_dir
-from . import engine
-from ..settings import command_options
 from ..prepare.sources import data_settings
-from ..run import Outcome
+from ..record import plain
+from ..report import tables
+from ..run import Outcome, say
+from ..settings import command_options, properties_dir
+from . import engine
 
 KINDS = {  # kind -> number of comma-separated numbers it takes (None: a Python list literal)
     "choice": None, "grid": None, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,

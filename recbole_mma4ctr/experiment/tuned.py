@@ -34,16 +34,16 @@ from pathlib import Path
 
 from ..cells import make_cell, results_dir_of
 from ..errors import CellError
-from .compare import comparison_marks, compare_in, plan_cells
-from ..settings import properties_dir
-from ..model.feature_fair import split_name
 from ..files import write_text
+from ..model.feature_fair import split_name
 from ..prepare.sources import ensure_dataset
-from ..resume_key import PLUMBING, code_version
-from ..run import say
-from .tune import FINISHED, TUNE_DEFAULTS, Dimension, read_hyper_file, run_tuning
 from ..report import tables
+from ..resume_key import code_version, PLUMBING
+from ..run import say
+from ..settings import properties_dir
 from . import engine
+from .compare import compare_in, comparison_marks, plan_cells
+from .tune import Dimension, FINISHED, read_hyper_file, run_tuning, TUNE_DEFAULTS
 
 EDGE_SHARE = 0.1     # a continuous value within the outer tenth of its range (in its sampling scale) is on the edge
 

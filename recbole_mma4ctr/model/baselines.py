@@ -50,8 +50,8 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 from recbole.utils import FeatureSource, FeatureType
 
-from ..settings import setting
 from ..data.paper_split import PositionalSplit
+from ..settings import setting
 
 __all__ = [
     "switch_off_anomaly_detection",

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..settings import setting
 from .mma4ctr import MMa4CTR
-from .tasks import MultiTaskError, action_of, loss_weights, task_fields
+from .tasks import action_of, loss_weights, MultiTaskError, task_fields
 
 
 def _sizes(config, key: str, model: str, allow_empty: bool = False) -> list[int]:

@@ -21,13 +21,12 @@ with that action as its label; with challenge weights also the challenge score.
 
 from __future__ import annotations
 
-from ..errors import UsageError
-from .feature_fair import split_name
-from ..prepare.atomic import ACTION_LABEL_PREFIX, action_label_field
-from ..errors import MissingInputError
+from ..errors import MissingInputError, UsageError
+from ..prepare.atomic import action_label_field, ACTION_LABEL_PREFIX
 from ..record import scored_rows_digest
 from ..settings import setting
 from ..stats import challenge_score, uauc_users, weighted_auc
+from .feature_fair import split_name
 
 CONTEXT_MODELS = ("ShareBottom", "MMoE", "PLE")      # RecBole context-aware models (embed every feature)
 MULTITASK_MODELS = CONTEXT_MODELS + ("MMa4CTRMultiTask",)

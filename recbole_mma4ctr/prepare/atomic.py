@@ -45,10 +45,9 @@ import numpy as np
 import pandas as pd
 
 from .. import files
-from ..errors import SettingError, UsageError
+from ..errors import InputError, SettingError, UsageError
 from ..files import temporary_path
 from ..settings import properties_dir, read_yaml
-from ..errors import InputError
 from .digests import file_digests, sha256_of
 
 # 3: manifest counts empty token fields; TikTok user filter by source. 4: settings carry the

@@ -26,14 +26,12 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import MissingInputError
+from ..errors import InputError, MissingInputError
 from ..settings import setting
 from . import byo, tiktok, wechat
-from .atomic import folder_lock, log, read_json_or_none
-from .synthetic import tiktok as synthetic_tiktok, wechat as synthetic_wechat
-from ..errors import InputError
-from .atomic import MANIFEST, folder_owner, manifest_problem, read_manifest
+from .atomic import folder_lock, folder_owner, log, MANIFEST, manifest_problem, read_json_or_none, read_manifest
 from .digests import file_digests
+from .synthetic import tiktok as synthetic_tiktok, wechat as synthetic_wechat
 
 CONVERTERS = {"wechat": wechat, "tiktok": tiktok}
 RAW_FOLDERS = {"wechat": "wechat", "tiktok": "TikTok2019ICME/track1"}

@@ -65,12 +65,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError, MissingInputError, RawFormatError
 from ..fusion import minmax_scale
-from .atomic import (ACTION_LABEL_PREFIX, AtomicWriter, action_label_field, complete_settings, fingerprint,
-                     folder_lock, is_integer, is_share, item_float_seq, log, read_json_or_none, require, skip_conversion)
+from .atomic import (action_label_field, ACTION_LABEL_PREFIX, AtomicWriter, complete_settings, fingerprint,
+                     folder_lock, is_integer, is_share, item_float_seq, log, read_json_or_none, require,
+                     skip_conversion)
 from .rawtext import decode_line
-from ..errors import InputError, MissingInputError
-from ..errors import RawFormatError
 
 TRAIN_FILE = "final_track1_train.txt"
 TRAIN_COLUMNS = ("uid", "user_city", "item_id", "author_id", "item_city", "channel", "finish", "like",

@@ -70,9 +70,9 @@ import pandas as pd
 from ..errors import FastReadFailed, InputError, MissingInputError, RawFormatError
 from ..fusion import minmax_scale, pca_reduce
 from . import rawtext, text, tokens
+from .atomic import (action_label_field, AtomicWriter, complete_settings, fingerprint, folder_lock, is_integer,
+                     is_share, item_float_seq, log, require, skip_conversion)
 from .authors_order import authors_order, last_pair_device, set_order_positions
-from .atomic import (AtomicWriter, action_label_field, complete_settings, fingerprint, folder_lock, is_integer, is_share,
-                     item_float_seq, log, require, skip_conversion)
 
 ACTION_FILE = "user_action.csv"
 FEED_FILE = "feed_info.csv"

@@ -12,17 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiment.challenge import challenge_cells, comparison_part
+from ..experiment.challenge import cell_actions, challenge_cells, comparison_part, REFERENCE
 from ..files import write_text
+from ..model.tasks import action_view
 from ..prepare.atomic import listed_file
 from ..record import read_predictions, scored_rows_digest
 from ..settings import tooling
-from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, summarize
+from ..stats import COLDNESS_GROUPS, delong, paired_bootstrap, predictions_by_coldness, summarize
 from . import tables
 from .tables import write_csv
-from ..experiment.challenge import REFERENCE, cell_actions
-from ..stats import predictions_by_coldness
-from ..model.tasks import action_view
 
 METRICS = ("auc", "gauc", "uauc", "logloss")
 

@@ -15,9 +15,8 @@ import io
 import json
 from pathlib import Path
 
-from ..files import write_text
+from ..files import atomic_path, write_text
 from . import tables
-from ..files import atomic_path
 
 
 def robustness_rows(records) -> list[dict]:

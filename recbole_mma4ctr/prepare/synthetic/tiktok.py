@@ -114,9 +114,9 @@ import numpy as np
 from ...files import move_into_place, write_text
 from ...stats import weighted_auc
 from ..atomic import folder_lock, remove_dead_temporaries, temporary_path
-from .wechat import allocate, cold_shares, exposure_by_day, release_days, rng_for, sigmoid
 from ..tiktok import (AUDIO_FILES, AUDIO_KEY, FEATURE_DIM, ORACLE_FILE, TITLE_FILE, TITLE_KEY, TRAIN_COLUMNS,
-                     TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
+                      TRAIN_FILE, VIDEO_FILES, VIDEO_KEY)
+from .wechat import allocate, cold_shares, exposure_by_day, release_days, rng_for, sigmoid
 
 GENERATOR = "recbole_mma4ctr.prepare.synthetic.tiktok.write_tiktok_raw"
 GENERATOR_VERSION = "2"  # 2: items released over the window (cold test items)
