@@ -38,6 +38,7 @@ from ..files import write_text
 from ..model.feature_fair import split_name
 from ..prepare.sources import ensure_dataset
 from ..report import tables
+from ..report.tuned_vs_default import write_tuned_vs_default
 from ..resume_key import code_version, PLUMBING
 from ..run import say
 from ..settings import properties_dir
@@ -200,6 +201,11 @@ def run_tuned_comparison(models, dataset: str, trials, marks=None, protocol: str
         _, failed_cells = compare_in(folder_used, config, cells, done, marks, protocol, engine_options)
     finally:
         engine.release_folder(folder_used)
+    default_folder = folder.parent / f"compare-{dataset}-{protocol}"
+    against = write_tuned_vs_default(folder_used, default_folder)
+    say(f"[tuned] tuned against default settings ({folder_used.name}/tuned_vs_default.md):\n{against}" if against else
+        f"[tuned] no default cells in {default_folder}: the same --compare without --tune_trials (same models, seeds "
+        f"and marks) there adds tuned_vs_default.md on the next tuned run")
     return folder_used, failed + failed_cells
 
 
