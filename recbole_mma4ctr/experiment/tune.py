@@ -391,7 +391,8 @@ def tune_in(folder: Path, config, cells: list[dict], done: dict, engine_options,
     pending = [cell for cell in cells if cell["key"] not in done]
     say(f"[tune] {summary['model']} on {summary['dataset']}: {len(dimensions)} dimension(s) from "
         f"{summary['params_file']}; {counts_line(summary['counts'])} Up to {epochs} epochs a trial, ranking by VALID "
-        f"{metric} ({mode}); the test split is scored once at the end of each finished trial and never used to rank")
+        f"{metric} ({mode}); " + ("the test split is scored once at the end of each finished trial and never used to "
+                                  "rank" if config["test_after_training"] else "the trials never score the test split"))
     started = time.time()
     records = dict(done)
     if pending:
