@@ -85,7 +85,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
 
     prepared = prepared_datasets(config)   # built, or mapped from the prepared store (data/prepared_store.py)
     dataset = prepared.dataset
-    logger.info(dataset)
+    logger.info(dataset_summary(dataset))
     # RecBole's own builder on the splits already built, with one-index-op training batches
     with permutation_train_batches(), built_splits(prepared):
         train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -172,6 +172,30 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     }
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return record, predictions
+
+
+def dataset_summary(dataset) -> str:
+    """RecBole's ``str(dataset)`` (the log's dataset lines), its averages counted with
+    ``np.bincount``: RecBole's counts each id through a Python ``Counter``, which took 5-15 s on
+    7 M interactions, twice (the log's colour filter formats the message again)."""
+    from recbole.utils import set_color
+
+    def average_actions(field) -> float:
+        counts = np.bincount(dataset.inter_feat[field].numpy())
+        return np.mean(counts[counts > 0])   # the ids that occur, as RecBole's Counter counts them
+
+    info = [set_color(dataset.dataset_name, "pink")]
+    if dataset.uid_field:
+        info += [set_color("The number of users", "blue") + f": {dataset.user_num}",
+                 set_color("Average actions of users", "blue") + f": {average_actions(dataset.uid_field)}"]
+    if dataset.iid_field:
+        info += [set_color("The number of items", "blue") + f": {dataset.item_num}",
+                 set_color("Average actions of items", "blue") + f": {average_actions(dataset.iid_field)}"]
+    info.append(set_color("The number of inters", "blue") + f": {dataset.inter_num}")
+    if dataset.uid_field and dataset.iid_field:
+        info.append(set_color("The sparsity of the dataset", "blue") + f": {dataset.sparsity * 100}%")
+    info.append(set_color("Remain Fields", "blue") + f": {list(dataset.field2type)}")
+    return "\n".join(info)
 
 
 def first_step_clock(model) -> dict:
