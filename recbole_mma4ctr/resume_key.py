@@ -39,6 +39,8 @@ PLUMBING = {
     "checkpoint_dir": "where checkpoints are written",
     "results_dir": "where records are written",
     "digest_cache": "where the digest cache is kept",
+    "prepared_store": "where built datasets are kept; an entry is reused only where the build would give the same",
+    "prepared_store_keep": "how many built datasets the prepared store keeps",
     "dataset_save_path": "where RecBole may save the dataset",
     "dataloaders_save_path": "where RecBole may save the dataloaders",
     "save_dataset": "whether RecBole saves the dataset to a file",
