@@ -68,14 +68,15 @@ def minmax_scale(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, overwrite: bool = False) -> np.ndarray:
+def pca_reduce(matrix: np.ndarray, n_components: float | int, overwrite: bool = False) -> np.ndarray:
     """PCA to a fixed width (int) or to the fewest components keeping a variance share (float < 1).
 
     A fixed width larger than the data allows (rows or columns) is clipped to what exists; a
     matrix already narrower than a fixed width is returned unchanged. Exact and deterministic:
     tall matrices (100 k feeds x <= 600 columns) use scikit-learn's ``covariance_eigh`` solver
     (one d x d product and a small eigendecomposition, several times faster than the full SVD it
-    equals), wide ones the full SVD. ``seed`` is accepted for callers' symmetry only;
+    equals), wide ones the full SVD: no random numbers, hence no seed (a cell's fused vectors
+    are the same for every seed, so cells of different seeds share a prepared dataset).
     ``overwrite`` lets scikit-learn work on a caller's float64 matrix without copying it.
     """
     from sklearn.decomposition import PCA
@@ -97,7 +98,7 @@ def pca_reduce(matrix: np.ndarray, n_components: float | int, seed: int = 0, ove
         return PCA(n_components=n_components, svd_solver=solver, copy=not overwrite).fit_transform(matrix).astype(np.float32)
 
 
-def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, seed: int = 0,
+def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128,
          modality_max_dim: int | None = None) -> np.ndarray:
     """Fuse per-modality item matrices (rows aligned, each already scaled) into one item matrix;
     with ``modality_max_dim``, each wider modality is PCA'd to it first (module docstring)."""
@@ -109,14 +110,14 @@ def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, see
         raise ValueError(f"fusion_modality_max_dim must be a positive integer or ~, got {modality_max_dim!r}")
     parts = [np.asarray(modalities[name], dtype=np.float32) for name in names]
     if modality_max_dim is not None:
-        parts = [minmax_scale(pca_reduce(part, int(modality_max_dim), seed=seed)) if part.shape[1] > modality_max_dim
+        parts = [minmax_scale(pca_reduce(part, int(modality_max_dim))) if part.shape[1] > modality_max_dim
                  else part for part in parts]
     if len(parts) == 1:
         return parts[0]
     if fusion.endswith("_concat"):
         joined = np.hstack(parts)
         if joined.shape[1] > max_dim:
-            return minmax_scale(pca_reduce(joined, int(max_dim), seed=seed))
+            return minmax_scale(pca_reduce(joined, int(max_dim)))
         return joined
     width = min(min(part.shape[1] for part in parts), max_dim)
     if any(part.shape[1] > width for part in parts) and parts[0].shape[0] < width:
@@ -124,6 +125,6 @@ def fuse(modalities: dict[str, np.ndarray], fusion: str, max_dim: int = 128, see
     product = np.ones((parts[0].shape[0], width), dtype=np.float32)
     for part in parts:
         if part.shape[1] > width:
-            part = minmax_scale(pca_reduce(part, int(width), seed=seed))
+            part = minmax_scale(pca_reduce(part, int(width)))
         product *= part
     return product

@@ -116,7 +116,6 @@ class ModalityFeatures:
         by internal item id, with this dataset's fusion settings."""
         parts = {name: matrices[name][1:] for name in self.fused_modalities}
         fused = fuse(parts, self.fusion, max_dim=int(setting(self.config, "fusion_max_dim", MODEL_YAML)),
-                     seed=int(setting(self.config, "seed")),
                      modality_max_dim=setting(self.config, "fusion_modality_max_dim", MODEL_YAML))
         return np.vstack([np.zeros((1, fused.shape[1]), dtype=np.float32), fused.astype(np.float32)])
 

@@ -14,17 +14,19 @@ code). An entry is found under a bucket, the sha256 of
 
 - the data: the sha256 of every file the cell reads (``prepare.sources.data_digests``);
 - the code: the package's code version and the library versions (``record.versions``);
-- the random state the build starts from (torch's, numpy's global, Python's), which
-  ``init_seed`` sets from the seed;
 
 and matches only when every setting the build read has the same value now (``config_reads``:
 the reads are recorded while the first build runs, so a learning rate the build never reads
-does not separate two cells, a ``profile_length`` it reads does). Deterministic code, the same
-data, the same starting random state and the same values read give the same dataset. Then the
-entry's effects are put back as the build would have left them: the settings the build wrote
-(``config_reads.replay``) and the random states right after the build, so the cell goes on
-exactly as one that built it (``tests/data/test_prepared_store.py`` checks the test scores bit
-for bit).
+does not separate two cells, a ``profile_length`` it reads does), and, when the build drew from
+the random generators (torch's, numpy's global, Python's, which ``init_seed`` sets from the
+seed), only when they start from the same state now. A build that drew nothing left them as
+they were, so its output does not depend on them: cells of other seeds share its entry (a
+comparison's seeds, a tune's trials). Deterministic code, the same data, the same values read
+and, where drawn from, the same starting random state give the same dataset. Then the entry's
+effects are put back as the build would have left them: the settings the build wrote
+(``config_reads.replay``) and, when it drew, the random states right after the build, so the
+cell goes on exactly as one that built it (``tests/data/test_prepared_store.py`` checks the test
+scores bit for bit, across seeds too).
 
 An entry is written into a temporary folder and renamed into place once complete; on reading,
 every file's size is checked and any error (a truncated or edited file, an unknown tag or class:
@@ -63,7 +65,7 @@ from .config_reads import recording_reads, replay, same_reads
 from .object_files import CLASSES, ObjectFileError, read_graph, Unsupported, write_graph
 
 ENTRY_FILE = "entry.json"
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2  # 2: the random state keys an entry only when its build drew from it
 OFF = (None, False, "", "false", "False", "~", "none", "None", "off")
 
 
@@ -114,9 +116,9 @@ def random_digest() -> str:
 
 
 def bucket_of(config) -> str:
-    """The sha256 (16 hex) of the data, the code and the starting random state (module docstring)."""
-    payload = json.dumps({"format": ENTRY_FORMAT, "data": data_digests(config), "versions": versions(code_version()),
-                          "random": random_digest()}, sort_keys=True)
+    """The sha256 (16 hex) of the data and the code (module docstring)."""
+    payload = json.dumps({"format": ENTRY_FORMAT, "data": data_digests(config), "versions": versions(code_version())},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -135,10 +137,12 @@ def prepared_datasets(config) -> Prepared:
         if found is not None:
             dataset, splits, key = found
             return Prepared(dataset, splits, "store", key, time() - begun)
+        random_start = random_digest()
         with recording_reads(config) as recorded:
             dataset = create_dataset(config)
             splits = dataset.build()
-        key, source = _store(folder, bucket, config, dataset, splits, recorded, random_states())
+        drawn = random_start if random_digest() != random_start else None
+        key, source = _store(folder, bucket, config, dataset, splits, recorded, drawn)
         if key is not None:
             _evict(folder, keep)
     return Prepared(dataset, splits, source, key, time() - begun)
@@ -173,6 +177,8 @@ def _lookup(folder: Path, bucket: str, config):
                 continue
             if not same_reads(config, meta["reads"], meta["everything"], meta["writes"]):
                 continue
+            if meta["random_start"] is not None and meta["random_start"] != random_digest():
+                continue
             for name, size in meta["files"].items():
                 if Path(name).name != name or (entry / name).stat().st_size != size:
                     raise ObjectFileError(f"{name} is not the size it was written with")
@@ -181,7 +187,8 @@ def _lookup(folder: Path, bucket: str, config):
             if not all(type(d).__name__ in CLASSES and hasattr(d, "inter_feat") for d in [dataset, *splits]):
                 raise ObjectFileError("the roots are not datasets")
             replay(config, roots["writes"])
-            set_random_states(roots["random"])
+            if meta["random_start"] is not None:
+                set_random_states(roots["random"])
         except (ObjectFileError, OSError, ValueError, KeyError, TypeError) as error:
             _log(f"{entry.name} cannot be read ({type(error).__name__}: {error}); removed, building again")
             shutil.rmtree(entry, ignore_errors=True)
@@ -192,10 +199,13 @@ def _lookup(folder: Path, bucket: str, config):
     return None
 
 
-def _store(folder: Path, bucket: str, config, dataset, splits, recorded, states) -> tuple[str | None, str]:
-    """Write the built dataset as an entry; returns (its key, the source to record)."""
+def _store(folder: Path, bucket: str, config, dataset, splits, recorded, random_start) -> tuple[str | None, str]:
+    """Write the built dataset as an entry; returns (its key, the source to record).
+
+    ``random_start``: the digest of the random states the build started from when it drew from
+    them (then the states after it are stored too), else None (the entry serves every seed)."""
     reads = {"reads": recorded.reads, "everything": recorded.everything, "writes": sorted(recorded.writes),
-             "class": type(dataset).__name__}
+             "class": type(dataset).__name__, "random_start": random_start}
     key = f"{bucket}-{hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()[:16]}"
     final = folder / key
     if final.is_dir():
@@ -204,8 +214,10 @@ def _store(folder: Path, bucket: str, config, dataset, splits, recorded, states)
     temporary = temporary_path(final)
     try:
         temporary.mkdir(parents=True)
-        sizes = write_graph(temporary, {"dataset": dataset, "splits": splits, "writes": recorded.writes,
-                                        "random": states}, config)
+        roots = {"dataset": dataset, "splits": splits, "writes": recorded.writes}
+        if random_start is not None:
+            roots["random"] = random_states()
+        sizes = write_graph(temporary, roots, config)
         meta = {"format": ENTRY_FORMAT, "bucket": bucket, **reads, "files": sizes}
         write_bytes(temporary / ENTRY_FILE, json.dumps(meta, indent=1, sort_keys=True).encode())
         move_into_place(temporary, final)

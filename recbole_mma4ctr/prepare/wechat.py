@@ -364,7 +364,7 @@ def paper_modalities(feeds, settings: dict, source=FEED_FILE) -> tuple[dict[str,
         matrix = tokens.pad_sequences(parts[0], maxlen, buffer=buffer)
         target = _fixed_target(settings, name, sum(part.shape[1] for part in unreduced))
         # the padded matrix is ours and not needed afterwards: PCA may centre it in place
-        pieces = [pca_reduce(matrix, target, seed=settings["converter_seed"], overwrite=True)] + unreduced
+        pieces = [pca_reduce(matrix, target, overwrite=True)] + unreduced
         reduced[name] = minmax_scale(np.hstack(pieces))
         widths[name] = {part: int(piece.shape[1]) for part, piece in zip(PART_NAMES[name], pieces)}
     return reduced, widths
@@ -657,7 +657,7 @@ def _write_dataset(raw_dir: Path, out_dir: Path, settings: dict, inputs: list, e
             log(f"reading {embedding_path}")
             embeddings, covered, unknown = read_feed_embeddings(embedding_path, feed_ids)
             target = settings.get("embedding_dim") or settings["pca_variance"]
-            reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target, seed=settings["converter_seed"]))
+            reduced["embedding"] = minmax_scale(pca_reduce(embeddings, target))
             embedding_counts = {"feeds_without_embedding": int((~covered).sum()),
                                 "items_without_embedding": int((~covered[used]).sum()),
                                 "embeddings_of_unknown_feeds": unknown}

@@ -74,6 +74,40 @@ def test_a_cell_from_the_store_is_the_cell_that_built_it(data, model, extra):
     assert outcomes[0] == outcomes[1]
 
 
+@pytest.mark.parametrize("model, extra", [("MMa4CTR", {}), ("DIN", {"MAX_ITEM_LIST_LENGTH": 10})])
+def test_a_cell_of_another_seed_maps_the_entry_and_matches_its_own_build(data, model, extra):
+    """The build draws no random number, so seed 7 reuses seed 2024's entry and scores exactly as
+    a seed-7 cell that built its own dataset (store off)."""
+    def cell_of(seed, **more):
+        settings = settings_of(data, epochs=2, seed=seed, **extra, **more)
+        return run_cell(make_cell(model, "wechat", None, settings, kind="compare", prepare=False))
+
+    assert cell_of(2024)[0]["prepared_data"]["source"] == "built"
+    mapped, mapped_predictions = cell_of(7)
+    built, built_predictions = cell_of(7, prepared_store="~")
+    assert (mapped["prepared_data"]["source"], built["prepared_data"]["source"]) == ("store", "built (prepared_store off)")
+    mapped_outcome, built_outcome = outcome(mapped, mapped_predictions), outcome(built, built_predictions)
+    for side in (mapped_outcome, built_outcome):
+        side["config"] = {k: v for k, v in side["config"].items() if k != "prepared_store"}
+    assert mapped_outcome == built_outcome
+
+
+def test_a_build_that_draws_random_numbers_is_reused_only_from_the_same_random_state(data, monkeypatch):
+    def drawing(config):
+        torch.rand(1)                                   # a build that draws: its output may depend on the seed
+        return create(config)
+
+    create = prepared_store.create_dataset
+    monkeypatch.setattr(prepared_store, "create_dataset", drawing)
+    assert prepare(data, seed=2024)[1].source == "built"
+    assert prepare(data, seed=2024)[1].source == "store"
+    assert prepare(data, seed=7)[1].source == "built"
+    monkeypatch.undo()
+    first = prepare(data, seed=11)[1]                   # draws nothing: keyed without the random state
+    assert first.source == "built"
+    assert prepare(data, seed=12)[1].source == "store"
+
+
 def prepare(root: Path, model: str = "MMa4CTR", **extra):
     config = build_config(model, "wechat", None, settings_of(root, **extra))
     init_seed(config["seed"], config["reproducibility"])
