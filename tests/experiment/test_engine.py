@@ -144,8 +144,10 @@ def ray_head(root: Path, token: str, *, cpus: int, gpus: int = 0, dashboard_port
     home.mkdir(exist_ok=True)
     env = cluster_env(home, token)
     temp = tempfile.mkdtemp(prefix="rmc-c-")
-    dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true"]
-                 if dashboard_port else ["--include-dashboard=false"])
+    # the job server needs the dashboard's agent, whose HTTP port is 52365 unless given: another Ray on
+    # the machine (a user's comparison) holds it, and the agent never starts ("No available agent")
+    dashboard = ([f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                  f"--dashboard-agent-listen-port={free_port()}"] if dashboard_port else ["--include-dashboard=false"])
     logs = open(root / "head.log", "w")
     head = subprocess.Popen([sys.executable, "-c", RAY_START, "start", "--head", "--block", f"--port={port}",
                              "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
