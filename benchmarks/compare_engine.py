@@ -98,7 +98,7 @@ def full_rounds(args, workdir: Path) -> None:
         shutil.rmtree(store, ignore_errors=True)
     before, after = statistics.median(ratios["before"]), statistics.median(ratios["after"])
     print(f"median of {args.rounds} round(s), wall / sum of the cells' training: before {before:.2f}, after {after:.2f} "
-          f"({before / after:.2f}x less overhead time per unit of training)")
+          f"(wall time per second of training {before / after:.2f}x lower)")
 
 
 def main() -> None:
