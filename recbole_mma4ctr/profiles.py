@@ -203,8 +203,14 @@ def leave_one_out(profiles: np.ndarray, counts: np.ndarray, removed: np.ndarray,
     mean. Result: ``(n z - q) / (n - 1)``, which equals scaling the pooled mean of the other
     n - 1 interactions; a user whose only interaction is this row (n = 1) has no other evidence
     and gets the cold-start columns. Constant columns stay 0 (z, q and cold are all 0 there).
+
+    Computed in float64 in one buffer, operation after operation in place (the same IEEE
+    operations as the formula written out): it runs on every training batch, where each extra
+    [batch, L] temporary costs fresh pages from the allocator.
     """
-    profiles = np.asarray(profiles, dtype=np.float64)
     n = np.asarray(counts, dtype=np.float64)[:, None]
-    others = (n * profiles - np.asarray(removed, dtype=np.float64)) / np.maximum(n - 1, 1)
-    return np.where(n > 1, others, np.asarray(cold, dtype=np.float64)[None, :])
+    others = np.multiply(profiles, n, dtype=np.float64)
+    others -= removed
+    others /= np.maximum(n - 1, 1)
+    others[n[:, 0] <= 1] = cold
+    return others
