@@ -6,8 +6,10 @@ loop over the same rows. Two costs, two replacements, each giving the same batch
 * torch's RandomSampler and BatchSampler hand RecBole every row number as a Python int, and
   ``TrainDataLoader.collate_fn`` turns the 8192 ints back into an array (13 % of an epoch, after
   the other fixes). ``PermutationTrainDataLoader`` draws the same permutation from the same
-  generator (``torch.randperm``, as RandomSampler does) and hands out slices of it.
-  ``permutation_train_batches`` makes RecBole's own ``data_preparation`` build it.
+  generator (``torch.randperm``, as RandomSampler does) and hands out slices of it. Labeled
+  evaluation's loader (``SlicedEvalDataLoader``, issue 22) hands out slices of the row numbers
+  in order, as torch's SequentialSampler would have, one int at a time. ``sliced_batches``
+  makes RecBole's own ``data_preparation`` build them.
 * RecBole's ``Interaction.__getitem__`` turns the indices into a Python list and indexes every
   column of the interactions, user and item features with it; ``gather`` indexes every column
   with one ``index_select`` (8x faster than the list, 4x faster than a tensor subscript).
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataloader import NegSampleEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 
 from ..profiles import label_signs, leave_one_out
@@ -74,26 +76,29 @@ def leave_one_out_batch(batch: Interaction, fields: dict, counts, length: int, u
         profile[:, :length] = leave_one_out(profile[:, :length], row_counts, removed, cold)
 
 
-class PermutationTrainDataLoader(TrainDataLoader):
-    """RecBole's TrainDataLoader, iterated by slices of one permutation instead of row by row.
+class SlicedIteration:
+    """Iteration of a RecBole dataloader by slices of its row order instead of row by row.
 
-    The batches are RecBole's: ``collate_fn`` (the dataset's rows, then negative sampling if
-    configured) receives the rows torch's sampler would have given, in the same order. torch's
-    single-process iterator draws a base seed from the loader's generator, then RandomSampler
-    draws ``randperm(n)``, and once exhausted one more ``randperm(n)``; the same draws are made
-    here, so the generator moves exactly as before and every epoch repeats the stock order.
-    Distributed training and worker processes keep RecBole's iteration.
+    ``collate_fn`` receives the rows torch's samplers would have given, in the same order.
+    torch's single-process iterator draws a base seed from the loader's generator; with
+    ``shuffle``, RandomSampler then draws ``randperm(n)``, and once exhausted one more
+    ``randperm(n)``; without, SequentialSampler draws nothing. The same draws are made here, so
+    the generator moves exactly as before and every epoch repeats the stock order. Where
+    ``sliced()`` is false (distributed, worker processes) the loader keeps RecBole's iteration.
     """
 
+    def sliced(self) -> bool:
+        return self.config["single_spec"] and self.num_workers == 0
+
     def __len__(self):
-        """Batches per epoch at the current ``step`` (torch's own length is fixed when the loader is
+        """Batches per pass at the current ``step`` (torch's own length is fixed when the loader is
         built; ``update_config`` may change the batch size afterwards, e.g. ``train_to: plateau``)."""
-        if not self.config["single_spec"] or self.num_workers > 0:
+        if not self.sliced():
             return super().__len__()
         return -(-self.sample_size // self.step)
 
     def __iter__(self):
-        if not self.config["single_spec"] or self.num_workers > 0:
+        if not self.sliced():
             yield from super().__iter__()
             return
         n, step = self.sample_size, self.step
@@ -105,18 +110,37 @@ class PermutationTrainDataLoader(TrainDataLoader):
             torch.randperm(n, generator=self.generator)  # RandomSampler's draw when it runs out
 
 
+class PermutationTrainDataLoader(SlicedIteration, TrainDataLoader):
+    """RecBole's TrainDataLoader, iterated by slices of one permutation (``SlicedIteration``).
+
+    The batches are RecBole's: ``collate_fn`` (the dataset's rows, then negative sampling if
+    configured) receives the rows torch's sampler would have given, in the same order.
+    """
+
+
+class SlicedEvalDataLoader(SlicedIteration, NegSampleEvalDataLoader):
+    """RecBole's NegSampleEvalDataLoader of labeled evaluation, iterated by slices of the rows in
+    order (``SlicedIteration``); with sampled negatives (rows grouped by user) it is RecBole's."""
+
+    def sliced(self) -> bool:
+        sampled = self.neg_sample_args["distribution"] != "none" and self.neg_sample_args["sample_num"] != "none"
+        return super().sliced() and not sampled
+
+
 @contextmanager
-def permutation_train_batches():
+def sliced_batches():
     """While this is open, RecBole's ``data_preparation`` builds ``PermutationTrainDataLoader``
-    wherever it would build its TrainDataLoader (the one ``get_dataloader`` lookup it makes is
-    answered; everything else, valid and test loaders included, is RecBole's). Undone on exit."""
+    wherever it would build its TrainDataLoader and ``SlicedEvalDataLoader`` wherever it would
+    build its NegSampleEvalDataLoader (the one ``get_dataloader`` lookup it makes per phase is
+    answered; everything else, full-sort evaluation included, is RecBole's). Undone on exit."""
     import recbole.data.utils as data_utils
 
     stock = data_utils.get_dataloader
+    ours = {TrainDataLoader: PermutationTrainDataLoader, NegSampleEvalDataLoader: SlicedEvalDataLoader}
 
     def get_dataloader(config, phase):
         chosen = stock(config, phase)
-        return PermutationTrainDataLoader if chosen is TrainDataLoader else chosen
+        return ours.get(chosen, chosen)
 
     data_utils.get_dataloader = get_dataloader
     try:

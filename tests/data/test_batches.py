@@ -17,13 +17,13 @@ def prepared(root, tmp_path, **extra):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mma4ctr.data.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import sliced_batches
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.utils import create_dataset
 
     config = build_config("MMa4CTR", "tw", None, run_settings(tmp_path, data_path=root, train_batch_size=999, **extra))
     init_seed(config["seed"], config["reproducibility"])
-    with permutation_train_batches():
+    with sliced_batches():
         loaders = data_preparation(config, create_dataset(config))
     return config, loaders
 
@@ -123,17 +123,33 @@ def test_valid_and_test_batches_are_recboles_stock_batches(tiny_copy, tmp_path):
         assert_same_batches(dataset[list(rows)], stock_rows(dataset, rows))
 
 
-def test_only_the_training_dataloader_changes_and_only_inside_the_context(tiny_copy, tmp_path):
+def test_the_loaders_change_only_inside_the_context(tiny_copy, tmp_path):
     import recbole.data.utils as data_utils
-    from recbole.data.dataloader import TrainDataLoader
+    from recbole.data.dataloader import NegSampleEvalDataLoader, TrainDataLoader
 
-    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader, SlicedEvalDataLoader
 
     before = data_utils.get_dataloader
     _, (train, valid, test) = prepared(tiny_copy, tmp_path)
     assert data_utils.get_dataloader is before
     assert isinstance(train, TrainDataLoader) and type(train) is PermutationTrainDataLoader
-    assert type(valid) is type(test) and not isinstance(valid, TrainDataLoader)
+    for loader in (valid, test):
+        assert isinstance(loader, NegSampleEvalDataLoader) and type(loader) is SlicedEvalDataLoader
+
+
+@pytest.mark.parametrize("batch", [999, 100_000])
+def test_evaluation_batches_are_recboles_stock_batches(tiny_copy, tmp_path, batch):
+    from recbole.data.dataloader import NegSampleEvalDataLoader
+
+    config, (_, valid, test) = prepared(tiny_copy, tmp_path, eval_batch_size=batch)
+    for loader in (valid, test):
+        stock = NegSampleEvalDataLoader(config, loader._dataset, loader._sampler, shuffle=False)
+        assert len(loader) == len(stock) == -(-len(loader._dataset) // batch)
+        for _ in range(2):
+            for ours, theirs in zip(loader, stock, strict=True):
+                assert ours[1:] == theirs[1:] == (None, None, None)
+                assert_same_batches(ours[0], theirs[0])
+        assert torch.equal(loader.generator.get_state(), stock.generator.get_state())
 
 
 def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():

@@ -58,7 +58,7 @@ def built(model, root, stock):
 
     from recbole_mma4ctr.compat import building_dataset
     from recbole_mma4ctr.config import build_config
-    from recbole_mma4ctr.data.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import sliced_batches
     from recbole_mma4ctr.utils import create_dataset
 
     config = build_config(model, "th", None, run_settings(root, data_path=root / "data", MAX_ITEM_LIST_LENGTH=MAX_LEN,
@@ -74,7 +74,7 @@ def built(model, root, stock):
         loaders = data_preparation(config, dataset)
     else:
         dataset = create_dataset(config)
-        with permutation_train_batches():
+        with sliced_batches():
             loaders = data_preparation(config, dataset)
     return config, [loader._dataset for loader in loaders], loaders
 
