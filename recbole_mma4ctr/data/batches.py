@@ -87,6 +87,25 @@ class SlicedIteration:
     ``sliced()`` is false (distributed, worker processes) the loader keeps RecBole's iteration.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rows_as_range()
+
+    def _rows_as_range(self) -> None:
+        """Put ``range(n)`` where RecBole gave torch's DataLoader ``list(range(n))`` as its dataset.
+
+        The list holds one Python int per row (36 bytes: 0.25 GB over WeChat's three full-scale
+        loaders) for the whole run, though sliced iteration never reads it; a range answers the
+        same (length, indexing) for torch's samplers and fetcher in constant memory. torch refuses
+        to set ``dataset`` after construction, hence the instance dictionary."""
+        rows = self.__dict__.get("dataset")
+        if type(rows) is not list or len(rows) != self.sample_size:   # RecBole's list(range(sample_size))
+            return
+        numbers = range(len(rows))
+        self.__dict__["dataset"] = numbers
+        if getattr(self.sampler, "data_source", None) is rows:
+            self.sampler.data_source = numbers
+
     def sliced(self) -> bool:
         return self.config["single_spec"] and self.num_workers == 0
 

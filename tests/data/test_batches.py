@@ -135,6 +135,9 @@ def test_the_loaders_change_only_inside_the_context(tiny_copy, tmp_path):
     assert isinstance(train, TrainDataLoader) and type(train) is PermutationTrainDataLoader
     for loader in (valid, test):
         assert isinstance(loader, NegSampleEvalDataLoader) and type(loader) is SlicedEvalDataLoader
+    for loader in (train, valid, test):   # not RecBole's list of every row number
+        assert loader.__dict__["dataset"] == range(loader.sample_size)
+        assert loader.sampler.data_source == range(loader.sample_size)
 
 
 @pytest.mark.parametrize("batch", [999, 100_000])
