@@ -1,10 +1,11 @@
 """One MMa4CTR training epoch through the project against a raw PyTorch loop, alternating.
 
-    python benchmarks/mma4ctr_epoch.py [--scale sample|full] [--workdir DIR] [--rounds 5]
+    python benchmarks/mma4ctr_epoch.py [--scale sample|full] [--workdir DIR] [--rounds 5] [--eval-rounds 3]
                                        [--threads 1 | --threads 1,2] [--burn N] [--key=value ...]
 
-A (the project): RecBole's ``data_preparation`` (under ``batches.permutation_train_batches``,
-as a run calls it) builds the dataloaders from the WeChat data
+A (the project): the dataset as a run gets it (``prepared_store.prepared_datasets``: built, or
+mapped from the store in ``DIR/cache/prepared``), then RecBole's ``data_preparation`` (under
+``batches.sliced_batches``, as a run calls it) builds the dataloaders from the WeChat data
 (the generated ``--scale`` sample unless real files are in ``DIR/dataset/wechat``; written and
 converted in ``--workdir`` once, then reused); one epoch is ``Trainer._train_epoch`` on RecBole's
 TrainDataLoader. B (the reference): the same MLP (a copy of A's model at the same weights),
@@ -14,8 +15,10 @@ model input, leave-one-out profiles included, and its label), the rows reshuffle
 printed and the median of ``--rounds`` rounds is the figure (a shared machine's load moves both
 alike within a round). Then where the time goes: A's loader (sampler + collate + gather), the
 gather alone (``dataset[index]``: inter columns, user and item features, the rows' own
-profiles), the model step (the rest), B's gather and step, and one valid / test scoring pass as
-a share of A's epoch.
+profiles), the model step (the rest), B's gather and step. Last, ``--eval-rounds`` rounds of
+(A's epoch, one valid scoring pass, one test scoring pass), each timed in wall and in CPU
+seconds (the process's own, which a busy machine disturbs less): the medians of valid and test
+as shares of the epoch.
 
 ``--threads 1,2``: instead of B, A with 1 thread against A with 2 threads, alternating (the
 ``torch_threads`` measurement). ``--burn N`` runs N CPU-burning processes beside it (a loaded
@@ -48,18 +51,19 @@ def build(scale: str, extra: dict):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mma4ctr.data.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import sliced_batches
+    from recbole_mma4ctr.data.prepared_store import built_splits, prepared_datasets
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.prepare.sources import ensure_dataset
-    from recbole_mma4ctr.utils import create_dataset, get_model, get_trainer
+    from recbole_mma4ctr.utils import get_model, get_trainer
 
     overrides = {"synthetic_scale": scale, "show_progress": "False", "log_wandb": "False", **extra}
     config = build_config("MMa4CTR", "wechat", None, overrides)
     init_seed(config["seed"], config["reproducibility"])
     ensure_dataset(config)
-    dataset = create_dataset(config)
-    with permutation_train_batches():
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+    prepared = prepared_datasets(config)
+    with sliced_batches(), built_splits(prepared):
+        train_data, valid_data, test_data = data_preparation(config, prepared.dataset)
     model = get_model("MMa4CTR")(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], "MMa4CTR")(config, model)
     return config, train_data, valid_data, test_data, model, trainer
@@ -118,6 +122,30 @@ def timed(fn) -> float:
     return time.perf_counter() - began
 
 
+def timed_both(fn) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def evaluation_shares(project, trainer, valid_data, test_data, rounds: int) -> None:
+    """Rounds of (epoch, valid, test), each in wall and CPU seconds; the shares' medians."""
+    shares = {"valid": [], "test": [], "valid cpu": [], "test cpu": []}
+    for round_ in range(rounds):
+        epoch = timed_both(project)
+        valid = timed_both(lambda: trainer.evaluate(valid_data, load_best_model=False))
+        test = timed_both(lambda: trainer.evaluate(test_data, load_best_model=False))
+        for name, (wall, cpu) in (("valid", valid), ("test", test)):
+            shares[name].append(wall / epoch[0])
+            shares[f"{name} cpu"].append(cpu / epoch[1])
+        print(f"  round {round_ + 1}: epoch {epoch[0]:.3f} s (cpu {epoch[1]:.3f} s), valid {valid[0]:.3f} s "
+              f"(cpu {valid[1]:.3f} s), test {test[0]:.3f} s (cpu {test[1]:.3f} s)  [load {load()}]", flush=True)
+    median = {name: statistics.median(values) for name, values in shares.items()}
+    print(f"  evaluation, median of {rounds}: valid {median['valid']:.1%} of an epoch (cpu {median['valid cpu']:.1%}), "
+          f"test {median['test']:.1%} (cpu {median['test cpu']:.1%})")
+
+
 def loader_seconds(train_data) -> float:
     """One pass over the dataloader, batches dropped as they come (as training does)."""
     def run():
@@ -147,6 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", default="sample", choices=["tiny", "sample", "full"])
     parser.add_argument("--workdir", default=None, help="where data are generated and converted (default: a temp folder)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--eval-rounds", type=int, default=3, help="rounds of (epoch, valid, test) for the shares")
     parser.add_argument("--threads", default=None, help="torch threads for both, or 'a,b' to compare A at a and b threads")
     parser.add_argument("--burn", type=int, default=0, help="CPU-burning processes to run beside it")
     args, rest = parser.parse_known_args(argv)
@@ -204,16 +233,13 @@ def main(argv=None) -> None:
         epoch_a = timed(project)
         loader, gathering = loader_seconds(train_data), gather_seconds(train_data)
         epoch_b = timed(raw.epoch)
-        valid = timed(lambda: trainer.evaluate(valid_data, load_best_model=False))
-        test = timed(lambda: trainer.evaluate(test_data, load_best_model=False))
         print(f"where the time goes (one more epoch each, load {load()}):")
         print(f"  project  {epoch_a:.3f} s: loader {loader:.3f} s ({loader / epoch_a:.0%}; of it gather/join "
               f"{gathering:.3f} s, sampler+collate {loader - gathering:.3f} s), model step {epoch_a - loader:.3f} s "
               f"({(epoch_a - loader) / epoch_a:.0%})")
         print(f"  raw loop {epoch_b:.3f} s: gather {raw.gather_seconds:.3f} s ({raw.gather_seconds / epoch_b:.0%}), "
               f"model step {epoch_b - raw.gather_seconds:.3f} s")
-        print(f"  evaluation: valid {valid:.3f} s ({valid / epoch_a:.0%} of the project's epoch), "
-              f"test {test:.3f} s ({test / epoch_a:.0%})")
+        evaluation_shares(project, trainer, valid_data, test_data, args.eval_rounds)
     finally:
         for proc in procs:
             proc.kill()

@@ -61,6 +61,9 @@ def signed_mean(user_index, item_index, labels, item_matrix: np.ndarray, n_users
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
+POOL_ROWS = 1 << 14  # rows pooled at once: bounds the float64 running sums (WeChat's 97 k items x 199 values)
+
+
 def average_pool(matrix: np.ndarray, length: int) -> np.ndarray:
     """Sliding-window average pool of each row down to ``length`` values (window d - length + 1).
 
@@ -68,23 +71,30 @@ def average_pool(matrix: np.ndarray, length: int) -> np.ndarray:
     ``length`` (TikTok's 10-d acoustic modality with L = 21) is stretched by adaptive average
     pooling instead (output i averages columns floor(i*d/L) .. ceil((i+1)*d/L) - 1, PyTorch's
     AdaptiveAvgPool1d rule), which repeats values and invents nothing.
+
+    Rows are pooled ``POOL_ROWS`` at a time (each row on its own, so the result is the same):
+    the float64 copy and running sums of a whole item matrix were several hundred MB.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    width = matrix.shape[1]
+    matrix = np.asarray(matrix)
+    rows, width = matrix.shape
     if length < 0:
         raise ValueError(f"profile length must be >= 0, got {length}")
     if length == 0:
-        return np.zeros((matrix.shape[0], 0))
+        return np.zeros((rows, 0))
     if width == 0:
         raise ValueError("cannot pool an empty vector")
     if length > width:
         starts = (np.arange(length) * width) // length
         ends = -((-(np.arange(length) + 1) * width) // length)
-        cumulative = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
-        return (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)
-    window = width - length + 1
-    cumulative = np.concatenate([np.zeros((matrix.shape[0], 1)), np.cumsum(matrix, axis=1)], axis=1)
-    return (cumulative[:, window:] - cumulative[:, :-window]) / window
+    else:
+        window = width - length + 1
+        starts, ends = np.arange(length), np.arange(length) + window
+    pooled = np.empty((rows, length))
+    for first in range(0, rows, POOL_ROWS):
+        part = np.asarray(matrix[first:first + POOL_ROWS], dtype=np.float64)
+        cumulative = np.concatenate([np.zeros((part.shape[0], 1)), np.cumsum(part, axis=1)], axis=1)
+        pooled[first:first + POOL_ROWS] = (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)
+    return pooled
 
 
 def modal_value(user_index: np.ndarray, values: np.ndarray, n_users: int, default: float) -> np.ndarray:
@@ -203,8 +213,14 @@ def leave_one_out(profiles: np.ndarray, counts: np.ndarray, removed: np.ndarray,
     mean. Result: ``(n z - q) / (n - 1)``, which equals scaling the pooled mean of the other
     n - 1 interactions; a user whose only interaction is this row (n = 1) has no other evidence
     and gets the cold-start columns. Constant columns stay 0 (z, q and cold are all 0 there).
+
+    Computed in float64 in one buffer, operation after operation in place (the same IEEE
+    operations as the formula written out): it runs on every training batch, where each extra
+    [batch, L] temporary costs fresh pages from the allocator.
     """
-    profiles = np.asarray(profiles, dtype=np.float64)
     n = np.asarray(counts, dtype=np.float64)[:, None]
-    others = (n * profiles - np.asarray(removed, dtype=np.float64)) / np.maximum(n - 1, 1)
-    return np.where(n > 1, others, np.asarray(cold, dtype=np.float64)[None, :])
+    others = np.multiply(profiles, n, dtype=np.float64)
+    others -= removed
+    others /= np.maximum(n - 1, 1)
+    others[n[:, 0] <= 1] = cold
+    return others

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import cell_config, make_cell, results_dir_of
-from .data.batches import permutation_train_batches
+from .data.batches import sliced_batches
 from .data.prepared_store import built_splits, prepared_datasets
 from .data.robustness import evaluate_missing_modality
 from .errors import UsageError
@@ -87,7 +87,7 @@ def run_cell(cell: dict, on_epoch=None, checkpoints=None) -> tuple[dict, dict | 
     dataset = prepared.dataset
     logger.info(dataset_summary(dataset))
     # RecBole's own builder on the splits already built, with one-index-op training batches
-    with permutation_train_batches(), built_splits(prepared):
+    with sliced_batches(), built_splits(prepared):
         train_data, valid_data, test_data = data_preparation(config, dataset)
     if plateau:
         _fit_batches_to_budget(config, train_data, plateau)

@@ -320,8 +320,9 @@ class Trainer(RecBoleTrainer):
         if self.scores_squashed:
             scores = torch.sigmoid(raw.double())
         self._track_score_range(scores.reshape(-1))
-        if self._scored_parts is not None:
-            self._scored_parts.append((interaction, raw.detach().cpu(), scores.reshape(-1).detach().cpu()))
+        if self._scored_parts is not None:   # the columns last_scored reports, not the batch's features
+            kept = {field: interaction[field] for field in self._scored_fields().values() if field in interaction}
+            self._scored_parts.append((kept, raw.detach().cpu(), scores.reshape(-1).detach().cpu()))
         return interaction, scores, positive_u, positive_i
 
     def _track_score_range(self, scores) -> None:
@@ -344,15 +345,21 @@ class Trainer(RecBoleTrainer):
             f"(learning_rate={self.config['learning_rate']:g}), or data whose labels or features do not vary"
         )
 
-    def _gather_scored(self, dataset) -> dict | None:
-        if not self._scored_parts:
-            return None
+    def _scored_fields(self) -> dict:
+        """``last_scored``'s keys -> the batch columns they come from. Only these are kept from each
+        evaluated batch: keeping the whole batch held every row's features until the evaluation
+        ended (550 MB for MMa4CTR's full-scale validation split)."""
         config = self.config
         fields = {"user": config["USER_ID_FIELD"], "item": config["ITEM_ID_FIELD"],
                   "timestamp": config["TIME_FIELD"], "label": config["LABEL_FIELD"]}
+        return {key: field for key, field in fields.items() if field is not None}
+
+    def _gather_scored(self, dataset) -> dict | None:
+        if not self._scored_parts:
+            return None
         scored = {}
-        for key, field in fields.items():
-            if field is None or field not in self._scored_parts[0][0]:
+        for key, field in self._scored_fields().items():
+            if field not in self._scored_parts[0][0]:
                 continue
             values = torch.cat([part[0][field].reshape(-1).cpu() for part in self._scored_parts]).numpy()
             scored[key] = dataset.id2token(field, values) if key in ("user", "item") else values

@@ -378,6 +378,30 @@ def test_evaluator_with_user_aware_collector_matches_pure_functions(registered, 
     assert result["uauc"] == pytest.approx(expected_uauc, abs=1e-9)
 
 
+def test_user_aware_collector_collects_recboles_tensors(registered, tmp_path):
+    """Batches kept in a list and concatenated once: the tensors RecBole's own collector gives."""
+    import torch
+    from recbole.evaluator import Collector
+
+    from recbole_mma4ctr.metrics import UserAwareCollector
+
+    config = _tiny_config(tmp_path)
+    model, train_data, test_data = _prepared(config)
+    model.eval()
+    ours, stock = UserAwareCollector(config), Collector(config)
+    for evaluation in range(2):   # the second evaluation starts from a reset collector, as RecBole's
+        with torch.no_grad():
+            for interaction, _, positive_u, positive_i in test_data:
+                scores = model.predict(interaction)
+                for collector in (ours, stock):
+                    collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
+        mine, theirs = ours.get_data_struct(), stock.get_data_struct()
+        for key in ("rec.score", "data.label"):
+            assert mine.get(key).dtype == theirs.get(key).dtype
+            assert torch.equal(mine.get(key), theirs.get(key)), (evaluation, key)
+            assert key not in ours.data_struct
+
+
 def test_trainer_evaluate_with_swapped_collector(registered, tmp_path, monkeypatch):
     from recbole.trainer import Trainer
 

@@ -145,3 +145,13 @@ def test_user_profiles_is_the_fitted_profiles():
     raw, counts = raw_profiles(users, item_rows, labels, items, 5, 3, devices)
     np.testing.assert_allclose(fitted.low, raw[counts > 0].min(axis=0))
     assert counts.tolist() == [3, 1, 4, 2, 0]
+
+
+@pytest.mark.parametrize("length", [7, 40])
+def test_average_pool_does_not_depend_on_the_rows_pooled_at_once(monkeypatch, length):
+    import recbole_mma4ctr.profiles as profiles
+
+    matrix = np.random.default_rng(4).random((50, 30)).astype(np.float32)
+    whole = average_pool(matrix, length)
+    monkeypatch.setattr(profiles, "POOL_ROWS", 7)
+    assert np.array_equal(average_pool(matrix, length), whole)

@@ -124,6 +124,20 @@ def test_rows_digest_ignores_row_order_and_sees_any_changed_row():
     assert scored_rows_digest({name: values[:3] for name, values in rows.items()}) != scored_rows_digest(rows)
 
 
+@pytest.mark.unit
+def test_rows_digest_is_the_sha256_of_the_sorted_rows_hashed_in_parts(monkeypatch):
+    import hashlib
+
+    import recbole_mma4ctr.record as record
+
+    rows = {"user": np.array(["u2", "u1", "u1"]), "item": np.array(["b", "c", "a"]),
+            "timestamp": np.array([2.0, 3.0, 1.0]), "label": np.array([1.0, 0.0, 0.0]), "score": np.zeros(3)}
+    expected = hashlib.sha256(b"u1\ta\t1.0\t0.0\nu1\tc\t3.0\t0.0\nu2\tb\t2.0\t1.0\n").hexdigest()
+    assert scored_rows_digest(rows)["sha256"] == expected
+    monkeypatch.setattr(record, "DIGEST_ROWS", 2)
+    assert scored_rows_digest(rows)["sha256"] == expected
+
+
 def test_two_models_on_one_split_state_the_same_test_rows(data_settings):
     first = run_recbole_mma4ctr("MMa4CTR", "tw", None, data_settings(epochs=1))
     second = run_recbole_mma4ctr("BPR", "tw", None, data_settings(epochs=1, seed=7))

@@ -1,23 +1,26 @@
-"""Training batches without per-row Python: index slices, tensor gathers, precomputed leave-one-out.
+"""Training batches without per-row Python: index slices, tensor gathers, leave-one-out per batch.
 
 Why (issue 15): an MMa4CTR epoch through RecBole's TrainDataLoader took 2.35x a plain PyTorch
-loop over the same rows. Three costs, three replacements, each giving the same batches:
+loop over the same rows. Two costs, two replacements, each giving the same batches:
 
 * torch's RandomSampler and BatchSampler hand RecBole every row number as a Python int, and
   ``TrainDataLoader.collate_fn`` turns the 8192 ints back into an array (13 % of an epoch, after
   the other fixes). ``PermutationTrainDataLoader`` draws the same permutation from the same
-  generator (``torch.randperm``, as RandomSampler does) and hands out slices of it.
-  ``permutation_train_batches`` makes RecBole's own ``data_preparation`` build it.
+  generator (``torch.randperm``, as RandomSampler does) and hands out slices of it. Labeled
+  evaluation's loader (``SlicedEvalDataLoader``, issue 22) hands out slices of the row numbers
+  in order, as torch's SequentialSampler would have, one int at a time. ``sliced_batches``
+  makes RecBole's own ``data_preparation`` build them.
 * RecBole's ``Interaction.__getitem__`` turns the indices into a Python list and indexes every
   column of the interactions, user and item features with it; ``gather`` indexes every column
   with one ``index_select`` (8x faster than the list, 4x faster than a tensor subscript).
 
-Leave-one-out (``profiles.leave_one_out``) used to be computed per batch, in float64, on every
-epoch. ``leave_one_out_rows`` computes it once per training row, with the same float64 formula
-and the same rounding to float32, so batches are bit-identical to the per-batch correction and
-an epoch only gathers them. The price is memory: (L + 1) float32 values per fused modality per
-training row (264 bytes with WeChat's three 22-value profiles: 68 MB for the sample's 257 k
-training rows, about 1.5 GB for the full data's 5.6 M).
+Leave-one-out (``profiles.leave_one_out``) is applied to each training batch
+(``leave_one_out_batch``) from per-user counts and per-item removal terms (a few MB), in
+float64, then rounded to float32 as the profile is stored. Issue 22: a per-training-row copy of
+the corrected profiles, computed once, cost (L + 1) float32 values per fused modality per row
+(about 1.5 GB at full WeChat scale) and saved little: the batch's correction is a few
+vectorised passes over [batch, L] values, the same arithmetic row by row, so the batches are
+the same bit for bit.
 """
 
 from __future__ import annotations
@@ -26,13 +29,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataloader import NegSampleEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 
 from ..profiles import label_signs, leave_one_out
-
-ROW_CHUNK = 1 << 18  # rows corrected at once: bounds leave_one_out_rows' float64 temporaries
-
 
 def row_index(index) -> torch.Tensor | None:
     """``index`` as a 1-d int64 tensor when it is a sequence of row numbers, else None.
@@ -50,57 +50,74 @@ def row_index(index) -> torch.Tensor | None:
     return rows.long()
 
 
-def gather(features: Interaction, rows: torch.Tensor, skip=()) -> Interaction:
-    """Every column of ``features`` (but ``skip``) at ``rows``, each by one tensor index."""
-    return Interaction({name: column.index_select(0, rows) for name, column in features.interaction.items() if name not in skip})
+def gather(features: Interaction, rows: torch.Tensor) -> Interaction:
+    """Every column of ``features`` at ``rows``, each by one tensor index (a fresh tensor)."""
+    return Interaction({name: column.index_select(0, rows) for name, column in features.interaction.items()})
 
 
-def leave_one_out_rows(users, items, labels, user_profiles: dict, terms: dict, counts, length: int) -> dict:
-    """Per training row and profile field, the user's profile without that row ([rows, L + 1] float32).
+def leave_one_out_batch(batch: Interaction, fields: dict, counts, length: int, uid: str, iid: str, label: str) -> None:
+    """Each row's profiles without the row itself, written into the batch's profile columns.
 
-    ``users`` / ``items`` / ``labels``: the training split's columns; ``user_profiles``: field ->
-    stored (inclusive) profiles [n_users, L + 1]; ``terms``: field -> ``profiles.removal_terms``
-    of the field's modality; ``counts``: each user's training interactions. The first L columns
-    are ``profiles.leave_one_out`` of the row (float64, then rounded to float32, as the profile is
-    stored); the last (the device) is the stored one: it is not a label.
+    ``batch``: training rows with their users' stored (inclusive) profiles joined, fresh tensors
+    (``gather``), so they are changed in place; ``fields``: profile field -> ``(positive,
+    negative, cold)``, ``profiles.removal_terms`` of the field's modality; ``counts``: each
+    user's training interactions. The first L columns become ``profiles.leave_one_out`` of the
+    row (float64, then rounded to float32, as the profile is stored); the last (the device) is
+    kept: it is not a label.
     """
-    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
-    positive_row = label_signs(labels) > 0
-    counts = np.asarray(counts)
-    result = {}
-    for field, (positive, negative, cold) in terms.items():
-        stored = np.asarray(user_profiles[field], dtype=np.float32)
-        out = np.empty((len(users), stored.shape[1]), dtype=np.float32)
-        for start in range(0, len(users), ROW_CHUNK):
-            part = slice(start, start + ROW_CHUNK)
-            u, i = users[part], items[part]
-            removed = np.where(positive_row[part, None], positive[i], negative[i])
-            out[part] = stored[u]
-            out[part, :length] = leave_one_out(stored[u, :length], counts[u], removed, cold)
-        result[field] = torch.from_numpy(out)
-    return result
+    users, items = batch[uid].numpy(), batch[iid].numpy()
+    positive_row = label_signs(batch[label].numpy()) > 0
+    row_counts = np.take(counts, users)
+    positive_items = items[positive_row]
+    for field, (positive, negative, cold) in fields.items():
+        profile = batch[field].numpy()
+        removed = np.take(negative, items, axis=0)   # np.take: several times faster than [items] here
+        removed[positive_row] = np.take(positive, positive_items, axis=0)
+        profile[:, :length] = leave_one_out(profile[:, :length], row_counts, removed, cold)
 
 
-class PermutationTrainDataLoader(TrainDataLoader):
-    """RecBole's TrainDataLoader, iterated by slices of one permutation instead of row by row.
+class SlicedIteration:
+    """Iteration of a RecBole dataloader by slices of its row order instead of row by row.
 
-    The batches are RecBole's: ``collate_fn`` (the dataset's rows, then negative sampling if
-    configured) receives the rows torch's sampler would have given, in the same order. torch's
-    single-process iterator draws a base seed from the loader's generator, then RandomSampler
-    draws ``randperm(n)``, and once exhausted one more ``randperm(n)``; the same draws are made
-    here, so the generator moves exactly as before and every epoch repeats the stock order.
-    Distributed training and worker processes keep RecBole's iteration.
+    ``collate_fn`` receives the rows torch's samplers would have given, in the same order.
+    torch's single-process iterator draws a base seed from the loader's generator; with
+    ``shuffle``, RandomSampler then draws ``randperm(n)``, and once exhausted one more
+    ``randperm(n)``; without, SequentialSampler draws nothing. The same draws are made here, so
+    the generator moves exactly as before and every epoch repeats the stock order. Where
+    ``sliced()`` is false (distributed, worker processes) the loader keeps RecBole's iteration.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rows_as_range()
+
+    def _rows_as_range(self) -> None:
+        """Put ``range(n)`` where RecBole gave torch's DataLoader ``list(range(n))`` as its dataset.
+
+        The list holds one Python int per row (36 bytes: 0.25 GB over WeChat's three full-scale
+        loaders) for the whole run, though sliced iteration never reads it; a range answers the
+        same (length, indexing) for torch's samplers and fetcher in constant memory. torch refuses
+        to set ``dataset`` after construction, hence the instance dictionary."""
+        rows = self.__dict__.get("dataset")
+        if type(rows) is not list or len(rows) != self.sample_size:   # RecBole's list(range(sample_size))
+            return
+        numbers = range(len(rows))
+        self.__dict__["dataset"] = numbers
+        if getattr(self.sampler, "data_source", None) is rows:
+            self.sampler.data_source = numbers
+
+    def sliced(self) -> bool:
+        return self.config["single_spec"] and self.num_workers == 0
 
     def __len__(self):
-        """Batches per epoch at the current ``step`` (torch's own length is fixed when the loader is
+        """Batches per pass at the current ``step`` (torch's own length is fixed when the loader is
         built; ``update_config`` may change the batch size afterwards, e.g. ``train_to: plateau``)."""
-        if not self.config["single_spec"] or self.num_workers > 0:
+        if not self.sliced():
             return super().__len__()
         return -(-self.sample_size // self.step)
 
     def __iter__(self):
-        if not self.config["single_spec"] or self.num_workers > 0:
+        if not self.sliced():
             yield from super().__iter__()
             return
         n, step = self.sample_size, self.step
@@ -112,18 +129,37 @@ class PermutationTrainDataLoader(TrainDataLoader):
             torch.randperm(n, generator=self.generator)  # RandomSampler's draw when it runs out
 
 
+class PermutationTrainDataLoader(SlicedIteration, TrainDataLoader):
+    """RecBole's TrainDataLoader, iterated by slices of one permutation (``SlicedIteration``).
+
+    The batches are RecBole's: ``collate_fn`` (the dataset's rows, then negative sampling if
+    configured) receives the rows torch's sampler would have given, in the same order.
+    """
+
+
+class SlicedEvalDataLoader(SlicedIteration, NegSampleEvalDataLoader):
+    """RecBole's NegSampleEvalDataLoader of labeled evaluation, iterated by slices of the rows in
+    order (``SlicedIteration``); with sampled negatives (rows grouped by user) it is RecBole's."""
+
+    def sliced(self) -> bool:
+        sampled = self.neg_sample_args["distribution"] != "none" and self.neg_sample_args["sample_num"] != "none"
+        return super().sliced() and not sampled
+
+
 @contextmanager
-def permutation_train_batches():
+def sliced_batches():
     """While this is open, RecBole's ``data_preparation`` builds ``PermutationTrainDataLoader``
-    wherever it would build its TrainDataLoader (the one ``get_dataloader`` lookup it makes is
-    answered; everything else, valid and test loaders included, is RecBole's). Undone on exit."""
+    wherever it would build its TrainDataLoader and ``SlicedEvalDataLoader`` wherever it would
+    build its NegSampleEvalDataLoader (the one ``get_dataloader`` lookup it makes per phase is
+    answered; everything else, full-sort evaluation included, is RecBole's). Undone on exit."""
     import recbole.data.utils as data_utils
 
     stock = data_utils.get_dataloader
+    ours = {TrainDataLoader: PermutationTrainDataLoader, NegSampleEvalDataLoader: SlicedEvalDataLoader}
 
     def get_dataloader(config, phase):
         chosen = stock(config, phase)
-        return PermutationTrainDataLoader if chosen is TrainDataLoader else chosen
+        return ours.get(chosen, chosen)
 
     data_utils.get_dataloader = get_dataloader
     try:

@@ -15,10 +15,12 @@ choice (profiles from every interaction) for protocol comparisons only.
 Training rows: a training row's own label is inside its user's train-only profile, which valid
 and test rows never enjoy. With ``train_profile: leave_one_out`` the TRAINING split's batches
 carry, for each row, its user's profile without that row (``profiles.leave_one_out``, through
-the same fitted scaler; a user whose only training row it is gets the cold-start columns). These
-profiles are computed once per training row when the splits are built
-(``batches.leave_one_out_rows``) and gathered with the row, so the model is unchanged and an
-epoch does no profile arithmetic. Valid, test and prediction batches keep the stored profiles.
+the same fitted scaler; a user whose only training row it is gets the cold-start columns). The
+training split keeps what the correction needs (per-user counts and per-item removal terms, a
+few MB: ``leave_one_out_terms``) and corrects each batch as it is gathered
+(``batches.leave_one_out_batch``), so the model is unchanged and no per-row copy of the profiles
+is held (about 1.5 GB at full WeChat scale). Valid, test and prediction batches keep the stored
+profiles.
 ``inclusive`` keeps the stored profiles for training rows too, and is forced with
 ``profile_source: all`` (the paper's setup).
 The device column is kept as is: it is not a label.
@@ -27,13 +29,12 @@ The device column is kept as is: it is not a label.
 from __future__ import annotations
 
 from recbole.data.dataset import Dataset
-from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource
 
 from ..errors import UsageError
 from ..profiles import FittedProfiles, removal_terms
 from ..settings import setting
-from .batches import gather, leave_one_out_rows, row_index
+from .batches import gather, leave_one_out_batch, row_index
 from .item_modalities import ITEM_FIELD, ModalityFeatures, MODEL_YAML, profile_field
 from .paper_split import PositionalSplit
 
@@ -49,7 +50,9 @@ class MMa4CTRDataset(ModalityFeatures, PositionalSplit, Dataset):
         self._init_modalities(config)      # item_modalities: load, align, fuse (shared with the +mm baselines)
         self.profile_source = self._checked_profile_source(config)
         self.train_profile = self._resolve_train_profile(config)
-        self.row_profiles = None  # training split only (leave_one_out): field -> [rows, L + 1], set by build()
+        # training split only (leave_one_out), set by build(): {"counts": per-user training rows,
+        # "fields": profile field -> removal_terms (positive, negative, cold)}
+        self.leave_one_out_terms = None
         self.mm_feature_fields = [profile_field(m) for m in self.fused_modalities] + [ITEM_FIELD]
 
     def _resolve_train_profile(self, config) -> str:
@@ -79,7 +82,7 @@ class MMa4CTRDataset(ModalityFeatures, PositionalSplit, Dataset):
         self._inject(FeatureSource.USER, profiles, datasets)
         self._inject(FeatureSource.ITEM, {ITEM_FIELD: self.item_matrix}, datasets)
         if self.train_profile == "leave_one_out":
-            datasets[0].row_profiles = self._leave_one_out_rows(datasets[0].inter_feat, fitted)
+            datasets[0].leave_one_out_terms = self._leave_one_out_terms(fitted)
         dims = {name: int(matrix.shape[1]) for name, matrix in profiles.items()}
         self.logger.info(
             f"MMa4CTR features: fusion {self.fusion} -> {ITEM_FIELD} {self.item_matrix.shape[1]} dims; "
@@ -88,19 +91,18 @@ class MMa4CTRDataset(ModalityFeatures, PositionalSplit, Dataset):
         )
         return datasets
 
-    def _leave_one_out_rows(self, interactions, fitted: dict[str, FittedProfiles]) -> dict:
-        """Each training row's profiles without the row (``batches.leave_one_out_rows``)."""
-        terms = {profile_field(m): removal_terms(self.modality_matrices[m], self.profile_length,
-                                                 fitted[profile_field(m)].low, fitted[profile_field(m)].span)
-                 for m in self.fused_modalities}
-        return leave_one_out_rows(interactions[self.uid_field].numpy(), interactions[self.iid_field].numpy(),
-                                  interactions[self.label_field].numpy(), {f: v.profiles for f, v in fitted.items()},
-                                  terms, next(iter(fitted.values())).counts, self.profile_length)
+    def _leave_one_out_terms(self, fitted: dict[str, FittedProfiles]) -> dict:
+        """What a training batch's leave-one-out correction needs (``batches.leave_one_out_batch``):
+        each user's training-row count and, per profile field, its modality's removal terms."""
+        fields = {profile_field(m): removal_terms(self.modality_matrices[m], self.profile_length,
+                                                  fitted[profile_field(m)].low, fitted[profile_field(m)].span)
+                  for m in self.fused_modalities}
+        return {"counts": next(iter(fitted.values())).counts, "fields": fields}
 
     def __getitem__(self, index, join=True):
         """Rows by one tensor index per column (RecBole's indexing goes through a Python list).
 
-        On the training split (leave_one_out) the rows' own profiles replace the stored ones.
+        On the training split (leave_one_out) each row's profiles are corrected to leave the row out.
         Anything but a sequence of row numbers (an int, a slice, a mask) goes to RecBole.
         """
         rows = row_index(index)
@@ -109,16 +111,17 @@ class MMa4CTRDataset(ModalityFeatures, PositionalSplit, Dataset):
         df = gather(self.inter_feat, rows)
         if not join:
             return df
-        own = self.row_profiles or {}
-        df = self.join(df, skip=own)
-        df.update(Interaction({field: profiles.index_select(0, rows) for field, profiles in own.items()}))
+        df = self.join(df)
+        terms = self.leave_one_out_terms
+        if terms is not None:
+            leave_one_out_batch(df, terms["fields"], terms["counts"], self.profile_length, self.uid_field,
+                                self.iid_field, self.label_field)
         return df
 
-    def join(self, df, skip=()):
-        """RecBole's join (user, then item features at the batch's ids), by tensor index; ``skip``
-        names user or item columns not to fetch (the training rows' own profiles)."""
+    def join(self, df):
+        """RecBole's join (user, then item features at the batch's ids), by tensor index."""
         if self.user_feat is not None and self.uid_field in df:
-            df.update(gather(self.user_feat, df[self.uid_field], skip))
+            df.update(gather(self.user_feat, df[self.uid_field]))
         if self.item_feat is not None and self.iid_field in df:
-            df.update(gather(self.item_feat, df[self.iid_field], skip))
+            df.update(gather(self.item_feat, df[self.iid_field]))
         return df

@@ -107,8 +107,21 @@ class PositionalSplit:
     ``split_rule: day`` cuts it at day boundaries (``split_days``).
 
     Only the cut points change (``_calcu_split_ids``); ordering (``order: TO`` keeps the
-    converter's order) and grouping stay RecBole's.
+    converter's order) and grouping stay RecBole's. Whatever the rule, an ungrouped split's parts
+    are slices of the parent's interactions (``split_by_ratio``), not copies.
     """
+
+    def split_by_ratio(self, ratios, group_by=None):
+        """RecBole's split by ratios; ungrouped, each part is a slice of the parent's interactions
+        (views sharing its memory) instead of RecBole's copy through a ``range`` index: the same
+        rows in the same order, without a second copy of every column (issue 22: 0.2 GB for
+        MMa4CTR's full WeChat data, 30 s of indexing; the parent is kept for the whole run)."""
+        if group_by is not None:
+            return super().split_by_ratio(ratios, group_by)
+        total, rows = sum(ratios), len(self)
+        cuts = [int(cut) for cut in self._calcu_split_ids(tot=rows, ratios=[ratio / total for ratio in ratios])]
+        self._drop_unused_col()
+        return [self.copy(self.inter_feat[start:end]) for start, end in zip([0] + cuts, cuts + [rows])]
 
     def _calcu_split_ids(self, tot, ratios):
         rule = setting(self.config, "split_rule")

@@ -1,7 +1,7 @@
 """Built datasets kept on disk, so a cell whose dataset was built before maps it instead of building it.
 
 A cell's dataset (``utils.create_dataset``, then ``build()``: RecBole's read of the atomic files,
-the remap, the split, the project's features, profiles and leave-one-out rows) is the same for
+the remap, the split, the project's features, profiles and leave-one-out terms) is the same for
 every cell with the same inputs, and at full WeChat scale it takes most of a short cell. After a
 cell builds it, the parent dataset and its three splits are written to ``prepared_store``
 (``properties/overall.yaml``; ``~`` or ``false``: off) by ``object_files`` (arrays as ``.npy``,

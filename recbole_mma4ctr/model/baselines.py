@@ -17,8 +17,16 @@ all-padding list and ``item_length`` = ``empty_history_length``: 0 for DIN, whos
 masks by length; 1 (one padding item, embedding row 0) for the models that read position
 ``item_length - 1`` (FPMC, GCSAN, BERT4Rec, DIEN) and would fail on 0. Only ``item_id_list``
 and ``item_length`` are built (RecBole also builds a ``<field>_list`` of every other
-interaction column, labels included, which none of these models reads). The histories are
-computed with numpy instead of RecBole's per-row Python loop.
+interaction column, labels included, which none of these models reads).
+
+The lists are built per batch, not stored per row (issue 22): RecBole keeps a
+``[rows, MAX_ITEM_LIST_LENGTH]`` int64 list per row (2.8 GB for WeChat's 7 M rows at 50, and
+again in the splits it copies). Here the interactions are put once in per-user chronological
+order (``chronological_order``); the dataset keeps each position's item (and DIEN's negative)
+and its history length, and every row only its position (the hidden column
+``HISTORY_POSITION``, which follows the row through RecBole's sort and split). ``__getitem__``
+turns a batch's positions into the lists (``history_lists``): the same tensors, value for value
+and dtype for dtype, that the stored lists gave.
 
 :class:`LabeledDIENDataset` adds DIEN's ``neg_item_id_list``: one uniformly drawn item
 (never the row's own item) per interaction, gathered along the same history.
@@ -50,12 +58,14 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.gcsan import GCSAN as RecBoleGCSAN
 from recbole.utils import FeatureSource, FeatureType
 
+from ..data.batches import gather, row_index
 from ..data.paper_split import PositionalSplit
 from ..settings import setting
 
 __all__ = [
     "switch_off_anomaly_detection",
-    "UserHistories",
+    "chronological_order",
+    "history_lists",
     "LabeledSequentialDataset",
     "LabeledDIENDataset",
     "GCSAN",
@@ -86,37 +96,39 @@ def labeled_evaluation(config) -> bool:
     return mode == "labeled"
 
 
-class UserHistories:
-    """Each row's earlier rows of the same user.
+HISTORY_POSITION = "history_position"  # hidden per-row column: the row's place in chronological_order
+
+
+def chronological_order(users: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows grouped by user, each user's in time order: ``(order, earlier, position)``.
 
     Rows are ordered by ``times`` with a stable sort (ties keep their row order, as RecBole's
-    chronological split does); a row's history is the ``max_len`` rows of the same user just
-    before it in that order, oldest first.
+    chronological split does), then by user, stably. ``order[k]`` is the row at position k;
+    ``earlier[k]`` the number of rows of the same user before position k; ``position[row]``
+    the row's position. A row's history is the rows of the same user just before its position.
     """
+    n = users.shape[0]
+    chronological = np.argsort(times, kind="stable")
+    order = chronological[np.argsort(users[chronological], kind="stable")]
+    user_sorted = users[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = user_sorted[1:] != user_sorted[:-1]
+    run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    return order, np.arange(n) - run_start, position
 
-    def __init__(self, users: np.ndarray, times: np.ndarray, max_len: int):
-        n = users.shape[0]
-        self.max_len = int(max_len)
-        chronological = np.argsort(times, kind="stable")
-        self.by_user = chronological[np.argsort(users[chronological], kind="stable")]
-        user_sorted = users[self.by_user]
-        first = np.ones(n, dtype=bool)
-        first[1:] = user_sorted[1:] != user_sorted[:-1]
-        run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-        self.earlier = np.arange(n) - run_start  # rows of the same user before this one
-        self.position = np.empty(n, dtype=np.int64)
-        self.position[self.by_user] = np.arange(n)
 
-    def rows(self, start: int = 0, stop: int | None = None):
-        """``(rows, lengths)`` for rows ``start:stop``: ``rows`` an int64 ``(k, max_len)`` matrix
-        of history row indices, -1 after the last one (right padding); ``lengths`` the number of
-        history rows of each."""
-        p = self.position[start:stop]
-        lengths = np.minimum(self.earlier[p], self.max_len).astype(np.int64)
-        offsets = np.arange(self.max_len)
-        valid = offsets[None, :] < lengths[:, None]
-        index = np.where(valid, p[:, None] - lengths[:, None] + offsets[None, :], 0)
-        return np.where(valid, self.by_user[index], -1).astype(np.int64), lengths
+def history_lists(values: np.ndarray, lengths: np.ndarray, positions: np.ndarray, max_len: int) -> np.ndarray:
+    """``[rows, max_len]`` histories of the rows at ``positions``: ``values`` (one per position,
+    in ``chronological_order``) of the ``lengths[position]`` positions just before each, oldest
+    first, 0 after the last one (right padding)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    counts = lengths[positions]
+    offsets = np.arange(max_len)
+    valid = offsets[None, :] < counts[:, None]
+    index = np.where(valid, positions[:, None] - counts[:, None] + offsets[None, :], 0)
+    return np.where(valid, values[index], 0).astype(values.dtype, copy=False)
 
 
 class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
@@ -125,8 +137,6 @@ class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
     See the module docstring. Settings: ``MAX_ITEM_LIST_LENGTH`` (history length),
     ``empty_history_length`` (0 or 1, the ``item_length`` of a row without history).
     """
-
-    CHUNK_ROWS = 1 << 18
 
     def _aug_presets(self):
         list_suffix = self.config["LIST_SUFFIX"]
@@ -146,31 +156,36 @@ class LabeledSequentialDataset(PositionalSplit, SequentialDataset):
         return {}
 
     def data_augmentation(self):
-        self.logger.debug("data_augmentation (every row kept, row order unchanged)")
+        """Each row's position in the users' chronological order, each position's item (and extra
+        values) and history length; ``item_length`` per row. The lists are made per batch."""
+        self.logger.debug("data_augmentation (every row kept, row order unchanged, lists per batch)")
         self._aug_presets()
         self._check_field("uid_field", "time_field")
         users = self.inter_feat[self.uid_field].numpy()
         times = self.inter_feat[self.time_field].numpy()
-        items = self.inter_feat[self.iid_field].numpy()
-        extra = self._history_columns()
-        n, max_len = users.shape[0], int(self.max_item_list_len)
-        item_lists = np.zeros((n, max_len), dtype=np.int64)
-        extra_lists = {field: np.zeros((n, max_len), dtype=values.dtype) for field, values in extra.items()}
-        lengths = np.zeros(n, dtype=np.int64)
-        histories = UserHistories(users, times, max_len)
-        for start in range(0, n, self.CHUNK_ROWS):
-            stop = min(n, start + self.CHUNK_ROWS)
-            rows, lengths[start:stop] = histories.rows(start, stop)
-            valid = rows >= 0
-            safe = np.where(valid, rows, 0)
-            item_lists[start:stop] = np.where(valid, items[safe], 0)
-            for field, values in extra.items():
-                extra_lists[field][start:stop] = np.where(valid, values[safe], 0)
-        lengths = np.maximum(lengths, self.empty_history_length())
-        columns = {self.item_id_list_field: torch.from_numpy(item_lists),
-                   self.item_list_length_field: torch.from_numpy(lengths)}
-        columns.update({field: torch.from_numpy(values) for field, values in extra_lists.items()})
-        self.inter_feat.update(Interaction(columns))
+        values = {self.item_id_list_field: self.inter_feat[self.iid_field].numpy(), **self._history_columns()}
+        order, earlier, position = chronological_order(users, times)
+        self.history_values = {field: column[order] for field, column in values.items()}
+        self.history_lengths = np.minimum(earlier, int(self.max_item_list_len))
+        lengths = np.maximum(self.history_lengths[position], self.empty_history_length())
+        self.inter_feat.update(Interaction({self.item_list_length_field: torch.from_numpy(lengths),
+                                            HISTORY_POSITION: torch.from_numpy(position)}))
+
+    def __getitem__(self, index, join=True):
+        """The rows (by one tensor index per column, or RecBole's indexing for an int, a slice, a
+        mask) with their history lists in place of their positions; then RecBole's join."""
+        rows = row_index(index)
+        df = gather(self.inter_feat, rows) if rows is not None else self.inter_feat[index]
+        positions = df[HISTORY_POSITION]
+        del df[HISTORY_POSITION]
+        length = df[self.item_list_length_field]
+        del df[self.item_list_length_field]     # after the lists, where the stored column stood
+        flat = positions.reshape(-1).numpy()
+        lists = {field: torch.from_numpy(history_lists(values, self.history_lengths, flat, int(self.max_item_list_len))
+                                         ).reshape(*positions.shape, -1) for field, values in self.history_values.items()}
+        df.update(Interaction({self.item_id_list_field: lists.pop(self.item_id_list_field),
+                               self.item_list_length_field: length, **lists}))
+        return self.join(df) if join else df
 
 
 class LabeledDIENDataset(LabeledSequentialDataset):

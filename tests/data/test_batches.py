@@ -17,13 +17,13 @@ def prepared(root, tmp_path, **extra):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_mma4ctr.data.batches import permutation_train_batches
+    from recbole_mma4ctr.data.batches import sliced_batches
     from recbole_mma4ctr.config import build_config
     from recbole_mma4ctr.utils import create_dataset
 
     config = build_config("MMa4CTR", "tw", None, run_settings(tmp_path, data_path=root, train_batch_size=999, **extra))
     init_seed(config["seed"], config["reproducibility"])
-    with permutation_train_batches():
+    with sliced_batches():
         loaders = data_preparation(config, create_dataset(config))
     return config, loaders
 
@@ -37,9 +37,12 @@ def stock_rows(dataset, index):
 
 
 def stock_leave_one_out(dataset, df):
-    """Today's per-batch correction: each row's profile without the row, from per-user counts and
-    per-item removal terms, in float64, written back into the float32 profile."""
-    from recbole_mma4ctr.profiles import label_signs, leave_one_out, removal_terms
+    """The per-batch correction as the formula reads (``profiles.leave_one_out``'s docstring),
+    written out here so that the project's in-place computation is checked against it: each row's
+    profile without the row, ``(n z - q) / (n - 1)`` (the cold-start columns for n = 1), from
+    per-user counts and per-item removal terms, in float64, written back into the float32
+    profile."""
+    from recbole_mma4ctr.profiles import label_signs, removal_terms
 
     train = dataset.inter_feat
     fitted = dataset.compute_profiles(train)
@@ -47,13 +50,15 @@ def stock_leave_one_out(dataset, df):
     items = df[dataset.iid_field].numpy()
     positive_row = label_signs(df[dataset.label_field].numpy()) > 0
     length = dataset.profile_length
+    n = counts.astype(np.float64)[:, None]
     for modality in dataset.fused_modalities:
         field = f"profile_{modality}"
         positive, negative, cold = removal_terms(dataset.modality_matrices[modality], length,
                                                  fitted[field].low, fitted[field].span)
         profile = df[field].numpy().copy()
-        removed = np.where(positive_row[:, None], positive[items], negative[items])
-        profile[:, :length] = leave_one_out(profile[:, :length], counts, removed, cold)
+        removed = np.where(positive_row[:, None], positive[items], negative[items]).astype(np.float64)
+        others = (n * profile[:, :length].astype(np.float64) - removed) / np.maximum(n - 1, 1)
+        profile[:, :length] = np.where(n > 1, others, np.asarray(cold, dtype=np.float64)[None, :])
         df[field] = torch.from_numpy(profile)
     return df
 
@@ -83,7 +88,7 @@ def test_training_batches_are_recboles_stock_batches_epoch_after_epoch(tiny_copy
     config, (train, _, _) = prepared(tiny_copy, tmp_path, shuffle=shuffle)
     assert type(train) is PermutationTrainDataLoader
     dataset = train._dataset
-    assert dataset.row_profiles is not None
+    assert dataset.leave_one_out_terms is not None
     reference = stock_loader(config, dataset, shuffle, correct=True)
     assert len(train) == len(reference) == -(-len(dataset) // 999)
     moved = 0
@@ -102,7 +107,7 @@ def test_training_batches_are_recboles_stock_batches_epoch_after_epoch(tiny_copy
 
 def test_inclusive_training_batches_are_recboles_stock_batches(tiny_copy, tmp_path):
     config, (train, _, _) = prepared(tiny_copy, tmp_path, train_profile="inclusive")
-    assert train._dataset.row_profiles is None
+    assert train._dataset.leave_one_out_terms is None
     for ours, theirs in zip(train, stock_loader(config, train._dataset, True, correct=False), strict=True):
         assert_same_batches(ours, theirs)
 
@@ -111,24 +116,43 @@ def test_valid_and_test_batches_are_recboles_stock_batches(tiny_copy, tmp_path):
     _, (_, valid, test) = prepared(tiny_copy, tmp_path)
     for loader in (valid, test):
         dataset = loader._dataset
-        assert dataset.row_profiles is None
+        assert dataset.leave_one_out_terms is None
         rows = np.random.default_rng(1).permutation(len(dataset))[:500]
         assert_same_batches(dataset[rows], stock_rows(dataset, rows))
         assert_same_batches(dataset[torch.from_numpy(rows)], stock_rows(dataset, rows))
         assert_same_batches(dataset[list(rows)], stock_rows(dataset, rows))
 
 
-def test_only_the_training_dataloader_changes_and_only_inside_the_context(tiny_copy, tmp_path):
+def test_the_loaders_change_only_inside_the_context(tiny_copy, tmp_path):
     import recbole.data.utils as data_utils
-    from recbole.data.dataloader import TrainDataLoader
+    from recbole.data.dataloader import NegSampleEvalDataLoader, TrainDataLoader
 
-    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader
+    from recbole_mma4ctr.data.batches import PermutationTrainDataLoader, SlicedEvalDataLoader
 
     before = data_utils.get_dataloader
     _, (train, valid, test) = prepared(tiny_copy, tmp_path)
     assert data_utils.get_dataloader is before
     assert isinstance(train, TrainDataLoader) and type(train) is PermutationTrainDataLoader
-    assert type(valid) is type(test) and not isinstance(valid, TrainDataLoader)
+    for loader in (valid, test):
+        assert isinstance(loader, NegSampleEvalDataLoader) and type(loader) is SlicedEvalDataLoader
+    for loader in (train, valid, test):   # not RecBole's list of every row number
+        assert loader.__dict__["dataset"] == range(loader.sample_size)
+        assert loader.sampler.data_source == range(loader.sample_size)
+
+
+@pytest.mark.parametrize("batch", [999, 100_000])
+def test_evaluation_batches_are_recboles_stock_batches(tiny_copy, tmp_path, batch):
+    from recbole.data.dataloader import NegSampleEvalDataLoader
+
+    config, (_, valid, test) = prepared(tiny_copy, tmp_path, eval_batch_size=batch)
+    for loader in (valid, test):
+        stock = NegSampleEvalDataLoader(config, loader._dataset, loader._sampler, shuffle=False)
+        assert len(loader) == len(stock) == -(-len(loader._dataset) // batch)
+        for _ in range(2):
+            for ours, theirs in zip(loader, stock, strict=True):
+                assert ours[1:] == theirs[1:] == (None, None, None)
+                assert_same_batches(ours[0], theirs[0])
+        assert torch.equal(loader.generator.get_state(), stock.generator.get_state())
 
 
 def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():
@@ -142,13 +166,12 @@ def test_row_index_takes_row_numbers_and_leaves_the_rest_to_recbole():
         assert row_index(other) is None
 
 
-def test_leave_one_out_rows_do_not_depend_on_the_chunk_size(tiny_copy, tmp_path, monkeypatch):
-    import recbole_mma4ctr.data.batches as batches
-
+def test_a_rows_leave_one_out_profile_does_not_depend_on_its_batch(tiny_copy, tmp_path):
+    """Corrected per batch: the same row gets the same profile whatever rows share its batch."""
     _, (train, _, _) = prepared(tiny_copy, tmp_path)
     dataset = train._dataset
-    monkeypatch.setattr(batches, "ROW_CHUNK", 7)
-    small = dataset._leave_one_out_rows(dataset.inter_feat, dataset.compute_profiles(dataset.inter_feat))
-    assert small.keys() == dataset.row_profiles.keys()
-    for field, rows in dataset.row_profiles.items():
-        assert torch.equal(small[field], rows), field
+    rows = np.random.default_rng(2).permutation(len(dataset))
+    whole = dataset[rows]
+    parts = [dataset[rows[start:start + 7]] for start in range(0, len(rows), 7)]
+    for field in whole.interaction:
+        assert torch.equal(torch.cat([part[field] for part in parts]), whole[field]), field

@@ -74,6 +74,22 @@ def test_paper_protocol_profiles_do_see_test_labels(tiny_copy, tmp_path):
     assert any(not np.array_equal(before[f], after[f]) for f in before)
 
 
+@pytest.mark.parametrize("rule", ["recbole", "positional"])
+def test_the_splits_are_recboles_rows_as_slices_of_the_parents_columns(tiny_copy, tmp_path, rule):
+    import torch
+    from recbole.data.dataset import Dataset
+
+    dataset, splits, _ = build_profiles(tiny_copy, "tw", tmp_path, split_rule=rule)
+    stock = Dataset.split_by_ratio(dataset, [0.8, 0.1, 0.1])   # RecBole's own: copies by a range index
+    for ours, theirs in zip(splits, stock, strict=True):
+        assert len(ours) == len(theirs) > 0
+        for field, column in theirs.inter_feat.interaction.items():
+            assert torch.equal(ours.inter_feat[field], column), field
+            parent = dataset.inter_feat[field]
+            storage = ours.inter_feat[field].untyped_storage()
+            assert storage.data_ptr() == parent.untyped_storage().data_ptr(), field   # a view, no copy
+
+
 def test_feature_fields_have_the_promised_widths(tiny_copy, tmp_path):
     dataset, (train, valid, test), profiles = build_profiles(tiny_copy, "tw", tmp_path, profile_length=5)
     assert dataset.mm_feature_fields == ["profile_visual", "profile_acoustic", "profile_textual", "item_mm"]

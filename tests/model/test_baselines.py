@@ -121,6 +121,11 @@ def test_every_model_scores_the_same_test_pairs_as_mma4ctr(runs):
         assert np.array_equal(labels, captured["MMa4CTR"]["trainer"].last_scored["label"]), model
 
 
+def every_row(dataset):
+    """All rows of a dataset as its batches carry them (the history lists are made per batch)."""
+    return dataset[np.arange(len(dataset))]
+
+
 def test_first_interactions_are_kept_with_an_empty_history(runs):
     """RecBole's SequentialDataset would drop them and shift the split; they are kept here."""
     _, captured, inter = runs
@@ -128,7 +133,7 @@ def test_first_interactions_are_kept_with_an_empty_history(runs):
     for model in SEQUENTIAL:
         rows = 0
         for split in ("train_dataset", "eval_dataset"):
-            feat = captured[model][split].inter_feat
+            feat = every_row(captured[model][split])
             empty = ~feat["item_id_list"].numpy().any(axis=1)
             assert set(feat["item_length"].numpy()[empty]) <= {0 if model == "DIN" else 1}, model
             rows += int(empty.sum())
@@ -140,7 +145,7 @@ def test_histories_are_the_users_earlier_interactions(runs):
     for model in ["BERT4Rec", "DIN", "DIEN", "FPMC"]:
         test_set = captured[model]["eval_dataset"]
         max_len = test_set.field2seqlen["item_id_list"]
-        feat = test_set.inter_feat
+        feat = every_row(test_set)
         users = test_set.id2token("user_id", feat["user_id"].numpy())
         times = feat["timestamp"].numpy().astype(np.int64)
         picked = np.linspace(0, len(users) - 1, 25).astype(int)
@@ -159,7 +164,7 @@ def test_histories_are_the_users_earlier_interactions(runs):
 
 def test_dien_negative_histories_follow_the_history(runs):
     _, captured, _ = runs
-    feat = captured["DIEN"]["eval_dataset"].inter_feat
+    feat = every_row(captured["DIEN"]["eval_dataset"])
     items, negatives = feat["item_id_list"].numpy(), feat["neg_item_id_list"].numpy()
     assert np.array_equal(items > 0, negatives > 0)
     assert not np.any((items == negatives) & (items > 0))
@@ -259,14 +264,16 @@ def test_vectorised_gcsan_graph_equals_recboles_loop():
 
 @pytest.mark.unit
 def test_user_histories_break_time_ties_by_row_order():
-    from recbole_mma4ctr.model.baselines import UserHistories
+    from recbole_mma4ctr.model.baselines import chronological_order, history_lists
 
     users = np.array([1, 2, 1, 1, 2, 1])
     times = np.array([5.0, 1.0, 5.0, 0.0, 1.0, 9.0])
-    rows, lengths = UserHistories(users, times, max_len=2).rows()
-    # user 1 in time order (ties by row order): rows 3, 0, 2, 5
-    assert lengths.tolist() == [1, 0, 2, 0, 1, 2]
-    assert rows.tolist() == [[3, -1], [-1, -1], [3, 0], [-1, -1], [1, -1], [0, 2]]
+    order, earlier, position = chronological_order(users, times)
+    # user 1 in time order (ties by row order): rows 3, 0, 2, 5; then user 2's: rows 1, 4
+    assert order.tolist() == [3, 0, 2, 5, 1, 4] and earlier.tolist() == [0, 1, 2, 3, 0, 1]
+    lists = history_lists(order + 1, np.minimum(earlier, 2), position, 2)   # row r's value: r + 1 (0 pads)
+    assert lists.tolist() == [[4, 0], [0, 0], [4, 1], [0, 0], [2, 0], [1, 3]]
+    assert lists.dtype == order.dtype
 
 
 def test_fpmc_one_item_history_is_the_last_item_of_the_long_one(tiny_atomic, tmp_path):
@@ -283,7 +290,7 @@ def test_fpmc_one_item_history_is_the_last_item_of_the_long_one(tiny_atomic, tmp
                                                                MAX_ITEM_LIST_LENGTH=length))
         dataset = create_dataset(config)
         dataset.build()
-        feat = dataset.inter_feat
+        feat = every_row(dataset)
         index = (feat["item_length"] - 1).unsqueeze(1)
         last_items[length] = (feat["item_id_list"].gather(1, index).squeeze(1), feat["item_id"], feat["timestamp"])
     for short, long in zip(last_items[1], last_items[50]):
