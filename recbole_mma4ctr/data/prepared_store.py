@@ -53,6 +53,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..compat import release_unused_memory
 from ..errors import OutputError, SettingError
 from ..files import move_into_place, pid_alive, temporary_path, TEMPORARY, write_bytes
 from ..prepare.atomic import folder_lock
@@ -129,7 +130,9 @@ def prepared_datasets(config) -> Prepared:
     folder = store_folder(config)
     if folder is None:
         dataset = create_dataset(config)
-        return Prepared(dataset, dataset.build(), "built (prepared_store off)", None, time() - begun)
+        splits = dataset.build()
+        release_unused_memory()     # the build's temporaries (profiles, pooling, sorting)
+        return Prepared(dataset, splits, "built (prepared_store off)", None, time() - begun)
     keep = entries_kept(config)
     bucket = bucket_of(config)
     with folder_lock(folder / f"{bucket}-{config['model']}"):
@@ -141,6 +144,7 @@ def prepared_datasets(config) -> Prepared:
         with recording_reads(config) as recorded:
             dataset = create_dataset(config)
             splits = dataset.build()
+        release_unused_memory()
         drawn = random_start if random_digest() != random_start else None
         key, source = _store(folder, bucket, config, dataset, splits, recorded, drawn)
         if key is not None:
