@@ -204,7 +204,8 @@ def removal_terms(item_matrix: np.ndarray, length: int, low: np.ndarray, span: n
     return positive, negative, cold
 
 
-def leave_one_out(profiles: np.ndarray, counts: np.ndarray, removed: np.ndarray, cold: np.ndarray) -> np.ndarray:
+def leave_one_out(profiles: np.ndarray, counts: np.ndarray, removed: np.ndarray, cold: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Scaled signed-mean columns of rows' users with each row's own interaction taken out.
 
     ``profiles`` [rows, L]: the users' scaled (inclusive) pooled columns; ``counts`` [rows]: the
@@ -214,12 +215,12 @@ def leave_one_out(profiles: np.ndarray, counts: np.ndarray, removed: np.ndarray,
     n - 1 interactions; a user whose only interaction is this row (n = 1) has no other evidence
     and gets the cold-start columns. Constant columns stay 0 (z, q and cold are all 0 there).
 
-    Computed in float64 in one buffer, operation after operation in place (the same IEEE
-    operations as the formula written out): it runs on every training batch, where each extra
-    [batch, L] temporary costs fresh pages from the allocator.
+    Computed in float64 in one buffer (``out``, float64 [rows, L], when given), operation after
+    operation in place (the same IEEE operations as the formula written out): it runs on every
+    training batch, where each extra [batch, L] temporary costs fresh pages from the allocator.
     """
     n = np.asarray(counts, dtype=np.float64)[:, None]
-    others = np.multiply(profiles, n, dtype=np.float64)
+    others = np.multiply(profiles, n, out=out, dtype=np.float64)
     others -= removed
     others /= np.maximum(n - 1, 1)
     others[n[:, 0] <= 1] = cold

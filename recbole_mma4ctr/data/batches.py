@@ -25,6 +25,7 @@ the same bit for bit.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -55,6 +56,26 @@ def gather(features: Interaction, rows: torch.Tensor) -> Interaction:
     return Interaction({name: column.index_select(0, rows) for name, column in features.interaction.items()})
 
 
+class WorkArrays(threading.local):
+    """Arrays reused from batch to batch as scratch space, by name, grown when a batch is larger.
+
+    Why: a training batch's leave-one-out correction needs [batch, L] temporaries (0.7 and 1.4 MB
+    per profile at 8192 rows). Fresh ones cost more than the arithmetic: glibc gives blocks that
+    large back to the system when they are freed and faults every page of the next one in
+    again (5.6 ms a batch against 3.5 with reused arrays, measured). One set per thread; batches
+    are made one at a time (worker processes have their own)."""
+
+    def get(self, name: str, rows: int, width: int, dtype) -> np.ndarray:
+        arrays = self.__dict__.setdefault("arrays", {})
+        array = arrays.get(name)
+        if array is None or array.shape[0] < rows or array.shape[1] != width or array.dtype != dtype:
+            array = arrays[name] = np.empty((rows, width), dtype=dtype)
+        return array[:rows]
+
+
+WORK = WorkArrays()
+
+
 def leave_one_out_batch(batch: Interaction, fields: dict, counts, length: int, uid: str, iid: str, label: str) -> None:
     """Each row's profiles without the row itself, written into the batch's profile columns.
 
@@ -63,7 +84,7 @@ def leave_one_out_batch(batch: Interaction, fields: dict, counts, length: int, u
     negative, cold)``, ``profiles.removal_terms`` of the field's modality; ``counts``: each
     user's training interactions. The first L columns become ``profiles.leave_one_out`` of the
     row (float64, then rounded to float32, as the profile is stored); the last (the device) is
-    kept: it is not a label.
+    kept: it is not a label. The temporaries are ``WORK``'s.
     """
     users, items = batch[uid].numpy(), batch[iid].numpy()
     positive_row = label_signs(batch[label].numpy()) > 0
@@ -71,9 +92,11 @@ def leave_one_out_batch(batch: Interaction, fields: dict, counts, length: int, u
     positive_items = items[positive_row]
     for field, (positive, negative, cold) in fields.items():
         profile = batch[field].numpy()
-        removed = np.take(negative, items, axis=0)   # np.take: several times faster than [items] here
+        removed = WORK.get("removed", len(items), length, negative.dtype)
+        np.take(negative, items, axis=0, out=removed, mode="clip")   # ids are in range; "raise" would copy
         removed[positive_row] = np.take(positive, positive_items, axis=0)
-        profile[:, :length] = leave_one_out(profile[:, :length], row_counts, removed, cold)
+        others = WORK.get("others", len(items), length, np.float64)
+        profile[:, :length] = leave_one_out(profile[:, :length], row_counts, removed, cold, out=others)
 
 
 class SlicedIteration:

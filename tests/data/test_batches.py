@@ -175,3 +175,17 @@ def test_a_rows_leave_one_out_profile_does_not_depend_on_its_batch(tiny_copy, tm
     parts = [dataset[rows[start:start + 7]] for start in range(0, len(rows), 7)]
     for field in whole.interaction:
         assert torch.equal(torch.cat([part[field] for part in parts]), whole[field]), field
+
+
+@pytest.mark.unit
+def test_work_arrays_are_reused_and_grown():
+    from recbole_mma4ctr.data.batches import WorkArrays
+
+    work = WorkArrays()
+    first = work.get("a", 10, 3, np.float64)
+    assert first.shape == (10, 3) and first.dtype == np.float64
+    assert np.shares_memory(work.get("a", 4, 3, np.float64), first)       # a smaller batch: the same memory
+    assert not np.shares_memory(work.get("b", 10, 3, np.float64), first)  # another name: its own
+    grown = work.get("a", 20, 3, np.float64)
+    assert grown.shape == (20, 3) and not np.shares_memory(grown, first)
+    assert work.get("a", 20, 3, np.float32).dtype == np.float32
