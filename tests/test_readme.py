@@ -15,7 +15,7 @@ def readme_commands():
 
 def test_ci_runs_the_readme_install_and_test_command():
     commands = readme_commands()
-    install_and_test = [c for c in commands if c.endswith("python -m pytest -q")]
+    install_and_test = [c for c in commands if c.endswith("python -m pytest -q -n 2")]
     install_and_run = [c for c in commands if "run_recbole_mma4ctr.py --model=MMa4CTR --dataset=wechat" in c]
     assert len(install_and_test) == 1 and len(install_and_run) == 1
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
