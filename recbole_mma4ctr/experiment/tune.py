@@ -53,8 +53,8 @@ one record (and predictions) per trial, ``trials.md``, ``trials.csv`` and ``tria
 counts; every trial: parameters, best validation metric and its epoch, epochs run, status:
 completed / early-stopped (validation) / stopped by ASHA / failed, with the error / finished
 earlier; the test metric of finished trials beside, not used), ``best.yaml`` (every setting the
-best finished trial ran with; its header gives the command that reproduces it, with the model as
-named; a failed or stopped trial never becomes it), ``ray/`` (Ray Tune's experiment folders) and
+best trial by validation ran with, finished or stopped by ASHA (``best_trial``); its header gives
+the command that reproduces it, with the model as named; a failed trial never becomes it), ``ray/`` (Ray Tune's experiment folders) and
 ``rt/`` (Ray's temporary files, see ``engine.ray_temp_dir``). One command drives the folder at a
 time (``engine.claim_folder``).
 """
@@ -299,7 +299,7 @@ def counts_line(counts: dict) -> str:
 
 
 def write_best_config(folder: Path, summary: dict, cell: dict) -> Path:
-    """best.yaml: every setting the best finished trial ran with (protocol file, config files,
+    """best.yaml: every setting the chosen trial (``best_trial``) ran with (protocol file, config files,
     command line, the sampled values), self-contained. Its header gives the command that
     reproduces that trial: the model as the user named it (``DeepFM+mm``: the name decides the
     model's features), the dataset, the protocol, and ``--config_files=best.yaml``."""
@@ -311,8 +311,8 @@ def write_best_config(folder: Path, summary: dict, cell: dict) -> Path:
     path = folder / "best.yaml"
     protocol = f" --protocol={cell['protocol']}" if cell.get("protocol") else ""
     header = (f"# Best of the tuning trials of {cell['model']} on {cell['dataset']}: valid {metric} = "
-              f"{best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} ({best['trial']}); ranked on "
-              f"validation only.\n"
+              f"{best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} ({best['trial']}, {best['status']}); "
+              f"ranked on validation only.\n"
               f"# Use: python run_recbole_mma4ctr.py --model={cell['model']} --dataset={cell['dataset']}{protocol} "
               f"--config_files={path}\n")
     write_text(path, header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=False))
@@ -405,30 +405,42 @@ def tune_in(folder: Path, config, cells: list[dict], done: dict, engine_options,
         records.update(engine.run_cells("tune", pending, config, folder, engine_options, tune_spec=spec))
     rows = [trial_row(cell, records.get(cell["key"]), dimensions, metric, mode, cell["key"] in done) for cell in cells]
     rows.sort(key=lambda row: _rank_key(row, metric, mode))
-    ok = [row for row in rows if row["status"] in FINISHED and row.get(f"best_{metric}") is not None]
+    best = best_trial(rows, metric)
     summary.update(seconds=round(time.time() - started, 1), ranked_on=f"validation {metric} only",
                    resources={"cpus_per_run": engine_options.cpus_per_run, "gpus_per_run": engine_options.gpus_per_run,
                               "ray_address": engine_options.address},
-                   trials=rows, best=ok[0] if ok else None)
+                   trials=rows, best=best)
     write_trial_tables(folder, summary, dimensions)
-    if ok:
-        best_cell = next(cell for cell in cells if cell["cell"] == ok[0]["trial"])
+    if best:
+        best_cell = next(cell for cell in cells if cell["cell"] == best["trial"])
         summary["best_config"] = str(write_best_config(folder, summary, best_cell))
     write_text(folder / "trials.json", json.dumps(summary, indent=2, default=str))
     states = [row["status"] for row in rows]
     say(f"[tune] {len(rows)} trial(s) in {time.time() - started:.0f} s: "
         + ", ".join(f"{states.count(state)} {state}" for state in dict.fromkeys(states))
         + f"; {summary['counts']['duplicates']} duplicate sample(s) not run; table: {folder / 'trials.md'}")
-    if not ok:
-        raise RuntimeError(f"no trial finished with a validation {metric}; no best.yaml written; see "
-                           f"{folder / 'trials.md'} and the trial records in {folder}")
-    best = ok[0]
-    say(f"[tune] best: valid {metric}={best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} with "
+    if not best:
+        raise RuntimeError(f"no trial finished or was stopped by ASHA with a validation {metric}; no best.yaml "
+                           f"written; see {folder / 'trials.md'} and the trial records in {folder}")
+    say(f"[tune] best: valid {metric}={best[f'best_{metric}']:.4f} at epoch {best['best_epoch']} ({best['status']}) with "
         + ", ".join(f"{d.name}={tables.show(best.get(d.name))}" for d in dimensions))
     return folder
 
 
 FINISHED = ("completed", "early-stopped (validation)", "finished earlier")
+CHOOSABLE = FINISHED + ("stopped by ASHA",)
+
+
+def best_trial(rows: list[dict], metric: str) -> dict | None:
+    """The trial whose settings are chosen: the first of ``rows`` (ranked best first by their best
+    validation value) that finished or was stopped by ASHA and has a validation value; None if none.
+
+    Why stopped trials count: ASHA stops a trial at a rung when its latest value there falls below
+    the others', not its best; a trial that validated best at epoch 3 and was stopped at epoch 4
+    holds the best point the budget found (Ray Tune's ``get_best_result(scope="all")`` ranks the
+    same way). The chosen settings are then run in full, so nothing rests on the trial having
+    finished. A failed trial never counts: its values may come from a broken run."""
+    return next((row for row in rows if row["status"] in CHOOSABLE and row.get(f"best_{metric}") is not None), None)
 
 
 def trial_row(cell: dict, record: dict | None, dimensions, metric: str, mode: str, reused: bool) -> dict:

@@ -11,8 +11,9 @@ and ``--params_file`` are ``--tune``'s, refused)
    ASHA grace period and reduction factor. Its search space is ``properties/hyper/<Model>.hyper``
    (a ``+mm`` model: its own file if there is one, else its base model's, so ``DeepFM`` and
    ``DeepFM+mm`` search the same space); a model without one is refused before anything runs.
-2. The trials never score the test split (``test_after_training: false``); the best finished
-   trial by validation (``trials.json``'s ``best``, written by ``tune.py``) gives the settings.
+2. The trials never score the test split (``test_after_training: false``); the best trial
+   by validation, finished or stopped by ASHA (``trials.json``'s ``best``, ``tune.best_trial``),
+   gives the settings.
 3. Every model then runs with its chosen settings and every seed as an ordinary comparison cell
    (``compare.compare_in``): the test split is scored once per final cell.
 
@@ -153,7 +154,8 @@ def tune_model(model: str, dataset: str, protocol, config_files, overrides: dict
     finished = [t for t in summary["trials"] if t.get("status") in FINISHED]
     return {**row, "status": "ok", "metric": summary["metric"], "trials_run": len(summary["trials"]),
             "trials_finished": len(finished), "best_valid": best.get(f"best_{summary['metric']}"),
-            "best_epoch": best.get("best_epoch"), "best_trial": best.get("trial"), "chosen": chosen,
+            "best_epoch": best.get("best_epoch"), "best_trial": best.get("trial"), "best_status": best.get("status"),
+            "chosen": chosen,
             "edges": {d.name: on_edge(d, chosen[d.name]) for d in dimensions}}
 
 
@@ -220,15 +222,17 @@ def write_tuning_table(folder: Path, rows: list[dict], dataset: str) -> str:
                       "budget": f"{budget['trials']} trials x <= {budget['epochs']} epochs (ASHA grace "
                                 f"{budget['grace_period']})",
                       "finished": f"{row.get('trials_finished', 0)}/{row.get('trials_run', 0)}",
-                      "best_valid": row.get("best_valid"), "chosen": settings,
+                      "best_valid": row.get("best_valid"), "best_status": row.get("best_status", ""), "chosen": settings,
                       "edge": ", ".join(k for k, v in (row.get("edges") or {}).items() if v.endswith("edge")) or "none"})
     metric = next((row["metric"] for row in rows if row.get("metric")), "valid metric")
     table = tables.markdown(["model", "search space", "budget (same for every model)", "trials finished",
-                             f"best valid {metric}", "chosen settings (edge of the range)", "on an edge"],
-                            tables.cells_of(lines, ["model", "space", "budget", "finished", "best_valid", "chosen", "edge"],
+                             f"best valid {metric}", "best trial's status", "chosen settings (edge of the range)", "on an edge"],
+                            tables.cells_of(lines, ["model", "space", "budget", "finished", "best_valid", "best_status",
+                                                    "chosen", "edge"],
                                             decimals={"best_valid"}))
     text = (f"# Tuning of the tuned comparison on {dataset}\n\nEvery model tuned on the validation split with the "
-            f"same budget; the best trial by validation gives the settings every seed then runs with. The tuning "
+            f"same budget; the best trial by validation (finished, or stopped by ASHA at its best epoch) gives the "
+            f"settings every seed then runs with. The tuning "
             f"never reads the test split. A setting on an edge of its range: the best point may lie beyond it.\n\n"
             + table + "\n")
     write_text(folder / "tuning.md", text)

@@ -86,6 +86,23 @@ def test_metric_direction():
     assert metric_mode("auc") == "max" and metric_mode("gauc") == "max" and metric_mode("logloss") == "min"
 
 
+@pytest.mark.unit
+def test_the_best_trial_may_be_one_asha_stopped_but_never_a_failed_one():
+    """Planted as the README's DeepFM tuning went: the best validation value belongs to a trial ASHA
+    stopped after its best epoch; a failed trial ranks above everything and a trial without a value
+    below; rows arrive ranked best first, as tune_in sorts them."""
+    from recbole_mma4ctr.experiment.tune import best_trial
+
+    ranked = [{"trial": "broken", "status": "failed", "best_auc": 0.99},
+              {"trial": "stopped", "status": "stopped by ASHA", "best_auc": 0.7616},
+              {"trial": "finished", "status": "completed", "best_auc": 0.7580},
+              {"trial": "reused", "status": "finished earlier", "best_auc": 0.7500},
+              {"trial": "died", "status": "no record"}]
+    assert best_trial(ranked, "auc")["trial"] == "stopped"
+    assert best_trial([r for r in ranked if r["trial"] != "stopped"], "auc")["trial"] == "finished"
+    assert best_trial([r for r in ranked if r["trial"] in ("broken", "died")], "auc") is None
+
+
 def test_gpu_request_without_a_gpu_is_refused_up_front(tmp_path, capsys, monkeypatch):
     from recbole_mma4ctr import cli
     from recbole_mma4ctr.experiment import engine
