@@ -356,7 +356,7 @@ def test_best_yaml_keeps_shuffle(tmp_path):
     from recbole_mma4ctr.experiment.tune import write_best_config
 
     trial = make_cell("DIN", "wechat", None, {"shuffle": "False", "eval_step": 1, "learning_rate": 0.01})
-    summary = {"metric": "auc", "best": {"best_auc": 0.6, "best_epoch": 2, "trial": "t1"}}
+    summary = {"metric": "auc", "best": {"best_auc": 0.6, "best_epoch": 2, "trial": "t1", "status": "completed"}}
     path = write_best_config(tmp_path, summary, trial)
     written = yaml.safe_load(path.read_text())
     assert written["shuffle"] is False and written["learning_rate"] == 0.01
